@@ -1,0 +1,82 @@
+"""Environment fingerprint: which libraries and which machine produced a number."""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import lru_cache
+from importlib import metadata
+
+_PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "nncf", "torch-pruning", "openvino", "tensorrt")
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def fingerprint(*, with_gpu: bool = True) -> dict:
+    """A JSON-able description of this machine and the library versions in use.
+
+    GPU fields are filled only when torch is already imported (so this stays cheap) or with_gpu asks.
+    """
+    info: dict = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cpu_count": os.cpu_count(),
+        "versions": {p: v for p in _PACKAGES if (v := package_version(p)) is not None},
+    }
+    info["versions"]["edgecnn"] = package_version("edgecnn") or "dev"
+    if with_gpu:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                idx = torch.cuda.current_device()
+                major, minor = torch.cuda.get_device_capability(idx)
+                info["gpu"] = torch.cuda.get_device_name(idx)
+                info["compute_capability"] = f"{major}.{minor}"
+                info["cuda"] = torch.version.cuda
+        except Exception:  # noqa: BLE001 - a fingerprint must never fail the caller
+            pass
+    return info
+
+
+def fingerprint_key(info: dict) -> dict:
+    """The part of a fingerprint that must match for latencies to be comparable."""
+    return {
+        "cpu": info.get("cpu"),
+        "cpu_count": info.get("cpu_count"),
+        "gpu": info.get("gpu"),
+        "versions": {k: info.get("versions", {}).get(k) for k in ("torch", "onnxruntime", "openvino", "tensorrt")},
+    }

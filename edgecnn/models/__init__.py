@@ -1,0 +1,154 @@
+"""Model zoo: registry, builders, weight loading, and torch artifacts (structure + safetensors)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from ..errors import InvalidInput
+from .registry import ModelSpec, create_model, get_spec, list_models, register
+
+__all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "register", "build_model",
+           "load_torch_model", "save_torch_artifact", "count_params", "count_macs", "architecture_of"]
+
+log = logging.getLogger("edgecnn")
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (convolutions and matrix products)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else "cpu"
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops() // 2)
+
+
+def architecture_of(name: str, *, num_classes: int, in_channels: int, input_size, structure: dict | None = None) -> dict:
+    h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    return {"name": name, "num_classes": int(num_classes), "in_channels": int(in_channels),
+            "input_size": [int(h), int(w)], "structure": structure or None}
+
+
+def build_model(name: str, *, weights: str = "random", num_classes: int | None = None,
+                in_channels: int | None = None, input_size=None, warn_random: bool = True):
+    """Build ``name`` and load ``weights`` ('random', 'imagenet', a state_dict file or an artifact).
+
+    Returns (model, info) where info records the weights source and anything adapted on load.
+    With an artifact as weights and no explicit num_classes, its classes are kept.
+    """
+    from ..artifact import Artifact, is_artifact
+    from .weights import imagenet_state_dict, load_into, read_state_dict
+
+    spec = get_spec(name)
+    info: dict = {"weights": weights}
+    if weights == "random":
+        if warn_random:
+            warnings.warn(f"{name}: random weights - accuracy means nothing until the model is trained.", stacklevel=2)
+        model = spec.build(num_classes=num_classes or 1000, in_channels=in_channels, input_size=input_size)
+        return model, info
+    if is_artifact(weights):
+        art = Artifact.load(weights, formats=("torch",))
+        if art.model != name:
+            raise InvalidInput(f"Artifact '{weights}' holds {art.model}, not {name}; pass a {name} artifact or use MODEL {art.model}.")
+        model = load_torch_model(art)
+        info.update(parent=art, classes=art.classes)
+        if num_classes is not None and num_classes != art.num_classes:
+            from .weights import load_into as _reload
+
+            fresh = spec.build(num_classes=num_classes, in_channels=art.input_shape[0], input_size=art.input_shape[1:])
+            info["report"] = _reload(fresh, spec, model.state_dict(), source=f"artifact {weights}")
+            model = fresh
+            info.pop("classes")
+        return model, info
+    if weights == "imagenet":
+        state, source = imagenet_state_dict(spec), "torchvision ImageNet weights"
+        info["classes_hint"] = 1000
+    else:
+        p = Path(weights)
+        state, source = read_state_dict(p), f"'{p}'"
+    model = spec.build(num_classes=num_classes or _classes_in(state, spec) or 1000, in_channels=in_channels,
+                       input_size=input_size)
+    info["report"] = load_into(model, spec, state, source=source)
+    return model, info
+
+
+def _classes_in(state: dict, spec: ModelSpec) -> int | None:
+    w = state.get(f"{spec.classifier}.weight")
+    return int(w.shape[0]) if w is not None else None
+
+
+def load_torch_model(artifact):
+    """Rebuild the network of a torch artifact (including a pruned structure) and load its tensors."""
+    from safetensors.torch import load_file
+
+    from ..errors import ArtifactError
+    from .structure import apply_structure
+
+    arch = artifact.manifest.get("architecture") or {}
+    if "name" not in arch:
+        raise ArtifactError(f"'{artifact.path}' has no architecture record; re-create the artifact.")
+    spec = get_spec(arch["name"])
+    model = spec.build(num_classes=arch["num_classes"], in_channels=arch["in_channels"], input_size=arch["input_size"])
+    if arch.get("structure"):
+        apply_structure(model, arch["structure"])
+    try:
+        state = load_file(str(artifact.model_file))
+    except Exception as exc:  # noqa: BLE001
+        raise ArtifactError(f"Cannot read {artifact.model_file}: {exc}; re-create the artifact.") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0:3]
+        raise ArtifactError(f"{artifact.model_file} does not match its manifest's architecture ({' '.join(first)[:300]}); re-create the artifact.") from exc
+    model.eval()
+    return model
+
+
+def save_torch_artifact(model, out, *, name: str, input_spec: dict, classes: list[str], stage: str,
+                        params: dict | None = None, parent=None, metrics: dict | None = None,
+                        structure: dict | None = None, precision: str = "fp32", extra: dict | None = None):
+    """Write ``model`` as a torch artifact: model.safetensors + manifest (architecture, structure, input)."""
+    from safetensors.torch import save_file
+
+    from ..artifact import new_manifest, write_artifact
+
+    arch = architecture_of(name, num_classes=len(classes), in_channels=input_spec["channels"],
+                           input_size=(input_spec["height"], input_spec["width"]), structure=structure)
+    shape = (input_spec["channels"], input_spec["height"], input_spec["width"])
+    measured = {"params": count_params(model), "macs": count_macs(model, shape)}
+    measured.update(metrics or {})
+    manifest = new_manifest(model=name, format="torch", file="model.safetensors", precision=precision,
+                            input=input_spec, classes=classes, stage=stage, params=params, parent=parent,
+                            architecture=arch, metrics=measured, extra=extra)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+    def write(tmp: Path) -> None:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"edgecnn_model": name})
+
+    return write_artifact(out, manifest, write)
+
+
+def describe_models(names=None, *, input_size=None, in_channels=None, num_classes: int = 1000) -> list[dict]:
+    """Parameters and MACs of each zoo model at the requested (or its default) input."""
+    rows = []
+    for name in names or list_models():
+        spec = get_spec(name)
+        c = in_channels or spec.default_input[0]
+        hw = tuple(input_size) if input_size else spec.default_input[1:]
+        model = spec.build(num_classes=num_classes, in_channels=c, input_size=hw)
+        rows.append({"name": name, "family": spec.family, "input": [c, *hw], "min_input": spec.min_input,
+                     "params": count_params(model), "macs": count_macs(model, (c, *hw)), "paper": spec.paper})
+    return rows

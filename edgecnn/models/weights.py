@@ -1,0 +1,149 @@
+"""Loading weights into a zoo network: a local state_dict file, an edgecnn artifact, torchvision's
+ImageNet weights, or 'random'. Files are never unpickled beyond tensors (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import WeightsError
+from .registry import ModelSpec
+
+log = logging.getLogger("edgecnn")
+
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "weights")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read tensors from a .safetensors or torch-saved file without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"Weights file '{path}' does not exist; pass a .pth/.pt/.safetensors file, an artifact, 'imagenet' or 'random'.")
+    if path.is_dir():
+        raise WeightsError(f"'{path}' is a directory but not an edgecnn artifact (no manifest.json); pass a weights file or an artifact.")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"Cannot read weights file '{path}': not a valid safetensors file ({_short(exc)}).") from exc
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
+        msg = _short(exc)
+        if "weights_only" in msg or "Unsupported global" in msg:
+            raise WeightsError(
+                f"Weights file '{path}' holds pickled Python objects, which edgecnn refuses to unpickle; "
+                "save model.state_dict() (torch.save) or a .safetensors file instead."
+            ) from exc
+        raise WeightsError(f"Cannot read weights file '{path}': not a torch state_dict ({msg}).") from exc
+    return _unwrap(obj, path)
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"Weights file '{path}' is not a state_dict (a dict of tensors); save model.state_dict().")
+    # DDP / torch.compile prefixes
+    for prefix in ("module.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
+
+
+def imagenet_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """torchvision's published ImageNet weights through torch hub's normal cache / download."""
+    if spec.torchvision is None:
+        raise WeightsError(f"{spec.name} has no published ImageNet weights; pass --weights FILE, an artifact, or 'random' and train it.")
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(spec.torchvision).DEFAULT
+    url = weights.url
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    fname = url.rsplit("/", 1)[-1]
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except Exception as exc:  # URLError, socket errors, HTTP errors, hash mismatch
+        raise WeightsError(
+            f"Could not download ImageNet weights for {spec.name} ({_short(exc)}). If this machine is offline, "
+            f"copy {fname} (from {url}) to {cache / fname}, or pass --weights FILE.pth."
+        ) from exc
+
+
+def adapt_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt an RGB stem convolution to another channel count (timm's rule: sum for 1, tile otherwise)."""
+    src = weight.shape[1]
+    if src == in_channels:
+        return weight
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = -(-in_channels // src)
+    return weight.repeat(1, reps, 1, 1)[:, :in_channels] * (src / in_channels)
+
+
+def load_into(model: nn.Module, spec: ModelSpec, state: dict[str, torch.Tensor], *, source: str) -> dict:
+    """Load ``state`` into ``model``. A classifier whose class count differs is re-initialised (transfer
+    learning) and an RGB stem is adapted to the model's channels; any other mismatch is an error that
+    lists the first offending keys. Returns a report of what was adapted."""
+    own = model.state_dict()
+    report: dict = {"source": source, "reinitialised": [], "adapted": [], "ignored": []}
+    state = dict(state)
+    # torchvision GoogLeNet checkpoints made without weights= carry auxiliary classifiers we do not build.
+    aux = [k for k in state if k.startswith(("aux1.", "aux2.")) and k not in own]
+    for k in aux:
+        del state[k]
+    if aux:
+        report["ignored"].append(f"{len(aux)} auxiliary-classifier tensors (aux1/aux2)")
+    stem_w = f"{spec.first_conv}.weight"
+    if stem_w in state and stem_w in own and state[stem_w].shape != own[stem_w].shape \
+            and state[stem_w].shape[0] == own[stem_w].shape[0] and state[stem_w].shape[2:] == own[stem_w].shape[2:]:
+        state[stem_w] = adapt_stem(state[stem_w], own[stem_w].shape[1])
+        report["adapted"].append(f"{stem_w}: {state[stem_w].shape[1]} input channels from the file's 3")
+    head = spec.classifier + "."
+    head_keys = [k for k in own if k.startswith(head)]
+    head_mismatch = [k for k in head_keys if k in state and state[k].shape != own[k].shape]
+    if head_mismatch:
+        for k in head_keys:
+            state.pop(k, None)
+        report["reinitialised"].append(f"{spec.classifier} (classifier re-initialised for {_out_features(model, spec)} classes)")
+    missing = [k for k in own if k not in state and not (head_mismatch and k.startswith(head))]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
+              for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:3])}")
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:5])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}")
+        raise WeightsError(
+            f"Weights from {source} do not fit {spec.name} - {' | '.join(parts)}. "
+            "Check the model name, --num-classes and --in-channels, or pass weights saved from this architecture."
+        )
+    model.load_state_dict(state, strict=not head_mismatch)
+    return report
+
+
+def _out_features(model: nn.Module, spec: ModelSpec) -> int:
+    from .zoo import _get
+
+    head = _get(model, spec.classifier)
+    return int(getattr(head, "out_features", getattr(head, "out_channels", 0)))

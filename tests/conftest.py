@@ -1,0 +1,58 @@
+"""Shared fixtures. Trained models come from the real training loop on the bundled digits, once per
+test session, so every accuracy assertion is about real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NNCF_CI", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    import torch
+
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> Path:
+    """A session-wide folder for artifacts that several tests share."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def lenet_digits(runs):
+    """LeNet-5 trained on the digits (1x32x32): a real, accurate torch artifact."""
+    from edgecnn.train import TrainConfig, train
+
+    return train("lenet5", data="digits", out=runs / "lenet5", config=TrainConfig(epochs=15, batch_size=32),
+                 progress=False)
+
+
+@pytest.fixture(scope="session")
+def resnet18_digits(runs):
+    """ResNet-18 trained on the digits at 1x32x32 (few epochs: a real but quick torch artifact)."""
+    from edgecnn.train import TrainConfig, train
+
+    return train("resnet18", data="digits", out=runs / "resnet18", in_channels=1, input_size=32,
+                 config=TrainConfig(epochs=4, batch_size=64), progress=False)
+
+
+def run_cli(args, **kwargs):
+    """Invoke the edgecnn CLI in-process; returns click's Result."""
+    from click.testing import CliRunner
+
+    from edgecnn.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+
+@pytest.fixture
+def cli_run():
+    return run_cli
