@@ -102,8 +102,9 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def _ensure_loaded() -> None:
-    if not _REGISTRY:
-        from . import lenet, zoo  # noqa: F401  (registration side effects)
+    # Always import both (cached after the first time): testing `if not _REGISTRY` lost lenet5 whenever
+    # edgecnn.models.zoo had been imported directly before the first lookup.
+    from . import lenet, zoo  # noqa: F401  (registration side effects)
 
 
 def list_models() -> list[str]:
