@@ -1,0 +1,163 @@
+"""Statistics for comparing a candidate model with its original on the same images.
+
+Everything here is paired: both models saw the same images, so their per-image outcomes are compared
+image by image. That is what makes a few hundred images informative: only the images on which the two
+models *disagree* carry evidence about a difference in accuracy.
+
+- :func:`paired_bootstrap` - confidence interval of an accuracy difference (percentile bootstrap over
+  images, seeded, hence deterministic).
+- :func:`mcnemar` - test of "both models are equally accurate" from the discordant pairs; the exact
+  binomial form for small counts, chi-square with continuity correction otherwise.
+- :func:`kl_divergence` - KL(original || candidate) of the softmax outputs, per image.
+- :func:`wilson_interval` - interval of a proportion (prediction agreement).
+
+Only numpy and the standard library are used, so the results do not depend on a scipy version.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+#: Below this many discordant pairs McNemar's chi-square approximation is poor; use the exact test.
+EXACT_MCNEMAR_BELOW = 25
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a two-sided confidence interval."""
+
+    point: float
+    low: float
+    high: float
+    confidence: float
+    method: str
+
+    def scaled(self, factor: float) -> "Interval":
+        """The same interval in other units (e.g. fractions -> percentage points)."""
+        lo, hi = sorted((self.low * factor, self.high * factor))
+        return Interval(self.point * factor, lo, hi, self.confidence, self.method)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_pair(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(a, dtype=bool).ravel()
+    b = np.asarray(b, dtype=bool).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes need equal lengths, got {a.size} and {b.size}")
+    return a, b
+
+
+def paired_bootstrap(a_correct, b_correct, *, confidence: float = 0.95, n_resamples: int = 10_000,
+                     seed: int = 0) -> Interval:
+    """Confidence interval of ``mean(a_correct) - mean(b_correct)`` (e.g. original minus candidate
+    accuracy = the candidate's accuracy *drop*) by the percentile bootstrap over images.
+
+    Resampling n images with replacement and taking the mean paired difference only depends on how many
+    of the resampled images are of each kind: +1 (only ``a`` right), -1 (only ``b`` right) or 0. So each
+    resample is drawn directly as a multinomial over those three counts - the same distribution as
+    resampling indices, in O(n_resamples) instead of O(n_resamples * n). The generator is seeded, so the
+    interval is identical on every run. Bounds use the conservative order statistics (lower/higher).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 100:
+        raise ValueError(f"n_resamples must be >= 100, got {n_resamples}")
+    a, b = _check_pair(a_correct, b_correct)
+    n = a.size
+    if n == 0:
+        raise ValueError("no images to compare")
+    only_a = int(np.count_nonzero(a & ~b))
+    only_b = int(np.count_nonzero(~a & b))
+    point = (only_a - only_b) / n
+    if only_a == 0 and only_b == 0:
+        # Every image has the same outcome for both: every resample gives 0.
+        return Interval(0.0, 0.0, 0.0, confidence, "paired percentile bootstrap")
+    rng = np.random.default_rng(seed)
+    probs = np.array([only_a, only_b, n - only_a - only_b], dtype=np.float64) / n
+    counts = rng.multinomial(n, probs, size=n_resamples)
+    diffs = (counts[:, 0] - counts[:, 1]) / n
+    alpha = 1.0 - confidence
+    low = float(np.quantile(diffs, alpha / 2, method="lower"))
+    high = float(np.quantile(diffs, 1 - alpha / 2, method="higher"))
+    return Interval(float(point), low, high, confidence, f"paired percentile bootstrap ({n_resamples} resamples, seed {seed})")
+
+
+def discordant(a_correct, b_correct) -> tuple[int, int]:
+    """(images only ``a`` got right, images only ``b`` got right)."""
+    a, b = _check_pair(a_correct, b_correct)
+    return int(np.count_nonzero(a & ~b)), int(np.count_nonzero(~a & b))
+
+
+def _binom_cdf_half(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2), exact (integer arithmetic)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)
+
+
+def mcnemar(b: int, c: int, *, exact: bool | None = None) -> dict:
+    """McNemar's test of equal accuracy from the discordant counts ``b`` (only the first model right)
+    and ``c`` (only the second right).
+
+    ``exact=None`` picks the exact two-sided binomial test when ``b + c`` is below
+    :data:`EXACT_MCNEMAR_BELOW` (where the chi-square approximation is unreliable) and the chi-square
+    statistic with Edwards' continuity correction otherwise. With no discordant pairs p = 1.
+    """
+    if b < 0 or c < 0:
+        raise ValueError("discordant counts must be >= 0")
+    n = b + c
+    if exact is None:
+        exact = n < EXACT_MCNEMAR_BELOW
+    if n == 0:
+        return {"b": b, "c": c, "statistic": 0.0, "p_value": 1.0, "method": "exact binomial" if exact else "chi-square (continuity corrected)"}
+    if exact:
+        p = min(1.0, 2.0 * _binom_cdf_half(min(b, c), n))
+        return {"b": b, "c": c, "statistic": float(min(b, c)), "p_value": p, "method": "exact binomial"}
+    stat = (abs(b - c) - 1.0) ** 2 / n if abs(b - c) >= 1 else 0.0
+    p = math.erfc(math.sqrt(stat / 2.0))  # survival function of chi-square with 1 degree of freedom
+    return {"b": b, "c": c, "statistic": float(stat), "p_value": float(p), "method": "chi-square (continuity corrected)"}
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max(axis=1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+
+def kl_divergence(p_logits, q_logits) -> np.ndarray:
+    """Per-image KL(softmax(p) || softmax(q)) in nats, computed in float64 from log-softmax (stable for
+    large logits; never negative beyond rounding, which is clipped to 0)."""
+    p_logits = np.asarray(p_logits)
+    q_logits = np.asarray(q_logits)
+    if p_logits.shape != q_logits.shape or p_logits.ndim != 2:
+        raise ValueError(f"logits must both be (N, classes), got {p_logits.shape} and {q_logits.shape}")
+    lp, lq = log_softmax(p_logits), log_softmax(q_logits)
+    kl = (np.exp(lp) * (lp - lq)).sum(axis=1)
+    return np.maximum(kl, 0.0)
+
+
+def wilson_interval(k: int, n: int, *, confidence: float = 0.95) -> Interval:
+    """Wilson score interval of a proportion k/n (well-behaved at 0 and 1, unlike the normal one)."""
+    if n <= 0:
+        raise ValueError("n must be > 0")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), confidence, "Wilson score")
+
+
+def images_needed(interval: Interval, n: int, threshold: float) -> int | None:
+    """Rough number of images at which an interval of this width would exclude ``threshold``, assuming
+    the point estimate stays where it is and the width shrinks as 1/sqrt(n). None when the point
+    estimate sits on the threshold (no finite number of images decides it)."""
+    gap = abs(interval.point - threshold)
+    half = max(interval.high - interval.point, interval.point - interval.low)
+    if gap <= 0 or half <= 0:
+        return None
+    return int(math.ceil(n * (half / gap) ** 2))
