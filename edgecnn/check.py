@@ -553,7 +553,7 @@ def check(candidate, original, data: str, policy=None, *, latency: bool = True, 
 
     lat = None
     if latency:
-        lat = measure_pair_latency(orig, cand, policy, device=device)
+        lat = measure_pair_latency(orig, cand, policy, device=device, data=data, progress=progress)
     report = CheckReport(
         candidate={**describe_artifact(cand), "runner": c_runner}, original={**describe_artifact(orig), "runner": o_runner},
         data={**describe_source(data, "val"), "n_images": int(len(labels)), "val_split": val_split},
@@ -625,7 +625,7 @@ def _accuracy(o_logits, c_logits, labels, classes, policy: Policy) -> tuple[dict
         "kl": {"mean": float(kl.mean()) if kl_finite else float("inf"),
                "p95": float(np.quantile(kl, 0.95)) if kl_finite else float("inf"),
                "max": float(kl.max()) if kl_finite else float("inf"), "direction": "KL(original || candidate), nats"},
-        "worst_class": ({"class": worst["class"], "drop": -worst["delta"]} if worst else None),
+        "worst_class": ({"class": worst["class"], "drop": 0.0 - worst["delta"]} if worst else None),
     }
     return accuracy, per_class
 
@@ -726,29 +726,70 @@ def _finish(report: CheckReport, policy: Policy) -> None:
         if m.status == "fail":
             reasons.append(f"{m.label} {m.value_text()} violates {m.threshold_text()}")
         elif m.status == "inconclusive":
-            reasons.append(f"{m.label} {m.value_text()} cannot be decided against {m.threshold_text()} "
-                           f"with {report.n_images} images at {100 * policy.confidence:.0f}% confidence "
-                           "(add images, loosen the threshold, or set decide_on: point)")
+            if m.key in ("speedup", "latency_ratio"):
+                rounds = (report.latency or {}).get(m.key, {}).get("rounds")
+                why = (f"with {rounds} interleaved timing rounds (raise latency_min_time_s, loosen the threshold, "
+                       "or set decide_on: point)")
+            else:
+                why = (f"with {report.n_images} images at {100 * policy.confidence:.0f}% confidence "
+                       "(add images, loosen the threshold, or set decide_on: point)")
+            reasons.append(f"{m.label} {m.value_text()} cannot be decided against {m.threshold_text()} {why}")
     report.reasons = reasons
 
 
 # --------------------------------------------------------------------------------------------------
 # Latency
 # --------------------------------------------------------------------------------------------------
-def measure_pair_latency(original, candidate, policy: Policy, *, device: str = "cpu") -> dict:
-    """Latency of both models measured interleaved in one run (edgecnn.bench), as the gate needs it:
-    per-model p50 and the candidate/original ratio with its spread over the interleaved rounds."""
+def measure_pair_latency(original, candidate, policy: Policy, *, device: str = "cpu", data: str = "digits",
+                         progress: bool = False) -> dict:
+    """Latency of both models measured interleaved in one run (:func:`edgecnn.bench.measure_latency`):
+    per-model p50 and the candidate/original ratio with a confidence interval.
+
+    The point ratio is bench's ratio of the overall medians. Its interval is the distribution-free
+    interval of the median of the per-round ratios (each round times both models back to back under
+    the same load, so machine drift cancels within a round). Blocks are kept short so that even a
+    short measurement has ~10 rounds; with fewer rounds the interval is [min, max] of the rounds.
+    """
     from . import bench
 
+    block = min(0.1, max(0.01, policy.latency_min_time_s / 10))
     result = bench.measure_latency([original, candidate], batch_sizes=(policy.latency_batch_size,),
                                    warmup=policy.latency_warmup, min_time_s=policy.latency_min_time_s,
                                    min_repeats=policy.latency_min_repeats, threads=policy.latency_threads,
-                                   interleave=True)
-    return _pair_from_bench(result, policy.latency_batch_size)
+                                   device=device, interleave=True, progress=progress, data=data,
+                                   block_time_s=block)
+    return pair_from_bench(result, policy.latency_batch_size, confidence=policy.confidence)
 
 
-def _pair_from_bench(result, batch_size: int) -> dict:  # adapted to edgecnn.bench's result once it lands
-    raise NotImplementedError
+def pair_from_bench(result: dict, batch_size: int, *, confidence: float = 0.95) -> dict:
+    """Reduce a two-candidate ``bench.measure_latency`` result to what the gate reports."""
+    from .stats import median_interval
+
+    rows = [r for r in result["results"] if r["batch_size"] == batch_size]
+    if len(rows) != 2:  # pragma: no cover - bench returns one row per candidate and batch size
+        raise RuntimeError(f"expected 2 latency results at batch {batch_size}, got {len(rows)}")
+    orig, cand = rows
+    ratio = float(cand["ratio"])
+    rounds = cand.get("round_ratios") or []
+    if rounds:
+        iv = median_interval(rounds, confidence=confidence)
+        low, high = min(iv.low, ratio), max(iv.high, ratio)
+        spread = f"{iv.method}, {100 * iv.confidence:.0f}% coverage"
+    else:  # pragma: no cover - the gate always interleaves
+        low = high = ratio
+        spread = "no per-round ratios"
+
+    def side(r):
+        s = r["latency_ms"]
+        return {"label": r["label"], "p50_ms": s["p50"], "p90_ms": s["p90"], "p99_ms": s["p99"], "mean_ms": s["mean"],
+                "std_ms": s["std"], "runs": r["n"], "throughput": r["throughput"]}
+
+    return {"batch_size": batch_size, "original": side(orig), "candidate": side(cand),
+            "latency_ratio": {"point": ratio, "low": low, "high": high, "spread": spread, "rounds": len(rounds)},
+            "speedup": {"point": 1.0 / ratio, "low": 1.0 / high, "high": 1.0 / low, "spread": spread,
+                        "rounds": len(rounds)},
+            "round_ratios": rounds, "settings": result.get("settings"), "fingerprint_key": result.get("fingerprint_key"),
+            "seconds": result.get("seconds")}
 
 
 # --------------------------------------------------------------------------------------------------

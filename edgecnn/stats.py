@@ -149,7 +149,9 @@ def wilson_interval(k: int, n: int, *, confidence: float = 0.95) -> Interval:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), confidence, "Wilson score")
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Interval(p, low, high, confidence, "Wilson score")
 
 
 def images_needed(interval: Interval, n: int, threshold: float) -> int | None:
@@ -161,3 +163,26 @@ def images_needed(interval: Interval, n: int, threshold: float) -> int | None:
     if gap <= 0 or half <= 0:
         return None
     return int(math.ceil(n * (half / gap) ** 2))
+
+
+def median_interval(values, *, confidence: float = 0.95) -> Interval:
+    """Distribution-free confidence interval of the median of ``values`` from order statistics (the
+    number of values below the median is Binomial(n, 1/2)). With too few values for the requested
+    confidence the interval is [min, max] and ``confidence`` reports what that range actually achieves."""
+    x = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    n = x.size
+    if n == 0:
+        raise ValueError("no values")
+    median = float(np.median(x))
+    if n == 1:
+        return Interval(median, float(x[0]), float(x[0]), 0.0, "single value")
+    # largest j such that P(X_(j) <= median <= X_(n-j+1)) = 1 - 2 P(B <= j-1) >= confidence (1-based j)
+    best_j, achieved = 1, 1.0 - 2.0 * 0.5 ** n
+    for j in range(1, n // 2 + 1):
+        cover = 1.0 - 2.0 * _binom_cdf_half(j - 1, n)
+        if cover >= confidence:
+            best_j, achieved = j, cover
+        else:
+            break
+    return Interval(median, float(x[best_j - 1]), float(x[n - best_j]), float(achieved),
+                    f"order-statistic interval of the median ({n} values)")
