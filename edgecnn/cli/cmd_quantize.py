@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import click
+
+from ._common import print_table, write_json
+
+TARGETS = ("auto", "cpu", "tensorrt")
+PRESETS = ("performance", "mixed")
+RANGE_ESTIMATORS = ("default", "minmax", "mean_minmax", "median_minmax", "mean_no_outliers", "mean_quantile",
+                    "histogram")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+@click.command("quantize")
+@click.argument("artifact", type=click.Path())
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output artifact directory.")
+@click.option("--int8", "int8", is_flag=True, help="INT8 QDQ ONNX (the default precision; needs --calib).")
+@click.option("--fp16", "fp16", is_flag=True, help="Float16 ONNX instead of INT8 (GPU targets).")
+@click.option("--fp16-io", is_flag=True, help="With --fp16: float16 inputs/outputs too (default: float32 I/O).")
+@click.option("--calib", help="Calibration images: a folder (searched recursively, e.g. calibration/), 'digits', "
+                              "or 'synthetic:N' (plumbing only).")
+@click.option("--subset-size", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Calibration images used (a random subset when the folder has more).")
+@click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
+              help="cpu: fastest QDQ layout for ONNX Runtime/OpenVINO; tensorrt: signed symmetric INT8 with "
+                   "TensorRT's fusion placement, checked by the validator; auto: tensorrt if a CUDA GPU is visible.")
+@click.option("--preset", type=click.Choice(PRESETS), default="performance", show_default=True,
+              help="NNCF preset: performance = symmetric activations; mixed = asymmetric (cpu target only).")
+@click.option("--range-estimator", type=click.Choice(RANGE_ESTIMATORS), default="default", show_default=True,
+              help="How activation ranges are estimated from the calibration statistics (NNCF).")
+@click.option("--fast-bias-correction/--bias-correction", default=True, show_default=True,
+              help="NNCF's fast bias correction, or the slower full BiasCorrection.")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True,
+              help="Weight scales per output channel (TensorRT needs per-channel).")
+@click.option("--ignore", multiple=True, metavar="NODE",
+              help="ONNX node name or regular expression to leave in floating point (repeatable).")
+@click.option("--max-drop", type=float, help="Accuracy-aware: allowed top-1 drop in points on --data's held-out "
+                                             "split; the most sensitive layers stay FP32 until it fits.")
+@click.option("--data", help="Labelled data to evaluate on (held-out split) and to fine-tune with --qat: "
+                             "'digits' or an image folder.")
+@click.option("--max-float-layers", type=click.IntRange(min=0), help="Accuracy-aware: at most this many FP32 layers.")
+@click.option("--qat", is_flag=True, help="Fine-tune with fake quantization + distillation from the original when "
+                                          "PTQ misses --max-drop (or always, without --max-drop).")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="QAT epochs.")
+@click.option("--qat-lr", type=float, help="QAT learning rate (AdamW; default 1e-4).")
+@click.option("--calib-batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch size of the calibration passes.")
+@click.option("--skip-corrupt", is_flag=True, help="Skip unreadable calibration images instead of failing.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration subset.")
+@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads for the evaluations.")
+@click.option("--validate-only", is_flag=True,
+              help="Only check ARTIFACT (a QDQ onnx artifact or .onnx file) against TensorRT's rules; exit 3 if it "
+                   "breaks one.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
+def command(artifact, out, int8, fp16, fp16_io, calib, subset_size, target, preset, range_estimator,
+            fast_bias_correction, per_channel, ignore, max_drop, data, max_float_layers, qat, epochs, qat_lr,
+            calib_batch_size, skip_corrupt, seed, threads, validate_only, json_path):
+    """Quantize a torch or FP32 onnx ARTIFACT to an INT8 QDQ ONNX artifact (NNCF post-training quantization,
+    calibrated on --calib), or convert it to FP16 with --fp16. Every INT8 result is checked against
+    TensorRT's explicit-quantization rules and the report is stored in its manifest.
+
+    \b
+    Examples:
+      edgecnn quantize runs/resnet18 --calib calibration/ --out runs/resnet18-int8
+      edgecnn quantize runs/resnet18 --calib digits --target tensorrt --max-drop 0.3 --data digits --out runs/r18-trt
+      edgecnn quantize runs/lenet5 --calib digits --qat --epochs 3 --data digits --out runs/lenet5-qat
+      edgecnn quantize runs/resnet18-onnx --fp16 --out runs/resnet18-fp16
+      edgecnn quantize runs/r18-trt/model.onnx --validate-only
+    """
+    if validate_only:
+        _validate_only(artifact, json_path)
+        return
+    if fp16 and int8:
+        raise click.UsageError("--int8 and --fp16 both given; an artifact has one precision - run quantize twice "
+                               "(TensorRT mixes them at build time: edgecnn build --int8 --fp16).")
+    if fp16_io and not fp16:
+        raise click.UsageError("--fp16-io only applies with --fp16.")
+    if out is None:
+        raise click.UsageError("Missing option '--out' (the output artifact directory).")
+    if fp16:
+        for flag, given in (("--calib", calib), ("--max-drop", max_drop is not None), ("--qat", qat),
+                            ("--ignore", bool(ignore))):
+            if given:
+                raise click.UsageError(f"{flag} is an INT8 option; drop it with --fp16 (or drop --fp16).")
+        from ..compress.fp16 import convert_fp16
+
+        art = convert_fp16(artifact, out, fp16_io=fp16_io, data=data)
+        m = art.manifest["metrics"]
+        rows = [["artifact", str(art.path)], ["model", f"{art.model} (fp16, I/O {art.manifest['fp16']['io_dtype']})"],
+                ["file", _size(art.model_file.stat().st_size)],
+                ["agreement with FP32", _pct(m["fp16_parity"]["agreement_with_fp32"]) + f" on {m['fp16_parity']['images']} images"],
+                ["max |logit diff|", f"{m['fp16_parity']['max_abs_diff']:.3g}"]]
+        if "top1" in m:
+            rows.append(["top-1 FP32 -> FP16", f"{_pct(m['fp32_top1'])} -> {_pct(m['top1'])}"])
+        print_table(rows, ["fp16", "value"], title=f"edgecnn quantize --fp16 -> {art.path}")
+        write_json(json_path, {"artifact": str(art.path), "id": art.id, "metrics": m})
+        return
+    if not calib:
+        raise click.UsageError("INT8 needs calibration images: pass --calib DIR (e.g. --calib calibration/), "
+                               "--calib digits, or build a set with 'edgecnn calib'.")
+    if max_drop is not None and not data:
+        raise click.UsageError("--max-drop needs --data (the labelled set whose held-out split measures the drop).")
+    if qat and not data:
+        raise click.UsageError("--qat needs --data to fine-tune on (e.g. --data digits).")
+    from ..compress.quantize import quantize
+
+    art = quantize(artifact, out, calib=calib, subset_size=subset_size, target=target, preset=preset,
+                   range_estimator=range_estimator, fast_bias_correction=fast_bias_correction,
+                   per_channel=per_channel, ignore=ignore, max_drop=max_drop, data=data, qat=qat, epochs=epochs,
+                   qat_lr=qat_lr, calib_batch_size=calib_batch_size, max_float_layers=max_float_layers,
+                   threads=threads, seed=seed, skip_corrupt=skip_corrupt)
+    summary = print_quantize_summary(art)
+    write_json(json_path, summary)
+
+
+def print_quantize_summary(art) -> dict:
+    """The INT8 report table (also used by 'edgecnn compress')."""
+    q, m = art.manifest["quantization"], art.manifest["metrics"]
+    v, cal = q["validation"], q["calibration"]
+    rows = [["artifact", str(art.path)],
+            ["model", f"{art.model} (int8 QDQ, {art.num_classes} classes)"],
+            ["file", _size(art.model_file.stat().st_size)],
+            ["target", q["target"]],
+            ["route", q["route"]],
+            ["weights", q["weights"]],
+            ["activations", q["activations"]],
+            ["calibration", f"{cal['images']} images from {cal['source']}"]]
+    if q["rewrites"].get("requantized_layers"):
+        rows.append(["re-quantized after reshape", ", ".join(q["rewrites"]["requantized_layers"])])
+    if q["rewrites"].get("residual_adds_fused"):
+        rows.append(["residual adds made fusable", str(len(q["rewrites"]["residual_adds_fused"]))])
+    verdict = "passed" if v["passed"] else f"{v['errors']} error(s)"
+    if v["warnings"]:
+        verdict += f", {v['warnings']} warning(s)"
+    if not v["required"]:
+        verdict += " (not required for target cpu)"
+    rows.append(["TensorRT rules", verdict])
+    if "top1" in m:
+        rows.append(["top-1 FP32 -> INT8 (ORT)", f"{_pct(m['fp32_top1'])} -> {_pct(m['top1'])} "
+                                                 f"({m['top1_drop_pt']:+.2f} pt drop)"])
+    acc = q.get("accuracy_aware") or {}
+    if acc.get("max_drop_pt") is not None:
+        rows.append(["budget", f"{acc['max_drop_pt']} pt: {'met' if acc.get('met') else 'NOT met'}"])
+    for k in q.get("kept_float") or []:
+        reason = next((x["reason"] for x in acc.get("kept_float", []) if x["layer"] == k), "")
+        rows.append(["kept FP32", f"{k}: {reason}"])
+    if q.get("qat"):
+        rows.append(["QAT", f"{q['qat']['epochs']} epoch(s), {q['qat']['fake_quantized_layers']} fake-quantized layers, "
+                            f"KD T={q['qat']['kd']['temperature']}"])
+    rows.append(["seconds", str(q["seconds"].get("total"))])
+    for w in cal.get("warnings") or []:
+        rows.append(["warning", w])
+    print_table(rows, ["quantize", "value"], title=f"edgecnn quantize -> {art.path}")
+    if acc.get("ranking"):
+        print_table([[r["layer"], f"{r['top1_gain_pt']:+.2f}", f"{r['agreement_gain_pt']:+.2f}"]
+                     for r in acc["ranking"][:10]],
+                    ["layer kept FP32 alone", "top-1 gain (pt)", "agreement gain (pt)"],
+                    title="measured layer sensitivity (most helpful first)")
+    return {"artifact": str(art.path), "id": art.id, "metrics": m, "quantization": q}
+
+
+def _validate_only(path, json_path) -> None:
+    from ..compress.qdq import RULE_TEXT, errors, summarize, validate_qdq
+
+    violations = validate_qdq(path, "tensorrt")
+    if violations:
+        print_table([[v.node, v.rule, v.severity, v.detail] for v in violations[:200]],
+                    ["node", "rule", "severity", "detail"], title=f"TensorRT QDQ rules: {path}")
+        if len(violations) > 200:
+            click.echo(f"... and {len(violations) - 200} more")
+    summary = summarize(violations)
+    summary["rules_text"] = {k: RULE_TEXT[k] for k in summary["by_rule"] if k in RULE_TEXT}
+    write_json(json_path, summary)
+    bad = errors(violations)
+    if bad:
+        click.echo(f"error: {len(bad)} violation(s) of TensorRT's explicit-quantization rules, first: {bad[0]}", err=True)
+        raise SystemExit(3)
+    click.echo(f"passed: {path} follows TensorRT's explicit-quantization rules"
+               + (f" ({len(violations)} fusion warning(s))" if violations else ""))

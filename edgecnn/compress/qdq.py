@@ -1,0 +1,617 @@
+"""Checking a QDQ ONNX model against what TensorRT's explicit quantization accepts.
+
+TensorRT (8.x-10.x, explicit quantization) builds INT8 layers only from QuantizeLinear/DequantizeLinear
+pairs that are *signed INT8 with zero point 0* (symmetric), with *per-channel* scales on the weights'
+output-channel axis and *per-tensor* scales on activations. Anything else is either rejected by the ONNX
+parser or silently runs in floating point. Placement matters too: TensorRT fuses
+``Conv -> Add(DQ(skip)) -> ReLU`` into one INT8 kernel only when the skip input of a residual ``Add`` is
+quantized and the convolution's own output is not, and it concatenates in INT8 only when every input
+of a ``Concat`` shares one scale. (NVIDIA TensorRT developer guide, "Working with Quantized Types";
+TensorRT Model Optimizer's ONNX Q/DQ placement follows the same rules.)
+
+:func:`validate_qdq` reports every departure as a :class:`Violation` naming the node. ``severity`` is
+"error" when TensorRT would refuse the model or misread it, "warning" when it builds but cannot fuse
+(slower). A model *passes* when :func:`errors` of its violations is empty.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import InvalidInput
+
+RULES = ("tensorrt",)
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
+# op type -> (index of the weight input, output-channel axis of that weight)
+WEIGHTED_OPS = {"Conv": (1, 0), "ConvTranspose": (1, 1), "Gemm": (1, None), "MatMul": (1, 1)}
+# ops that pass data through unchanged in value order, so "what feeds this" looks through them
+_TRANSPARENT = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
+# ops a DequantizeLinear commutes with (TensorRT propagates DQ forward across them)
+COMMUTING = _TRANSPARENT + ("MaxPool",)
+
+RULE_TEXT = {
+    "zero-point-missing": "Q/DQ without a zero point means uint8 in ONNX; TensorRT needs an explicit int8 zero point 0",
+    "unsigned": "TensorRT accepts only signed INT8 quantization (uint8 found)",
+    "not-int8": "this validator covers INT8 (int4/int16/FP8 Q/DQ are other TensorRT modes)",
+    "zero-point-nonzero": "TensorRT accepts only symmetric quantization (zero point 0)",
+    "scale-invalid": "scales must be positive, finite constants",
+    "weight-per-tensor": "weights must have one scale per output channel",
+    "weight-axis": "per-channel weight scales must lie on the output-channel axis",
+    "activation-per-channel": "activations must have one scale per tensor",
+    "q-without-dq": "a QuantizeLinear must feed only DequantizeLinear nodes",
+    "dq-without-q": "an activation DequantizeLinear must be fed by a QuantizeLinear",
+    "q-dq-mismatch": "a Q/DQ pair must use the same scale and zero point",
+    "residual-add": "residual Add: quantize the skip input, not the convolution output, so Conv+Add can fuse",
+    "concat-scales": "all inputs of a Concat must share one scale so it can run in INT8",
+    "unquantized-layer": "a Conv/Gemm/MatMul without Q/DQ on its input and weight runs in floating point",
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One departure from the rules: which node, which rule, what exactly."""
+
+    node: str
+    rule: str
+    detail: str
+    severity: str = "error"   # "error": refused/misread by TensorRT; "warning": builds but cannot fuse
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.node}: [{self.rule}] {self.detail}"
+
+
+def errors(violations: Iterable[Violation]) -> list[Violation]:
+    return [v for v in violations if v.severity == "error"]
+
+
+def summarize(violations: list[Violation]) -> dict:
+    """What the manifest records: pass/fail, counts per rule and the first offending nodes."""
+    counts: dict[str, int] = {}
+    for v in violations:
+        counts[v.rule] = counts.get(v.rule, 0) + 1
+    return {"rules": "tensorrt", "passed": not errors(violations), "errors": len(errors(violations)),
+            "warnings": len(violations) - len(errors(violations)), "by_rule": counts,
+            "violations": [v.as_dict() for v in violations[:50]]}
+
+
+def _load(model_or_path):
+    import onnx
+
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    p = Path(model_or_path)
+    if p.is_dir():
+        from ..artifact import Artifact
+
+        p = Artifact.load(p, formats=("onnx",)).model_file
+    if not p.is_file():
+        raise InvalidInput(f"ONNX model '{p}' does not exist; pass an .onnx file or an onnx artifact directory.")
+    try:
+        return onnx.load(str(p), load_external_data=True)
+    except Exception as exc:  # onnx raises DecodeError / OSError for non-ONNX files
+        raise InvalidInput(f"'{p}' is not a readable ONNX model ({str(exc).splitlines()[0][:120]}); "
+                           "pass a model written by 'edgecnn export' or 'edgecnn quantize'.") from exc
+
+
+class _Graph:
+    """Producer / consumer / constant lookups over one ONNX graph."""
+
+    def __init__(self, model):
+        from onnx import numpy_helper
+
+        g = model.graph
+        self.nodes = list(g.node)
+        self.consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        for n in self.nodes:
+            if n.op_type == "Constant" and n.output:
+                for a in n.attribute:
+                    if a.name == "value":
+                        self.consts[n.output[0]] = numpy_helper.to_array(a.t)
+        self.producer = {o: n for n in self.nodes for o in n.output}
+        self.consumers: dict[str, list] = {}
+        for n in self.nodes:
+            for i in n.input:
+                if i:
+                    self.consumers.setdefault(i, []).append(n)
+        self.outputs = {o.name for o in g.output}
+
+    def const(self, name: str):
+        if name in self.consts:
+            return self.consts[name]
+        # constants that reach a node through Identity (exporters emit those for shared weights)
+        p = self.producer.get(name)
+        while p is not None and p.op_type == "Identity":
+            if p.input[0] in self.consts:
+                return self.consts[p.input[0]]
+            p = self.producer.get(p.input[0])
+        return None
+
+    def is_const(self, name: str) -> bool:
+        if self.const(name) is not None:
+            return True
+        p = self.producer.get(name)
+        if p is not None and p.op_type == "QuantizeLinear":   # Q(const) -> DQ : an unfolded weight
+            return self.const(p.input[0]) is not None
+        return False
+
+    def is_weight(self, name: str) -> bool:
+        """A constant, or a DequantizeLinear of a constant (a quantized weight)."""
+        if self.is_const(name):
+            return True
+        p = self.producer.get(name)
+        return p is not None and p.op_type == "DequantizeLinear" and self.is_const(p.input[0])
+
+    def source(self, name: str):
+        """The node that really produces ``name``, looking through shape-only ops."""
+        p = self.producer.get(name)
+        while p is not None and p.op_type in _TRANSPARENT:
+            p = self.producer.get(p.input[0])
+        return p
+
+
+def name_of(node) -> str:
+    return node.name or f"{node.op_type}({node.output[0] if node.output else '?'})"
+
+
+def _attr(node, name: str, default=None):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def weight_axis(node, g: _Graph | None = None) -> int | None:
+    """Output-channel axis of the weight input of a weighted op."""
+    op = node.op_type
+    if op == "Gemm":
+        return 0 if _attr(node, "transB", 0) else 1
+    return WEIGHTED_OPS[op][1]
+
+
+def validate_qdq(model_or_path, rules: str = "tensorrt") -> list[Violation]:
+    """Check a QDQ ONNX model (a ModelProto, an .onnx path or an onnx artifact directory).
+
+    Returns every violation (errors first); an empty list or one with only warnings means TensorRT's
+    explicit quantization will accept the model.
+    """
+    import numpy as np
+
+    if rules not in RULES:
+        raise InvalidInput(f"Unknown QDQ rule set '{rules}'; choose one of: {', '.join(RULES)}.")
+    model = _load(model_or_path)
+    g = _Graph(model)
+    out: list[Violation] = []
+
+    def add(node, rule, detail, severity="error"):
+        out.append(Violation(name_of(node) if not isinstance(node, str) else node, rule, detail, severity))
+
+    weight_dq = {}   # DQ output name -> (weighted node, its expected axis, out channels)
+    for n in g.nodes:
+        if n.op_type in WEIGHTED_OPS and len(n.input) > 1:
+            w = n.input[1]
+            p = g.producer.get(w)
+            if p is not None and p.op_type == "DequantizeLinear":
+                wt = g.const(p.input[0])
+                if wt is None and g.producer.get(p.input[0]) is not None:
+                    q = g.producer[p.input[0]]
+                    wt = g.const(q.input[0]) if q.op_type == "QuantizeLinear" else None
+                axis = weight_axis(n, g)
+                channels = int(wt.shape[axis]) if wt is not None and axis is not None and wt.ndim > axis else None
+                weight_dq[p.output[0]] = (n, axis, channels)
+
+    for n in g.nodes:
+        if n.op_type not in QUANT_OPS:
+            continue
+        what = "QuantizeLinear" if n.op_type == "QuantizeLinear" else "DequantizeLinear"
+        # zero point: present, signed int8, all zero
+        if len(n.input) < 3 or not n.input[2]:
+            add(n, "zero-point-missing", f"{what} has no zero point, so ONNX reads it as uint8; add an int8 zero point 0")
+        else:
+            zp = g.const(n.input[2])
+            if zp is None:
+                add(n, "scale-invalid", f"zero point '{n.input[2]}' is not a constant")
+            else:
+                if zp.dtype != np.int8:
+                    add(n, "unsigned" if zp.dtype == np.uint8 else "not-int8",
+                        f"zero point is {zp.dtype.name}; TensorRT needs int8")
+                if np.any(zp != 0):
+                    nz = np.unique(zp[zp != 0])[:3].tolist()
+                    add(n, "zero-point-nonzero", f"zero point {nz} (asymmetric); TensorRT needs 0")
+        scale = g.const(n.input[1]) if len(n.input) > 1 else None
+        if scale is None:
+            add(n, "scale-invalid", f"scale '{n.input[1] if len(n.input) > 1 else ''}' is not a constant")
+            continue
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            add(n, "scale-invalid", "scale has non-positive or non-finite values")
+        per_channel = scale.size > 1
+        axis = _attr(n, "axis", 1)
+        is_weight = g.is_const(n.input[0])
+        if n.op_type == "DequantizeLinear" and n.output[0] in weight_dq:
+            layer, want_axis, channels = weight_dq[n.output[0]]
+            if not per_channel and (channels or 2) > 1:
+                add(n, "weight-per-tensor", f"weight of {name_of(layer)} has one scale for all "
+                    f"{channels if channels else 'its'} output channels; use per-channel scales (axis {want_axis})")
+            elif per_channel and want_axis is not None:
+                rank = g.const(n.input[0]).ndim if g.const(n.input[0]) is not None else None
+                norm = axis + rank if (rank is not None and axis < 0) else axis
+                if norm != want_axis:
+                    add(n, "weight-axis", f"weight of {name_of(layer)} is quantized per-channel on axis {axis}; "
+                        f"TensorRT needs axis {want_axis} (output channels)")
+        elif not is_weight and per_channel:
+            add(n, "activation-per-channel", f"activation quantized with {scale.size} scales on axis {axis}; "
+                "TensorRT needs one scale per tensor")
+        # pairing
+        if n.op_type == "QuantizeLinear":
+            cons = g.consumers.get(n.output[0], [])
+            bad = [c for c in cons if c.op_type != "DequantizeLinear"]
+            if bad or n.output[0] in g.outputs:
+                who = ", ".join(name_of(c) for c in bad[:3]) or "a graph output"
+                add(n, "q-without-dq", f"quantized output goes to {who}; TensorRT needs Q immediately followed by DQ")
+            for c in cons:
+                if c.op_type == "DequantizeLinear" and not _same_params(g, n, c):
+                    add(c, "q-dq-mismatch", f"scale/zero point differ from its QuantizeLinear {name_of(n)}")
+        elif not is_weight:
+            p = g.producer.get(n.input[0])
+            if p is None or p.op_type != "QuantizeLinear":
+                add(n, "dq-without-q", "activation DequantizeLinear is not fed by a QuantizeLinear")
+
+    out += _placement(g)
+    out.sort(key=lambda v: (v.severity != "error", v.rule, v.node))
+    return out
+
+
+def _same_params(g: _Graph, q, dq) -> bool:
+    import numpy as np
+
+    sq, sd = g.const(q.input[1]), g.const(dq.input[1])
+    if sq is None or sd is None or sq.shape != sd.shape or not np.allclose(sq, sd, rtol=1e-6, atol=0):
+        return False
+    zq = g.const(q.input[2]) if len(q.input) > 2 and q.input[2] else None
+    zd = g.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
+    if (zq is None) != (zd is None):
+        return False
+    return zq is None or (zq.dtype == zd.dtype and np.array_equal(zq, zd))
+
+
+def dq_source(g: _Graph, name: str):
+    """The activation DequantizeLinear that feeds ``name`` directly or through ops that TensorRT moves a
+    DQ across (max-pooling and shape-only ops), else None."""
+    p = g.producer.get(name)
+    while p is not None and p.op_type in COMMUTING:
+        p = g.producer.get(p.input[0])
+    if p is not None and p.op_type == "DequantizeLinear" and not g.is_const(p.input[0]):
+        return p
+    return None
+
+
+def _is_dq_activation(g: _Graph, name: str) -> bool:
+    return dq_source(g, name) is not None
+
+
+def _quantized_layer(g: _Graph, node) -> bool:
+    if len(node.input) < 2:
+        return False
+    return _is_dq_activation(g, node.input[0]) and (g.producer.get(node.input[1]) is not None
+                                                      and g.producer[node.input[1]].op_type == "DequantizeLinear")
+
+
+def _add_input_kind(g: _Graph, name: str) -> str:
+    """'layer' (straight from an INT8 conv/gemm), 'qdq-layer' (an INT8 layer's output re-quantized),
+    'qdq' (another quantized tensor) or 'float'."""
+    p = g.producer.get(name)
+    if p is None:
+        return "float"
+    if p.op_type in WEIGHTED_OPS:
+        return "layer" if _quantized_layer(g, p) else "float"
+    dq = dq_source(g, name)
+    if dq is not None:
+        q = g.producer.get(dq.input[0])
+        s = g.producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+        return "qdq-layer" if s is not None and s.op_type in WEIGHTED_OPS and _quantized_layer(g, s) else "qdq"
+    return "float"
+
+
+def _placement(g: _Graph) -> list[Violation]:
+    """Fusion rules: residual adds, concat scales, weighted layers left in floating point."""
+    import numpy as np
+
+    out: list[Violation] = []
+    quantized_model = any(n.op_type in QUANT_OPS for n in g.nodes)
+    if not quantized_model:
+        return out
+    for n in g.nodes:
+        if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and not g.is_const(n.input[0]):
+            w = n.input[1]
+            if not g.is_weight(w):
+                continue   # activation x activation MatMul (attention): not a weighted layer
+            if not _quantized_layer(g, n):
+                missing = []
+                if not _is_dq_activation(g, n.input[0]):
+                    missing.append("input")
+                wp = g.producer.get(w)
+                if wp is None or wp.op_type != "DequantizeLinear":
+                    missing.append("weight")
+                out.append(Violation(name_of(n), "unquantized-layer",
+                                     f"{n.op_type} has no Q/DQ on its {' and '.join(missing)}; it runs in floating point",
+                                     "warning"))
+        elif n.op_type == "Add" and len(n.input) == 2 and not any(g.is_const(i) for i in n.input):
+            kinds = [_add_input_kind(g, i) for i in n.input]
+            if "layer" in kinds:
+                other = kinds[1] if kinds[0] == "layer" else kinds[0]
+                if other == "layer":
+                    out.append(Violation(name_of(n), "residual-add", "both inputs come straight from INT8 "
+                                         "convolutions; put Q/DQ on one of them (the skip branch) so the other can "
+                                         "fuse with the add", "warning"))
+                elif other == "float":
+                    skip = n.input[1] if kinds[0] == "layer" else n.input[0]
+                    out.append(Violation(name_of(n), "residual-add", f"skip input '{skip}' is not quantized, so "
+                                         "TensorRT cannot fuse this add into the INT8 convolution", "warning"))
+            elif kinds.count("qdq-layer") and "float" not in kinds:
+                i = kinds.index("qdq-layer")
+                out.append(Violation(name_of(n), "residual-add", f"input '{n.input[i]}' is a convolution output "
+                                     "with its own Q/DQ; drop that Q/DQ so TensorRT can fuse the convolution with "
+                                     "the add (keep the one on the skip input)", "warning"))
+        elif n.op_type == "Concat":
+            scales = []
+            for i in n.input:
+                p = g.producer.get(i)
+                if p is not None and p.op_type == "DequantizeLinear":
+                    s = g.const(p.input[1])
+                    scales.append(None if s is None else float(np.max(s)))
+                else:
+                    scales.append(None)
+            quantized = [s is not None for s in scales]
+            if any(quantized) and not all(quantized):
+                out.append(Violation(name_of(n), "concat-scales",
+                                     f"{quantized.count(False)} of {len(scales)} inputs are not quantized; "
+                                     "TensorRT concatenates in floating point and requantizes", "warning"))
+            elif all(quantized) and len(scales) > 1:
+                vals = np.array(scales)
+                if not np.allclose(vals, vals[0], rtol=1e-5):
+                    out.append(Violation(name_of(n), "concat-scales",
+                                         f"input scales differ ({vals.min():.4g}..{vals.max():.4g}); use one shared "
+                                         "scale so TensorRT can concatenate in INT8", "warning"))
+    return out
+
+
+def validate_file(path: str | os.PathLike, rules: str = "tensorrt") -> dict:
+    """validate_qdq + summarize, for the CLI and manifests."""
+    return summarize(validate_qdq(path, rules))
+
+
+# --------------------------------------------------------------------------------------------------
+# Rewrites used by the quantize stage. Each works in place on a ModelProto and returns what it changed.
+# --------------------------------------------------------------------------------------------------
+def _init_map(model) -> dict:
+    return {i.name: i for i in model.graph.initializer}
+
+
+def _unique(model, base: str) -> str:
+    taken = {i.name for i in model.graph.initializer} | {o for n in model.graph.node for o in n.output} \
+        | {n.name for n in model.graph.node}
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def make_signed(model) -> list[str]:
+    """Turn unsigned Q/DQ pairs with zero point 0 (NNCF's choice after a ReLU) into signed INT8 with zero
+    point 0, as TensorRT requires. The representable range stays [0, max]: scale' = scale * 255 / 127, i.e.
+    one bit of resolution is given up on non-negative tensors - exactly what a signed symmetric quantizer
+    calibrated on the same statistics produces. Returns the names of the changed Q/DQ nodes."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    inits = _init_map(model)
+    done: set[str] = set()
+    changed = []
+    for n in model.graph.node:
+        if n.op_type not in QUANT_OPS or len(n.input) < 3 or n.input[2] not in inits:
+            continue
+        zp = numpy_helper.to_array(inits[n.input[2]])
+        if zp.dtype != np.uint8:
+            continue
+        if np.any(zp != 0):
+            raise ValueError(f"{name_of(n)}: asymmetric uint8 quantizer (zero point {zp.ravel()[:3]}) cannot be made "
+                             "signed symmetric; quantize with preset 'performance'")
+        if n.input[2] not in done:
+            inits[n.input[2]].CopyFrom(numpy_helper.from_array(np.zeros(zp.shape, np.int8), n.input[2]))
+            done.add(n.input[2])
+        if n.input[1] not in done:
+            s = numpy_helper.to_array(inits[n.input[1]])
+            inits[n.input[1]].CopyFrom(numpy_helper.from_array((s.astype(np.float64) * 255.0 / 127.0).astype(s.dtype),
+                                                               n.input[1]))
+            done.add(n.input[1])
+        changed.append(name_of(n))
+    q_out = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    for vi in model.graph.value_info:
+        if vi.name in q_out and vi.type.tensor_type.elem_type == TensorProto.UINT8:
+            vi.type.tensor_type.elem_type = TensorProto.INT8
+    return changed
+
+
+def remove_dead_nodes(model) -> int:
+    """Drop nodes whose outputs nobody uses, and initializers nobody reads."""
+    g = model.graph
+    needed = {o.name for o in g.output}
+    keep = []
+    for n in reversed(list(g.node)):
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(i for i in n.input if i)
+    removed = len(g.node) - len(keep)
+    del g.node[:]
+    g.node.extend(reversed(keep))
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    dead = [i for i in g.initializer if i.name not in used]
+    for i in dead:
+        g.initializer.remove(i)
+    return removed
+
+
+def fuse_friendly_residuals(model) -> list[str]:
+    """TensorRT placement for residual adds: where both inputs of an Add carry Q/DQ and one of them is the
+    output of an INT8 convolution, drop that convolution's output Q/DQ (for this Add) so TensorRT can fuse
+    Conv + Add (+ ReLU) into one INT8 kernel; the skip input keeps its Q/DQ. Returns the Add names."""
+    g = _Graph(model)
+    changed = []
+    for n in model.graph.node:
+        if n.op_type != "Add" or len(n.input) != 2 or any(g.is_const(i) for i in n.input):
+            continue
+        kinds = [_add_input_kind(g, i) for i in n.input]
+        if "layer" in kinds or "float" in kinds or "qdq-layer" not in kinds:
+            continue
+        i = kinds.index("qdq-layer")          # input 0 = torch's main branch (out += identity)
+        dq = g.producer[n.input[i]]
+        if dq.op_type != "DequantizeLinear":  # reached through a commuting op: leave it
+            continue
+        q = g.producer[dq.input[0]]
+        n.input[i] = q.input[0]
+        changed.append(name_of(n))
+    if changed:
+        remove_dead_nodes(model)
+    return changed
+
+
+def requantize_before_layers(model) -> list[str]:
+    """Where a Conv/Gemm/MatMul reads an activation that was dequantized *before* a shape-only op
+    (DQ -> Flatten -> Gemm, as NNCF leaves AlexNet's and VGG's first classifier layer), put an identical
+    Q/DQ pair (same scale and zero point) right in front of the layer. Re-quantizing a dequantized value
+    with the same parameters is exact, and ONNX Runtime (and TensorRT) then see a fusable DQ -> layer
+    pattern instead of running the biggest layer of the network in floating point."""
+    from onnx import helper
+
+    g = _Graph(model)
+    changed = []
+    new_nodes: list[tuple[int, list]] = []
+    for idx, n in enumerate(model.graph.node):
+        if n.op_type not in WEIGHTED_OPS or len(n.input) < 2 or not g.is_weight(n.input[1]):
+            continue
+        direct = g.producer.get(n.input[0])
+        if direct is not None and direct.op_type == "DequantizeLinear":
+            continue
+        chain_ok, p = False, direct
+        while p is not None and p.op_type in COMMUTING:
+            chain_ok = chain_ok or p.op_type != "MaxPool"
+            p = g.producer.get(p.input[0])
+        if not chain_ok or p is None or p.op_type != "DequantizeLinear" or g.is_const(p.input[0]):
+            continue
+        scale, zp = p.input[1], (p.input[2] if len(p.input) > 2 else "")
+        qname, dqname = _unique(model, f"{name_of(n)}_requant_q"), _unique(model, f"{name_of(n)}_requant_dq")
+        q_out, dq_out = _unique(model, f"{n.input[0]}_requant_q"), _unique(model, f"{n.input[0]}_requant")
+        q = helper.make_node("QuantizeLinear", [n.input[0], scale] + ([zp] if zp else []), [q_out], name=qname)
+        dq = helper.make_node("DequantizeLinear", [q_out, scale] + ([zp] if zp else []), [dq_out], name=dqname)
+        new_nodes.append((idx, [q, dq]))
+        n.input[0] = dq_out
+        changed.append(name_of(n))
+    for idx, nodes in reversed(new_nodes):
+        for k, node in enumerate(nodes):
+            model.graph.node.insert(idx + k, node)
+    return changed
+
+
+def unify_concat_scales(model) -> list[str]:
+    """Give every Q/DQ pair that feeds a Concat the largest of their scales, so TensorRT can concatenate
+    in INT8 without re-quantizing (OpenVINO calls these unified scales). Returns the Concat names."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    g = _Graph(model)
+    inits = _init_map(model)
+    changed = []
+    for n in model.graph.node:
+        if n.op_type != "Concat" or len(n.input) < 2:
+            continue
+        dqs = [g.producer.get(i) for i in n.input]
+        if not all(d is not None and d.op_type == "DequantizeLinear" and not g.is_const(d.input[0]) for d in dqs):
+            continue
+        qs = [g.producer.get(d.input[0]) for d in dqs]
+        if not all(q is not None and q.op_type == "QuantizeLinear" for q in qs):
+            continue
+        names = {x.input[1] for x in dqs + qs}
+        if not all(s in inits for s in names):
+            continue
+        values = [float(np.max(numpy_helper.to_array(inits[s]))) for s in names]
+        if np.allclose(values, values[0], rtol=1e-6):
+            continue
+        top = max(values)
+        for s in names:
+            arr = numpy_helper.to_array(inits[s])
+            inits[s].CopyFrom(numpy_helper.from_array(np.full(arr.shape, top, dtype=arr.dtype), s))
+        changed.append(name_of(n))
+    return changed
+
+
+def quantized_layers(model) -> list[str]:
+    """Names of the Conv/Gemm/MatMul nodes whose weight is quantized (the candidates for keeping float)."""
+    g = _Graph(model)
+    out = []
+    for n in model.graph.node:
+        if n.op_type in WEIGHTED_OPS and len(n.input) > 1:
+            p = g.producer.get(n.input[1])
+            if p is not None and p.op_type == "DequantizeLinear":
+                out.append(name_of(n))
+    return out
+
+
+def keep_float(model, layers) -> list[str]:
+    """Run ``layers`` (node names) in floating point inside a QDQ model: the weight is replaced by its
+    dequantized float values and the activation input is taken from before its QuantizeLinear. The Q/DQ
+    pairs stay for any other consumer. Returns the layers changed."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    wanted = set(layers)
+    g = _Graph(model)
+    inits = _init_map(model)
+    known = {name_of(n) for n in model.graph.node}
+    missing = sorted(wanted - known)
+    if missing:
+        raise InvalidInput(f"No node named '{missing[0]}' in the model.{_suggest(missing[0], known)}")
+    changed = []
+    for n in model.graph.node:
+        if name_of(n) not in wanted or n.op_type not in WEIGHTED_OPS:
+            continue
+        wdq = g.producer.get(n.input[1])
+        if wdq is not None and wdq.op_type == "DequantizeLinear":
+            w = g.const(wdq.input[0])
+            if w is None:
+                q = g.producer.get(wdq.input[0])
+                w = g.const(q.input[0]) if q is not None else None
+                real = w.astype(np.float32) if w is not None else None
+            else:
+                scale = g.const(wdq.input[1]).astype(np.float32)
+                zp = g.const(wdq.input[2]) if len(wdq.input) > 2 and wdq.input[2] else np.zeros_like(scale, np.int32)
+                axis = _attr(wdq, "axis", 1)
+                shape = [1] * w.ndim
+                if scale.size > 1:
+                    shape[axis if axis >= 0 else w.ndim + axis] = -1
+                real = ((w.astype(np.float32) - zp.astype(np.float32).reshape(shape)) * scale.reshape(shape))
+            if real is not None:
+                name = _unique(model, f"{n.input[1]}_float")
+                model.graph.initializer.append(numpy_helper.from_array(real.astype(np.float32), name))
+                n.input[1] = name
+        adq = g.producer.get(n.input[0])
+        if adq is not None and adq.op_type == "DequantizeLinear":
+            q = g.producer.get(adq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                n.input[0] = q.input[0]
+        changed.append(name_of(n))
+    remove_dead_nodes(model)
+    del inits
+    return changed
+
+
+def _suggest(name: str, known) -> str:
+    from ..errors import suggest
+
+    return suggest(name, known) or " List the layers with 'edgecnn quantize ... --list-layers'."
