@@ -44,6 +44,22 @@ def resnet18_digits(runs):
                  config=TrainConfig(epochs=4, batch_size=64), progress=False)
 
 
+@pytest.fixture(scope="session")
+def lenet_onnx13(runs, lenet_digits):
+    """``lenet_digits`` as ONNX opset 13: what every TensorRT 8.0+ parser reads (Jetson Nano / JetPack 4.6)."""
+    from _deploy_support import export_lenet_onnx
+
+    return export_lenet_onnx(lenet_digits, runs / "lenet5-onnx13", opset=13)
+
+
+@pytest.fixture(scope="session")
+def lenet_qdq(runs, lenet_onnx13):
+    """``lenet_onnx13`` quantized to TensorRT-style INT8 Q/DQ (ONNX Runtime quantize_static on real digits)."""
+    from _deploy_support import quantize_qdq
+
+    return quantize_qdq(lenet_onnx13, runs / "lenet5-qdq")
+
+
 def run_cli(args, **kwargs):
     """Invoke the edgecnn CLI in-process; returns click's Result."""
     from click.testing import CliRunner
