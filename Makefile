@@ -9,7 +9,7 @@ STAMP := $(VENV)/.edgecnn-installed
 export NNCF_CI := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench ssh-tools
 
 venv: $(STAMP)
 
@@ -24,8 +24,15 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 demo: venv
 	$(BIN)/python examples/demo.py
 
-test: venv
+test: venv ssh-tools
 	$(BIN)/python -m pytest -q
+
+# The deploy --host tests start a real sshd on 127.0.0.1 (CI: root on a fresh Debian machine).
+ssh-tools:
+	@{ command -v ssh >/dev/null && { command -v sshd >/dev/null || test -x /usr/sbin/sshd; }; } || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; } || \
+	  echo "note: could not install openssh-server/openssh-client; the deploy --host tests will skip"
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
