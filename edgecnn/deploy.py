@@ -62,6 +62,17 @@ def latest_compress_output(root: str | Path = ".") -> tuple[Artifact, str]:
     if not base.is_dir():
         raise ArtifactError(f"No ARTIFACT given and no '{base}' here; pass the artifact to deploy, or run "
                             "'edgecnn compress' in this directory first.")
+    # compress writes <run>/compress.json whose "final" names the artifact to deploy: trust the newest run
+    for report in sorted(base.glob("*/compress.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            final = json.loads(report.read_text(encoding="utf-8")).get("final")
+        except (OSError, ValueError):
+            continue
+        for cand in ([Path(final), Path(root) / final] if final else []) + [report.parent / "final"]:
+            if is_artifact(cand):
+                art = Artifact.load(cand)
+                return art, (f"newest edgecnn compress output: {cand} (run {report.parent.name}, final step "
+                             f"{art.stage}, {art.format} {art.precision}, created {art.manifest.get('created', '?')})")
     found = []
     for mpath in sorted(base.rglob("manifest.json")):
         if any(part.startswith(".") for part in mpath.relative_to(base).parts):

@@ -155,11 +155,11 @@ class DeviceProfile:
         if self.supports(precision):
             return
         cc = f" (compute capability {', '.join(self.compute_capability)})" if self.compute_capability else ""
-        others = " or ".join(p for p in self.precisions if p != "fp32") or "fp32"
+        others = " or ".join(p for p in self.precisions if p != precision)
         if precision == "int8":
             raise InvalidInput(f"{self.name}{cc} cannot run INT8 in {self.runtime}; deploy {others} instead "
                                f"(e.g. --precision {self.precisions[-1]}), or pick a device with INT8 support.")
-        raise InvalidInput(f"{self.name}{cc} does not run {precision.upper()} models; use {others}.")
+        raise InvalidInput(f"{self.name}{cc} does not run {precision.upper()} models; deploy {others} instead.")
 
     def summary(self) -> dict:
         """A JSON-able description (what 'edgecnn devices --json' writes)."""

@@ -238,6 +238,12 @@ def test_latest_compress_output(cli_run, lenet_onnx13, lenet_qdq, lenet_digits, 
     assert r.exit_code == 0, r.output
     assert "deploying the newest edgecnn compress output: runs/compress/exp2/int8" in r.output
     assert (tmp_path / "runs" / "deploy" / "lenet5-x86-cpu-int8" / "manifest.json").is_file()
+    # a compress run report names its final artifact: that wins over scanning manifests
+    run = base / "lenet5-20300105-000000"
+    _copy_as(lenet_onnx13, run / "fp32", "2029-01-01T00:00:00+00:00")
+    (run / "compress.json").write_text(json.dumps({"final": "runs/compress/lenet5-20300105-000000/fp32"}))
+    art, why = latest_compress_output(tmp_path)
+    assert art.path.resolve() == tmp_path / "runs/compress/lenet5-20300105-000000/fp32" and "final step export" in why
 
 
 TRTEXEC_STANDIN = """#!/usr/bin/env bash

@@ -253,7 +253,36 @@ class _Logger:
         return Logger()
 
 
-def serialize_network(trt, onnx_path: Path, opts: EngineOptions, *, cache: bytes = b"") -> tuple[bytes, bytes]:
+def _progress_monitor(trt):
+    """tqdm bars for TensorRT's top-level build phases (IProgressMonitor exists from TensorRT 10)."""
+    from tqdm.auto import tqdm
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.bars = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if parent_phase is None:
+                self.bars[phase_name] = tqdm(total=num_steps, desc=f"TensorRT: {phase_name}", leave=False, unit="step")
+
+        def step_complete(self, phase_name, step):
+            bar = self.bars.get(phase_name)
+            if bar is not None:
+                bar.n = step + 1
+                bar.refresh()
+            return True                        # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            bar = self.bars.pop(phase_name, None)
+            if bar is not None:
+                bar.close()
+
+    return Monitor()
+
+
+def serialize_network(trt, onnx_path: Path, opts: EngineOptions, *, cache: bytes = b"",
+                      progress: bool = False) -> tuple[bytes, bytes]:
     """Parse ``onnx_path`` and build a serialized plan with the TensorRT Python API: (plan, timing cache)."""
     major = trt_version_tuple(trt.__version__)[0]
     logger = _Logger(trt)
@@ -308,6 +337,8 @@ def serialize_network(trt, onnx_path: Path, opts: EngineOptions, *, cache: bytes
         config.DLA_core = int(opts.dla_core)
         if opts.gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    if progress and hasattr(trt, "IProgressMonitor"):
+        config.progress_monitor = _progress_monitor(trt)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         detail = "; ".join(logger.errors[-3:]) or "see the TensorRT log (edgecnn -v build ...)"
@@ -333,7 +364,7 @@ def _fp16_onnx_for_strong_typing(onnx_path: Path, tmp: Path) -> Path:
 
 def build_engine(src, out, *, device: str, precision: str | None = None, batch: tuple[int, int, int] | None = None,
                  dla_core: int | None = None, gpu_fallback: bool = False, timing_cache: str | Path | None = None,
-                 workspace_gb: float | None = None, preflight: bool = True):
+                 workspace_gb: float | None = None, preflight: bool = True, progress: bool = True):
     """The build stage: ONNX artifact -> TensorRT engine artifact (raw plan + manifest) for ``device``.
 
     The engine only runs on this machine's GPU model and TensorRT version, so the machine must match the
@@ -355,6 +386,9 @@ def build_engine(src, out, *, device: str, precision: str | None = None, batch: 
     opts = plan_engine(src, profile, precision=precision, batch=batch, dla_core=dla_core, gpu_fallback=gpu_fallback,
                        workspace_gb=workspace_gb, timing_cache=str(cache_path) if cache_path else None)
     trt = import_tensorrt("building engines (edgecnn build)")
+    if not profile.trt_in_range(trt.__version__):
+        raise DeviceMismatch(f"TensorRT {trt.__version__} is outside what {profile.name} ships "
+                             f"({profile.trt_range_text}); install a TensorRT in that range or edit the profile.")
     if preflight:
         from ..doctor import diagnose
 
@@ -373,9 +407,6 @@ def build_engine(src, out, *, device: str, precision: str | None = None, batch: 
             f"This GPU ({gpu['gpu']}, compute capability {gpu['compute_capability']}) is not a {profile.name} "
             f"(compute capability {', '.join(profile.compute_capability)}); an engine only runs on the GPU it was built "
             f"on - build on the device itself (see 'edgecnn deploy') or pass a matching --device.")
-    if not profile.trt_in_range(trt.__version__):
-        raise DeviceMismatch(f"TensorRT {trt.__version__} is outside what {profile.name} ships "
-                             f"({profile.trt_range_text}); install a TensorRT in that range or edit the profile.")
     cache_in = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     onnx_path = src.model_file
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -383,7 +414,7 @@ def build_engine(src, out, *, device: str, precision: str | None = None, batch: 
             onnx_path = _fp16_onnx_for_strong_typing(onnx_path, Path(tmpdir))
         log.info("building a %s TensorRT %s engine for %s (this can take minutes)", opts.precision, trt.__version__,
                  profile.name)
-        plan, cache_out = serialize_network(trt, onnx_path, opts, cache=cache_in)
+        plan, cache_out = serialize_network(trt, onnx_path, opts, cache=cache_in, progress=progress)
     meta = {"version": trt.__version__, "gpu": gpu["gpu"], "compute_capability": gpu["compute_capability"],
             "device_profile": profile.name, "options": opts.to_dict(), "max_batch": opts.max_batch,
             "dla_core": dla_core, "plan_bytes": len(plan)}
