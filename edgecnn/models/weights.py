@@ -38,14 +38,29 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
-        msg = _short(exc)
-        if "weights_only" in msg or "Weights only load failed" in msg or "Unsupported global" in msg:
+        text = str(exc)
+        if "Unsupported global" in text:
+            import re
+
+            found = re.search(r"GLOBAL (\S+)", text)
+            what = f" ({found.group(1)})" if found else ""
             raise WeightsError(
-                f"Weights file '{path}' holds pickled Python objects, which edgecnn refuses to unpickle; "
+                f"Weights file '{path}' holds pickled Python objects{what}, which edgecnn refuses to unpickle; "
                 "save model.state_dict() (torch.save) or a .safetensors file instead."
             ) from exc
-        raise WeightsError(f"Cannot read weights file '{path}': not a torch state_dict ({msg}).") from exc
+        raise WeightsError(f"Cannot read weights file '{path}': not a torch state_dict or a damaged file "
+                           f"({_detail(exc)}).") from exc
     return _unwrap(obj, path)
+
+
+def _detail(exc: Exception) -> str:
+    """The informative part of a torch.load error (its weights-only preamble is the same for every file)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        rest = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
+        if rest:
+            return rest[0][:200]
+    return _short(exc)
 
 
 def _short(exc: Exception) -> str:
