@@ -720,6 +720,8 @@ def _inconclusive_hint(iv: dict, threshold: float, n: int) -> str:
 
 def _finish(report: CheckReport, policy: Policy) -> None:
     statuses = {m.status for m in report.metrics}
+    if not any(m.gated for m in report.metrics):
+        report.notes.append("no threshold applied, so nothing was gated; set --max-top1-drop or pass --policy")
     report.verdict = "fail" if "fail" in statuses else "inconclusive" if "inconclusive" in statuses else "pass"
     reasons = []
     for m in report.metrics:
