@@ -306,8 +306,10 @@ def _bundle_readme(info: dict, profile, has_build: bool) -> str:
 def make_bundle(src, out, *, target: str, device: str | None = None, precision: str | None = None,
                 runtime: str | None = None, batch: tuple[int, int, int] | None = None, dla_core: int | None = None,
                 gpu_fallback: bool = False, workspace_gb: float | None = None, tensorrt: str | None = None,
-                golden: int = GOLDEN_N, build_now: str = "auto") -> tuple[Artifact, list[str]]:
-    """The deploy stage: artifact -> bundle artifact at ``out``. Returns (bundle, notes for the user).
+                golden: int = GOLDEN_N, build_now: str = "auto") -> Artifact:
+    """The deploy stage: artifact -> bundle artifact at ``out``. What the user should know (DLA fallbacks,
+    older JetPacks that cannot build it, whether the engine was built here) is in
+    ``manifest["bundle"]["notes"]`` and bundle.json.
 
     ``build_now``: 'auto' builds the engine right away for --target gpu when TensorRT and a matching GPU
     are here (stored under prebuilt/, hashed); 'never' skips it; 'always' fails if it cannot build.
@@ -424,8 +426,7 @@ def make_bundle(src, out, *, target: str, device: str | None = None, precision: 
                                 architecture=src.manifest.get("architecture"),
                                 metrics={k: v for k, v in src.metrics.items() if k in ("params", "macs")},
                                 extra={"bundle": {"target": target, "device": profile.name, "runtime": runtime,
-                                                  "tensorrt": selected}})
-        engine_note: list[str] = []
+                                                  "tensorrt": selected, "notes": notes}})
 
         def write(tmp: Path) -> None:
             shutil.copyfile(onnx_art.model_file, tmp / "model.onnx")
@@ -445,13 +446,11 @@ def make_bundle(src, out, *, target: str, device: str | None = None, precision: 
                 if (tmp / script).exists():
                     (tmp / script).chmod(0o755)
             if target == "gpu" and opts is not None and build_now != "never":
-                engine_note.extend(_prebuild(tmp, profile, opts, required=build_now == "always"))
+                notes.extend(_prebuild(tmp, profile, opts, required=build_now == "always"))
             (tmp / "bundle.json").write_text(json.dumps(bundle_info, indent=2) + "\n", encoding="utf-8")
             (tmp / "README.md").write_text(_bundle_readme(bundle_info, profile, opts is not None), encoding="utf-8")
 
-        art = write_artifact(out, manifest, write)
-    notes += engine_note
-    return art, notes
+        return write_artifact(out, manifest, write)
 
 
 def _prebuild(tmp: Path, profile, opts, *, required: bool) -> list[str]:
@@ -606,8 +605,8 @@ def deploy(artifact=None, *, target: str, device: str | None = None, out=None, h
     if out is None:
         prec = bundle_kwargs.get("precision") or src.precision
         out = Path(root) / "runs" / "deploy" / f"{src.model}-{device}-{prec}"
-    bundle, notes = make_bundle(src, out, target=target, device=device, **bundle_kwargs)
-    result = {"bundle": bundle, "source": why, "notes": notes, "remote": None}
+    bundle = make_bundle(src, out, target=target, device=device, **bundle_kwargs)
+    result = {"bundle": bundle, "source": why, "notes": bundle.manifest["bundle"]["notes"], "remote": None}
     if host:
         result["remote"] = deploy_remote(bundle, host, port=port, identity=identity, remote_dir=remote_dir,
                                          remote_python=remote_python, options=ssh_option, timeout=remote_timeout)

@@ -187,7 +187,7 @@ def _profile_files() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for d in search_dirs():
         if d.is_dir():
-            for f in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
+            for f in sorted([*d.glob("*.yaml"), *d.glob("*.yml")], key=lambda p: p.stem):
                 found.setdefault(f.stem, f)
     return found
 

@@ -46,7 +46,7 @@ def check_scripts(bundle: Path) -> None:
 def test_bundle_for_every_device(device, lenet_onnx13, tmp_path):
     p = load_profile(device)
     precision = "fp16" if p.uses_tensorrt and p.supports("fp16") else "fp32"
-    art, notes = make_bundle(lenet_onnx13, tmp_path / f"{device}-bundle", target=p.target, device=device,
+    art = make_bundle(lenet_onnx13, tmp_path / f"{device}-bundle", target=p.target, device=device,
                              precision=precision)
     b = art.path
     assert art.format == "bundle" and art.precision == precision and check_bundle(b).id == art.id
@@ -84,7 +84,7 @@ def test_bundle_for_every_device(device, lenet_onnx13, tmp_path):
 
 
 def test_int8_qdq_bundle(lenet_qdq, tmp_path):
-    art, _ = make_bundle(lenet_qdq, tmp_path / "int8", target="jetson", device="jetson-orin-nano")
+    art = make_bundle(lenet_qdq, tmp_path / "int8", target="jetson", device="jetson-orin-nano")
     info = json.loads((art.path / "bundle.json").read_text())
     assert art.precision == "int8" and info["model_precision"] == "int8"
     for fam, args in info["tensorrt"]["trtexec"].items():
@@ -96,26 +96,26 @@ def test_int8_qdq_bundle(lenet_qdq, tmp_path):
 
 
 def test_dla_bundle(lenet_onnx13, tmp_path):
-    art, notes = make_bundle(lenet_onnx13, tmp_path / "dla", target="jetson", device="jetson-agx-orin",
+    art = make_bundle(lenet_onnx13, tmp_path / "dla", target="jetson", device="jetson-agx-orin",
                              precision="fp16", dla_core=1, gpu_fallback=True)
     info = json.loads((art.path / "bundle.json").read_text())
     for args in info["tensorrt"]["trtexec"].values():
         assert "--useDLACore=1" in args and "--allowGPUFallback" in args
         assert "--minShapes=input:1x1x32x32" in args and "--maxShapes=input:1x1x32x32" in args
     assert info["dla_core"] == 1 and info["max_batch"] == 1
-    assert any("fall back from the DLA" in n for n in notes)
+    assert any("fall back from the DLA" in n for n in art.manifest["bundle"]["notes"])
     assert run_py(art.path, "--verify", "--runtime", "onnxruntime").returncode == 0
 
 
 def test_torch_artifact_is_exported_for_the_device(lenet_digits, tmp_path):
-    art, _ = make_bundle(lenet_digits, tmp_path / "nano", target="jetson", device="jetson-nano", precision="fp16")
+    art = make_bundle(lenet_digits, tmp_path / "nano", target="jetson", device="jetson-nano", precision="fp16")
     info = json.loads((art.path / "bundle.json").read_text())
     assert info["opset"] == 13 and art.manifest["parent"]["id"] == lenet_digits.id   # TensorRT 8.2 reads opset 13
     assert run_py(art.path, "--verify", "--runtime", "onnxruntime").returncode == 0
 
 
 def test_run_py_classifies_images(lenet_onnx13, tmp_path):
-    art, _ = make_bundle(lenet_onnx13, tmp_path / "cpu", target="cpu")
+    art = make_bundle(lenet_onnx13, tmp_path / "cpu", target="cpu")
     out = tmp_path / "pred.json"
     r = run_py(art.path, art.path / "golden" / "images", "--top-k", "3", "--json", out)
     assert r.returncode == 0, r.stderr
@@ -130,7 +130,7 @@ def test_run_py_classifies_images(lenet_onnx13, tmp_path):
 
 
 def test_tampered_bundle_fails_clearly(lenet_onnx13, tmp_path):
-    art, _ = make_bundle(lenet_onnx13, tmp_path / "b", target="cpu")
+    art = make_bundle(lenet_onnx13, tmp_path / "b", target="cpu")
     exp = art.path / "golden" / "expected.npy"
     original = exp.read_bytes()
     arr = np.load(exp)
@@ -152,7 +152,7 @@ def test_tampered_bundle_fails_clearly(lenet_onnx13, tmp_path):
 
 def test_verify_detects_wrong_outputs(lenet_onnx13, lenet_qdq, tmp_path):
     """A bundle whose model computes something else fails verification with the tolerance that would pass."""
-    art, _ = make_bundle(lenet_onnx13, tmp_path / "b", target="cpu")
+    art = make_bundle(lenet_onnx13, tmp_path / "b", target="cpu")
     shutil.copyfile(lenet_qdq.model_file, art.path / "model.onnx")       # swap in the INT8 model ...
     art.manifest["files"]["model.onnx"] = Artifact.load(lenet_qdq.path).sha256  # ... and re-sign it
     atomic_write_json(art.path / "manifest.json", art.manifest)
@@ -269,7 +269,7 @@ def test_build_engine_script_picks_flags(lenet_onnx13, tmp_path, device, precisi
     """build_engine.sh reads the TensorRT version from trtexec's banner and runs that family's flags;
     versions outside the device's range stop with a clear message."""
     p = load_profile(device)
-    art, _ = make_bundle(lenet_onnx13, tmp_path / "b", target=p.target, device=device, precision=precision,
+    art = make_bundle(lenet_onnx13, tmp_path / "b", target=p.target, device=device, precision=precision,
                          build_now="never")
     tool = tmp_path / "bin" / "trtexec"
     tool.parent.mkdir()
@@ -290,7 +290,7 @@ def test_build_engine_script_picks_flags(lenet_onnx13, tmp_path, device, precisi
 
 
 def test_build_engine_script_without_trtexec(lenet_onnx13, tmp_path):
-    art, _ = make_bundle(lenet_onnx13, tmp_path / "b", target="jetson", device="jetson-orin-nano")
+    art = make_bundle(lenet_onnx13, tmp_path / "b", target="jetson", device="jetson-orin-nano")
     env = {k: v for k, v in os.environ.items() if k != "TRTEXEC"}
     env.update(PATH="/usr/bin:/bin", PYTHON=sys.executable)
     r = subprocess.run(["bash", str(art.path / "build_engine.sh")], capture_output=True, text=True, env=env)
@@ -300,7 +300,7 @@ def test_build_engine_script_without_trtexec(lenet_onnx13, tmp_path):
 
 
 def test_run_py_tensorrt_path_without_tensorrt(lenet_onnx13, tmp_path):
-    art, _ = make_bundle(lenet_onnx13, tmp_path / "b", target="jetson", device="jetson-orin-nano")
+    art = make_bundle(lenet_onnx13, tmp_path / "b", target="jetson", device="jetson-orin-nano")
     r = run_py(art.path, "--verify")                          # the bundle's default runtime is TensorRT
     try:
         import tensorrt  # noqa: F401

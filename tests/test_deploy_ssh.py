@@ -63,7 +63,7 @@ def test_deploy_host_jetson_bundle_onnxruntime_path(sshd, cli_run, lenet_qdq, tm
 
 
 def test_remote_verification_failure_is_reported(sshd, lenet_onnx13, tmp_path):
-    art, _ = make_bundle(lenet_onnx13, tmp_path / "bundle", target="cpu")
+    art = make_bundle(lenet_onnx13, tmp_path / "bundle", target="cpu")
     arr = np.load(art.path / "golden" / "inputs.npy")
     np.save(art.path / "golden" / "inputs.npy", arr * 0.5)             # corrupted after it was written
     with pytest.raises(RemoteError, match="Verification on 127.0.0.1.* failed .*inputs.npy does not match its sha256"):
@@ -73,7 +73,7 @@ def test_remote_verification_failure_is_reported(sshd, lenet_onnx13, tmp_path):
 
 def test_build_step_failure_is_reported(sshd, lenet_onnx13, tmp_path):
     """A TensorRT bundle on a host without trtexec: the build step fails and says why."""
-    art, _ = make_bundle(lenet_onnx13, tmp_path / "bundle", target="jetson", device="jetson-orin-nano")
+    art = make_bundle(lenet_onnx13, tmp_path / "bundle", target="jetson", device="jetson-orin-nano")
     if os.path.exists("/usr/src/tensorrt/bin/trtexec"):
         pytest.skip("this host has trtexec")
     with pytest.raises(RemoteError, match="build_engine.sh failed on 127.0.0.1 .*trtexec not found"):
@@ -82,7 +82,7 @@ def test_build_step_failure_is_reported(sshd, lenet_onnx13, tmp_path):
 
 
 def test_unreachable_host_fails_fast(cli_run, lenet_onnx13, tmp_path):
-    art, _ = make_bundle(lenet_onnx13, tmp_path / "bundle", target="cpu")
+    art = make_bundle(lenet_onnx13, tmp_path / "bundle", target="cpu")
     port = free_port()                                       # nothing listens there
     t0 = time.perf_counter()
     with pytest.raises(RemoteError, match=rf"Cannot reach root@127.0.0.1 \(port {port}\) over ssh: .*Connection refused"):
