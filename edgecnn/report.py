@@ -175,6 +175,10 @@ def plot_reports(reports: "CheckReport | Iterable[CheckReport]", path: str | Pat
     bx.set_xticks(range(len(first.per_class)), [row["class"] for row in first.per_class],
                   rotation=45 if len(first.per_class) > 12 else 0, fontsize=8)
     bx.axhline(0, color="black", linewidth=0.8)
+    if all(abs(row["delta"]) < 1e-9 for r in reports for row in r.per_class):
+        bx.text(0.5, 0.5, "no class changed its accuracy", transform=bx.transAxes, ha="center", va="center",
+                color="gray")
+        bx.set_ylim(-1, 1)
     bx.set_ylabel("candidate - original accuracy (pt)")
     bx.set_title("per-class accuracy delta")
     bx.grid(True, axis="y", alpha=0.3)
