@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import click
+
+from ._common import print_table, write_json
+
+
+class Warmup(click.ParamType):
+    """'10' = 10 warm-up runs, '2s' = 2 seconds of warm-up."""
+
+    name = "N|Ns"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return value
+        text = str(value).strip().lower()
+        try:
+            result = float(text[:-1]) if text.endswith("s") else int(text)
+        except ValueError:
+            self.fail(f"{value!r}: write N (runs) or Ns (seconds), e.g. 10 or 2s.", param, ctx)
+        if result < 0:
+            self.fail(f"{value!r}: warm-up cannot be negative.", param, ctx)
+        return result
+
+
+@click.command("bench")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path())
+@click.option("--batch-size", "-b", "batch_sizes", multiple=True, type=click.IntRange(min=1), default=(1,),
+              show_default=True, help="Batch size to measure (repeat for several).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads pinned for every runtime [default: physical cores].")
+@click.option("--warmup", type=Warmup(), default="10", show_default=True,
+              help="Warm-up per artifact and batch size: N runs or Ns seconds.")
+@click.option("--min-time", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Minimum timed seconds per artifact and batch size.")
+@click.option("--min-repeats", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Minimum timed runs per artifact and batch size.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] (engines and ONNX with a GPU build).")
+@click.option("--interleave/--sequential", default=True, show_default=True,
+              help="Run artifacts in interleaved rounds (A B A B ...) so machine drift cancels in the ratios.")
+@click.option("--data", default="digits", show_default=True,
+              help="Input images: 'digits' (real, preprocessed per artifact) or 'synthetic'.")
+@click.option("--label", "labels", multiple=True, help="Name for each artifact in the table (repeat, in order).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the full result as JSON.")
+def command(artifacts, batch_sizes, threads, warmup, min_time, min_repeats, device, interleave, data, labels, json_path):
+    """Measure the latency of one or more ARTIFACTS (torch, onnx, engine) in one process.
+
+    With several artifacts they run interleaved and each is reported as a ratio against the first
+    (its p50 / the first's p50, with the inter-quartile range of the per-round ratios).
+
+    \b
+    Example:
+      edgecnn bench runs/resnet50 runs/resnet50-onnx -b 1 -b 8 --threads 2 --json bench.json
+    """
+    from ..bench import environment_line, measure_latency, results_table
+
+    if labels and len(labels) != len(artifacts):
+        raise click.BadParameter(f"{len(labels)} labels for {len(artifacts)} artifacts; give one --label per artifact.",
+                                 param_hint="--label")
+    result = measure_latency(list(artifacts), batch_sizes=batch_sizes, warmup=warmup, min_time_s=min_time,
+                             min_repeats=min_repeats, threads=threads, device=device, interleave=interleave,
+                             data=data, labels=list(labels) or None)
+    rows, cols = results_table(result)
+    print_table(rows, cols, title=f"edgecnn bench (ratios against {result['baseline']})")
+    click.echo(environment_line(result))
+    write_json(json_path, result)

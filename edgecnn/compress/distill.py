@@ -1,0 +1,394 @@
+"""Knowledge distillation: train a student on a teacher's softened outputs (Hinton, Vinyals, Dean 2015),
+optionally also matching intermediate feature maps (FitNets, Romero et al. 2015).
+
+Loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)
+      [+ feature_weight * sum over pairs of MSE(adapter(student_feature), teacher_feature)].
+
+The T^2 factor keeps the gradient scale of the soft term independent of the temperature. The loop is
+``edgecnn.train.fit`` with this loss plugged in, so distillation, plain training and fine-tuning after
+pruning share one implementation (schedule, AMP, progress, history).
+
+The student is either a zoo model name (trained from ``student_weights``, by default from scratch) or
+a torch artifact - e.g. the pruned version of the teacher, which is how ``prune --distill`` uses this.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import InvalidInput
+
+log = logging.getLogger("edgecnn")
+
+__all__ = ["distill", "kd_loss", "KnowledgeDistillationLoss", "check_compatible"]
+
+
+def kd_loss(student_logits, teacher_logits, targets, *, temperature: float = 4.0, alpha: float = 0.9,
+            label_smoothing: float = 0.0):
+    """Hinton KD loss: alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(student, targets)."""
+    import torch.nn.functional as F
+
+    t = float(temperature)
+    soft = F.kl_div(F.log_softmax(student_logits.float() / t, dim=1), F.log_softmax(teacher_logits.float() / t, dim=1),
+                    reduction="batchmean", log_target=True) * (t * t)
+    if alpha >= 1.0:
+        return soft
+    hard = F.cross_entropy(student_logits.float(), targets, label_smoothing=label_smoothing)
+    return alpha * soft + (1.0 - alpha) * hard
+
+
+def _validate_kd(temperature: float, alpha: float, feature_weight: float = 1.0) -> None:
+    if not temperature > 0:
+        raise InvalidInput(f"temperature must be > 0, got {temperature}; 4 is a common choice (1 = no softening).")
+    if not 0.0 <= alpha <= 1.0:
+        raise InvalidInput(f"alpha must be in [0, 1] (weight of the distillation term), got {alpha}.")
+    if feature_weight < 0:
+        raise InvalidInput(f"feature weight must be >= 0, got {feature_weight}.")
+
+
+class KnowledgeDistillationLoss:
+    """``fit``'s loss_fn: runs the frozen teacher on the same (augmented) batch and returns the KD loss.
+
+    The teacher is held outside the trained module (so its parameters are neither optimised nor switched
+    to train mode). ``input_affine`` (scale, shift per channel) re-normalises the student's input for a
+    teacher trained with another mean/std. Feature pairs are captured with forward hooks; a student
+    feature with a different channel count goes through a trainable 1x1 convolution (in ``adapters``, which
+    the caller must train together with the student - see :class:`StudentWithAdapters`).
+    """
+
+    def __init__(self, teacher, *, temperature: float = 4.0, alpha: float = 0.9, label_smoothing: float = 0.0,
+                 feature_pairs: Sequence[tuple[str, str]] = (), feature_weight: float = 1.0, adapters=None,
+                 student=None, input_affine=None):
+        _validate_kd(temperature, alpha, feature_weight)
+        self._teacher = [teacher.eval()]          # a list: never registered as a submodule anywhere
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.temperature, self.alpha, self.label_smoothing = float(temperature), float(alpha), float(label_smoothing)
+        self.feature_pairs = list(feature_pairs)
+        self.feature_weight = float(feature_weight)
+        self.adapters = adapters
+        self.input_affine = input_affine
+        self._student_feats: dict[str, object] = {}
+        self._teacher_feats: dict[str, object] = {}
+        self._hooks = []
+        if self.feature_pairs:
+            if student is None:
+                raise ValueError("feature pairs need the student module")
+            s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
+            for s_name, t_name in self.feature_pairs:
+                self._hooks.append(s_mods[s_name].register_forward_hook(_store(self._student_feats, s_name)))
+                self._hooks.append(t_mods[t_name].register_forward_hook(_store(self._teacher_feats, t_name)))
+
+    @property
+    def teacher(self):
+        return self._teacher[0]
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+    def teacher_logits(self, x):
+        import torch
+
+        teacher = self.teacher
+        p = next(teacher.parameters())
+        if p.device != x.device:
+            teacher.to(x.device)
+        if self.input_affine is not None:
+            scale, shift = (t.to(x.device) for t in self.input_affine)
+            x = x * scale + shift
+        with torch.no_grad():
+            return teacher(x)
+
+    def __call__(self, logits, targets, inputs):
+        import torch.nn.functional as F
+
+        t_logits = self.teacher_logits(inputs)
+        loss = kd_loss(logits, t_logits, targets, temperature=self.temperature, alpha=self.alpha,
+                       label_smoothing=self.label_smoothing)
+        if self.feature_pairs and self.feature_weight > 0:
+            feat = 0.0
+            for s_name, t_name in self.feature_pairs:
+                s = self._student_feats.pop(s_name)
+                t = self._teacher_feats.pop(t_name).detach()
+                if self.adapters is not None and _key(s_name, t_name) in self.adapters:
+                    s = self.adapters[_key(s_name, t_name)](s)
+                if s.shape[-2:] != t.shape[-2:]:
+                    s = F.interpolate(s, size=t.shape[-2:], mode="bilinear", align_corners=False)
+                feat = feat + F.mse_loss(s.float(), t.float())
+            loss = loss + self.feature_weight * feat
+        return loss
+
+
+def _store(bucket: dict, name: str):
+    def hook(module, inputs, output):
+        bucket[name] = output
+    return hook
+
+
+def _key(s_name: str, t_name: str) -> str:
+    # ModuleDict keys may not contain dots
+    return f"{s_name}__{t_name}".replace(".", "_")
+
+
+def _student_with_adapters(student, adapters):
+    """A module that trains ``student`` and the feature adapters together; its forward is the student's."""
+    from torch import nn
+
+    class StudentWithAdapters(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.student = student
+            self.adapters = adapters
+
+        def forward(self, x):
+            return self.student(x)
+
+    return StudentWithAdapters()
+
+
+def check_compatible(student_input: dict, teacher_input: dict, student_classes: int, teacher_classes: int,
+                     *, student_name: str = "student", teacher_name: str = "teacher") -> None:
+    """Raise InvalidInput when the two networks cannot see the same batch or predict different label sets."""
+    if student_classes != teacher_classes:
+        raise InvalidInput(
+            f"The teacher predicts {teacher_classes} classes but the {student_name} predicts {student_classes}; "
+            "distillation matches the two output distributions class by class - use a teacher trained on the same classes."
+        )
+    s = (int(student_input["channels"]), int(student_input["height"]), int(student_input["width"]))
+    t = (int(teacher_input["channels"]), int(teacher_input["height"]), int(teacher_input["width"]))
+    if s != t:
+        raise InvalidInput(
+            f"The {student_name} takes {s[0]}x{s[1]}x{s[2]} inputs but the teacher ({teacher_name}) takes "
+            f"{t[0]}x{t[1]}x{t[2]}; both must see the same images - use a student with the teacher's input size "
+            f"(build it with --input-size {t[1]}x{t[2]} --in-channels {t[0]}) or a teacher trained at {s[1]}x{s[2]}."
+        )
+
+
+def _input_affine(student_input: dict, teacher_input: dict):
+    """Per-channel (scale, shift) turning the student's normalised input into the teacher's, or None."""
+    import torch
+
+    ms, ss = student_input["mean"], student_input["std"]
+    mt, st = teacher_input["mean"], teacher_input["std"]
+    if list(ms) == list(mt) and list(ss) == list(st):
+        return None
+    ms, ss, mt, st = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (ms, ss, mt, st))
+    # x_s = (p - ms) / ss  ->  p = x_s * ss + ms  ->  x_t = (p - mt) / st
+    return ss / st, (ms - mt) / st
+
+
+def _resolve_layers(model, names: Sequence[str], who: str) -> None:
+    from ..errors import suggest
+
+    modules = dict(model.named_modules())
+    for n in names:
+        if n not in modules or n == "":
+            raise InvalidInput(f"The {who} has no layer '{n}'.{suggest(n, [m for m in modules if m])} "
+                               f"Name layers by their module path (e.g. layer3 or features.10).")
+
+
+def _feature_channels(student, teacher, pairs, input_shape) -> list[tuple[int, int]]:
+    import torch
+
+    s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
+    got_s, got_t, hooks = {}, {}, []
+    for s_name, t_name in pairs:
+        hooks.append(s_mods[s_name].register_forward_hook(_store(got_s, s_name)))
+        hooks.append(t_mods[t_name].register_forward_hook(_store(got_t, t_name)))
+    try:
+        was_s, was_t = student.training, teacher.training
+        student.eval(), teacher.eval()
+        with torch.no_grad():
+            x = torch.zeros(1, *input_shape)
+            student(x), teacher(x)
+        student.train(was_s), teacher.train(was_t)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = []
+    for s_name, t_name in pairs:
+        s, t = got_s.get(s_name), got_t.get(t_name)
+        for name, f, who in ((s_name, s, "student"), (t_name, t, "teacher")):
+            if not isinstance(f, torch.Tensor) or f.dim() != 4:
+                shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+                raise InvalidInput(f"The {who} layer '{name}' outputs {shape}, not a feature map (N,C,H,W); "
+                                   "pick a convolutional block (e.g. layer3 of a ResNet).")
+        out.append((int(s.shape[1]), int(t.shape[1])))
+    return out
+
+
+def build_kd(student, teacher, *, input_shape, temperature=4.0, alpha=0.9, label_smoothing=0.0,
+             feature_layers: Sequence[tuple[str, str]] | None = None, feature_weight: float = 1.0,
+             input_affine=None):
+    """(module to train, loss_fn) for ``fit``: the student alone, or the student plus 1x1 adapters."""
+    from torch import nn
+
+    _validate_kd(temperature, alpha, feature_weight)
+    pairs = [tuple(p) for p in (feature_layers or [])]
+    adapters = None
+    trained = student
+    if pairs:
+        _resolve_layers(student, [s for s, _ in pairs], "student")
+        _resolve_layers(teacher, [t for _, t in pairs], "teacher")
+        adapters = nn.ModuleDict()
+        for (s_name, t_name), (cs, ct) in zip(pairs, _feature_channels(student, teacher, pairs, input_shape)):
+            if cs != ct:
+                adapters[_key(s_name, t_name)] = nn.Conv2d(cs, ct, kernel_size=1, bias=False)
+        trained = _student_with_adapters(student, adapters)
+    loss = KnowledgeDistillationLoss(teacher, temperature=temperature, alpha=alpha, label_smoothing=label_smoothing,
+                                     feature_pairs=pairs, feature_weight=feature_weight, adapters=adapters,
+                                     student=student, input_affine=input_affine)
+    return trained, loss
+
+
+def parse_feature_pair(text: str) -> tuple[str, str]:
+    """'layer3:layer3' -> ('layer3', 'layer3'); a lone name means the same layer in both networks."""
+    parts = text.split(":")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], parts[0]
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise InvalidInput(f"'{text}' is not a feature pair; write STUDENT_LAYER:TEACHER_LAYER (e.g. layer3:layer3).")
+    return parts[0], parts[1]
+
+
+def distill(student, teacher, out: str | os.PathLike, *, data: str, epochs: int = 10, temperature: float = 4.0,
+            alpha: float = 0.9, feature_layers: Sequence[tuple[str, str]] | None = None, feature_weight: float = 1.0,
+            student_weights: str = "random", config=None, lr: float | None = None, batch_size: int = 64,
+            seed: int = 0, device: str = "auto", val_split: float = 0.2, skip_corrupt: bool = False,
+            progress: bool = True):
+    """The distill stage: train ``student`` against ``teacher`` on ``data``; write a torch artifact to ``out``.
+
+    ``student`` is a zoo model name (built with the teacher's input record - size, channels and
+    normalisation - and initialised from ``student_weights``) or a torch artifact / its path (e.g. the
+    pruned teacher), whose input must have the teacher's shape; a different mean/std is bridged by
+    re-normalising the teacher's input. ``config`` (a TrainConfig) overrides the optimiser settings;
+    its ``epochs`` is replaced by ``epochs``.
+    """
+    import copy
+    import dataclasses
+    import warnings
+
+    from ..artifact import Artifact, is_artifact
+    from ..data import describe_source, load_dataset
+    from ..errors import ArtifactError
+    from ..models import build_model, get_spec, load_torch_model, save_torch_artifact
+    from ..train import TrainConfig, evaluate_module, fit
+
+    if epochs < 1:
+        raise InvalidInput(f"epochs must be >= 1 to distil anything, got {epochs}.")
+    _validate_kd(temperature, alpha, feature_weight)
+    if not isinstance(teacher, Artifact):
+        teacher = Artifact.load(teacher, formats=("torch",))
+    elif teacher.format != "torch":
+        raise ArtifactError(f"The teacher '{teacher.path}' is a {teacher.format} artifact; distillation needs the torch "
+                            "artifact it was made from (the one written by 'edgecnn train').")
+    teacher_model = load_torch_model(teacher)
+
+    student_art = None
+    if isinstance(student, Artifact) or (isinstance(student, (str, os.PathLike)) and is_artifact(student)):
+        student_art = student if isinstance(student, Artifact) else Artifact.load(student, formats=("torch",))
+        if student_art.format != "torch":
+            raise ArtifactError(f"The student '{student_art.path}' is a {student_art.format} artifact; pass a torch artifact or a model name.")
+        check_compatible(student_art.input, teacher.input, student_art.num_classes, teacher.num_classes,
+                         student_name=f"student ({student_art.model})", teacher_name=teacher.model)
+        student_model = load_torch_model(student_art)
+        student_name, input_spec, classes = student_art.model, dict(student_art.input), student_art.classes
+        structure = (student_art.manifest.get("architecture") or {}).get("structure")
+        weights_info = {"source": f"artifact {student_art.path}"}
+    else:
+        if isinstance(student, (str, os.PathLike)) and Path(str(student)).exists():
+            raise ArtifactError(f"Student '{student}' is a path but not an edgecnn artifact (no manifest.json); "
+                                "pass a model name (e.g. resnet18) or a torch artifact directory.")
+        student_name = str(student)
+        c, h, w = teacher.input_shape
+        input_spec = dict(teacher.input)
+        classes = teacher.classes
+        spec = get_spec(student_name)
+        if min(h, w) < spec.min_input:
+            raise InvalidInput(f"The student {student_name} needs inputs of at least {spec.min_input}x{spec.min_input} "
+                               f"but the teacher ({teacher.model}) takes {c}x{h}x{w}; pick a student that accepts "
+                               "the teacher's input size, or a teacher trained on larger images.")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            student_model, info = build_model(student_name, weights=student_weights, num_classes=teacher.num_classes,
+                                              in_channels=c, input_size=(h, w), warn_random=False)
+        structure = None
+        weights_info = {"source": student_weights, **({"report": info["report"]} if info.get("report") else {})}
+        if info.get("parent") is not None:       # --student-weights pointed at an artifact
+            student_art = info["parent"]
+            check_compatible(student_art.input, teacher.input, student_art.num_classes, teacher.num_classes,
+                             student_name=f"student weights ({student_art.path})", teacher_name=teacher.model)
+            input_spec = dict(student_art.input)
+
+    train_set = load_dataset(data, input_spec, "train", augment=True, val_split=val_split, seed=seed,
+                             skip_corrupt=skip_corrupt, num_classes=teacher.num_classes)
+    val_set = load_dataset(data, input_spec, "val", val_split=val_split, seed=seed, skip_corrupt=skip_corrupt,
+                           num_classes=teacher.num_classes)
+    if len(train_set.classes) != teacher.num_classes:
+        raise InvalidInput(f"Data '{data}' has {len(train_set.classes)} classes but the teacher predicts "
+                           f"{teacher.num_classes}; distil on the data the teacher was trained on.")
+
+    affine = _input_affine(input_spec, teacher.input)
+    teacher_eval = teacher_model
+    if affine is not None:
+        teacher_eval = _renormalised(teacher_model, affine)
+    teacher_top1 = evaluate_module(teacher_eval, val_set, device="cpu")["top1"]
+    student_top1_before = evaluate_module(student_model, val_set, device="cpu")["top1"] if student_art is not None else None
+
+    if config is None:
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device,
+                             lr=lr if lr is not None else (0.01 if student_art is not None else None))
+    else:
+        config = dataclasses.replace(config, epochs=epochs)
+        if lr is not None:
+            config = dataclasses.replace(config, lr=lr)
+    trained, loss_fn = build_kd(student_model, copy.deepcopy(teacher_model), input_shape=teacher.input_shape,
+                                temperature=temperature, alpha=alpha, label_smoothing=config.label_smoothing,
+                                feature_layers=feature_layers, feature_weight=feature_weight, input_affine=affine)
+    try:
+        result = fit(trained, train_set, val_set, config, loss_fn=loss_fn, progress=progress)
+    finally:
+        loss_fn.close()
+    student_model.to("cpu").eval()
+    final = evaluate_module(student_model, val_set, device="cpu")
+
+    params = {"student": student_name if student_art is None else str(student_art.path), "teacher": str(teacher.path),
+              "data": describe_source(data, "train"), "epochs": epochs, "temperature": temperature, "alpha": alpha,
+              "feature_layers": [list(p) for p in (feature_layers or [])], "feature_weight": feature_weight,
+              "student_weights": student_weights if student_art is None else None,
+              **{k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"}, "lr": config.resolved_lr()}
+    metrics = {"top1": final["top1"], "top5": final["top5"], "eval_data": describe_source(data, "val"),
+               "teacher_top1": teacher_top1, "train_seconds": round(result["seconds"], 2)}
+    if student_top1_before is not None:
+        metrics["top1_before"] = student_top1_before
+    report = {"teacher": teacher.ref(), "teacher_model": teacher.model, "student_model": student_name,
+              "student_init": weights_info, "temperature": temperature, "alpha": alpha,
+              "feature_layers": [list(p) for p in (feature_layers or [])],
+              "adapters": sorted(loss_fn.adapters.keys()) if loss_fn.adapters is not None else [],
+              "input_renormalised": affine is not None,
+              "top1": final["top1"], "teacher_top1": teacher_top1, "top1_before": student_top1_before}
+    parent = student_art if student_art is not None else teacher
+    return save_torch_artifact(student_model, out, name=student_name, input_spec=input_spec, classes=classes,
+                               stage="distill", params=params, parent=parent, metrics=metrics, structure=structure,
+                               extra={"distillation": report, "history": result["history"]})
+
+
+def _renormalised(model, affine):
+    from torch import nn
+
+    scale, shift = affine
+
+    class Renormalised(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return self.inner(x * scale + shift)
+
+    return Renormalised()
