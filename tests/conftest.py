@@ -45,6 +45,14 @@ def resnet18_digits(runs):
 
 
 @pytest.fixture(scope="session")
+def lenet_onnx(runs, lenet_digits):
+    """``lenet_digits`` exported to ONNX (dynamic batch, opset 17, parity measured on the digits)."""
+    from edgecnn.export import export_onnx
+
+    return export_onnx(lenet_digits, runs / "lenet5-onnx", progress=False)
+
+
+@pytest.fixture(scope="session")
 def lenet_onnx13(runs, lenet_digits):
     """``lenet_digits`` as ONNX opset 13: what every TensorRT 8.0+ parser reads (Jetson Nano / JetPack 4.6)."""
     from _deploy_support import export_lenet_onnx
