@@ -5,7 +5,7 @@
 #
 #   scripts/ci_gate.sh [OUT]      (default OUT: runs/ci-gate)
 #
-# lenet5   -> pruned to half its MACs, fine-tuned 10 epochs with distillation, then INT8 (ONNX Runtime)
+# lenet5   -> pruned to half its MACs, fine-tuned 20 epochs with distillation, then INT8 (ONNX Runtime)
 # resnet18 -> INT8 (NNCF post-training quantization, ONNX Runtime); 5 training epochs keep it quick
 # Exit status: 0 when both gates pass, else the first non-zero exit code (3 fail, 4 inconclusive).
 set -euo pipefail
@@ -27,7 +27,7 @@ run() {
   if [[ $status -eq 0 && $code -ne 0 ]]; then status=$code; fi
 }
 SECONDS=0
-run lenet5 MODEL=lenet5 COMPRESS=prune+int8 PRUNE_MACS=0.5 FINETUNE_EPOCHS=10
+run lenet5 MODEL=lenet5 COMPRESS=prune+int8 PRUNE_MACS=0.5 FINETUNE_EPOCHS=20
 run resnet18 MODEL=resnet18 COMPRESS=int8 EPOCHS=5
 echo "ci gate finished in ${SECONDS}s with exit $status"
 echo "reports:"

@@ -10,10 +10,10 @@ from ._common import print_table
 @click.option("--against", "original", required=True, type=click.Path(), help="The original artifact the candidate was derived from.")
 @click.option("--data", default="digits", show_default=True, help="Images to compare on: 'digits', a folder of class sub-folders, or 'synthetic[:N]' (plumbing only). The held-out split is used.")
 @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), help="YAML policy with thresholds (options below override it); see examples/policies/.")
-@click.option("--max-top1-drop", type=float, metavar="PT", help="Max top-1 accuracy drop in percentage points [default: 1.0].")
-@click.option("--max-top5-drop", type=float, metavar="PT", help="Max top-5 accuracy drop in percentage points.")
+@click.option("--max-top1-drop", type=click.FloatRange(-100, 100), metavar="PT", help="Max top-1 accuracy drop in percentage points [default: 1.0].")
+@click.option("--max-top5-drop", type=click.FloatRange(-100, 100), metavar="PT", help="Max top-5 accuracy drop in percentage points.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), metavar="F", help="Min fraction of images with the same top-1 prediction (0.98 = 98 %).")
-@click.option("--max-class-drop", type=float, metavar="PT", help="Max accuracy drop of the worst class, in percentage points.")
+@click.option("--max-class-drop", type=click.FloatRange(-100, 100), metavar="PT", help="Max accuracy drop of the worst class, in percentage points.")
 @click.option("--max-kl", type=click.FloatRange(min=0), metavar="F", help="Max mean KL(original || candidate) of the softmax outputs (nats).")
 @click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), metavar="X", help="Min speed-up: original latency / candidate latency.")
 @click.option("--max-latency-ratio", type=click.FloatRange(min=0, min_open=True), metavar="X", help="Max candidate latency / original latency.")
@@ -51,12 +51,17 @@ def command(ctx, candidate, original, data, policy_file, max_top1_drop, max_top5
 
     if plot and not plot.lower().endswith(".png"):
         raise click.BadParameter(f"{plot!r}: the plot is a PNG; give a path ending in .png.", param_hint="--plot")
+    from ..errors import InvalidInput
+
     policy = Policy.load(policy_file) if policy_file else Policy()
-    policy = policy.merged(max_top1_drop=max_top1_drop, max_top5_drop=max_top5_drop, min_agreement=min_agreement,
-                           max_class_drop=max_class_drop, max_kl=max_kl, min_speedup=min_speedup,
-                           max_latency_ratio=max_latency_ratio, max_size_ratio=max_size_ratio, decide_on=decide_on,
-                           confidence=confidence, seed=seed, latency_batch_size=latency_batch_size,
-                           latency_min_time_s=latency_min_time, latency_threads=threads)
+    try:
+        policy = policy.merged(max_top1_drop=max_top1_drop, max_top5_drop=max_top5_drop, min_agreement=min_agreement,
+                               max_class_drop=max_class_drop, max_kl=max_kl, min_speedup=min_speedup,
+                               max_latency_ratio=max_latency_ratio, max_size_ratio=max_size_ratio, decide_on=decide_on,
+                               confidence=confidence, seed=seed, latency_batch_size=latency_batch_size,
+                               latency_min_time_s=latency_min_time, latency_threads=threads)
+    except InvalidInput as exc:  # the file was valid, so an option made it invalid
+        raise click.UsageError(str(exc).replace("policy: ", "")) from None
     report = check(candidate, original, data, policy, latency=not no_latency, baseline=baseline,
                    batch_size=batch_size, device=device, threads=threads, progress=progress)
     print_table(report.table_rows(), TABLE_COLUMNS,

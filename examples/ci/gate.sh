@@ -12,7 +12,7 @@
 #   EPOCHS           training epochs (default: the model's recipe for DATA)
 #   COMPRESS         int8 | prune | prune+int8                         [int8]
 #   PRUNE_MACS       fraction of MACs the pruned model keeps           [0.5]
-#   FINETUNE_EPOCHS  fine-tuning epochs after pruning (with KD)        [10]
+#   FINETUNE_EPOCHS  fine-tuning epochs after pruning (with KD)        [20]
 #   CALIB            calibration images for INT8                       [$DATA]
 #   CANDIDATE        gate this artifact instead of compressing ORIGINAL
 #   POLICY           gate policy                                       [examples/policies/digits-ci.yaml]
@@ -30,7 +30,7 @@ DATA="${DATA:-digits}"
 OUT="${OUT:-runs/gate/$MODEL}"
 COMPRESS="${COMPRESS:-int8}"
 PRUNE_MACS="${PRUNE_MACS:-0.5}"
-FINETUNE_EPOCHS="${FINETUNE_EPOCHS:-10}"
+FINETUNE_EPOCHS="${FINETUNE_EPOCHS:-20}"
 CALIB="${CALIB:-$DATA}"
 POLICY="${POLICY:-$here/../policies/digits-ci.yaml}"
 ON_INCONCLUSIVE="${ON_INCONCLUSIVE:-fail}"
