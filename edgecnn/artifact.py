@@ -245,6 +245,14 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=_json_default))
 
 
+def check_out(out: str | os.PathLike) -> None:
+    """Refuse an output that :func:`write_artifact` would refuse; stages call it before any work, so a
+    taken --out fails in a second instead of after minutes of training or calibration."""
+    out = Path(out)
+    if out.exists() and (out.is_file() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+        raise ArtifactError(f"Output '{out}' exists and is not an edgecnn artifact; choose another --out or remove it.")
+
+
 def write_artifact(out: str | os.PathLike, manifest: dict, write: Callable[[Path], None]) -> Artifact:
     """Create artifact directory ``out``: ``write(tmpdir)`` writes the model file(s) into a temporary
     sibling directory; hashes and the manifest are added and the directory is renamed into place.
@@ -253,11 +261,7 @@ def write_artifact(out: str | os.PathLike, manifest: dict, write: Callable[[Path
     that is not an artifact is refused, so user files are never clobbered.
     """
     out = Path(out)
-    if out.exists():
-        if out.is_file() or (any(out.iterdir()) and not (out / MANIFEST).exists()):
-            raise ArtifactError(
-                f"Output '{out}' exists and is not an edgecnn artifact; choose another --out or remove it."
-            )
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

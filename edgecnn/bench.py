@@ -5,8 +5,8 @@ within minutes (FIELD-NOTES: up to ~35 % in an hour here), so "A measured, then 
 the machine's moods, not A and B. ``measure_latency`` runs all candidates in one process in rounds
 (A B C, B C A, C A B, ... - the order rotates so nobody always runs first), each round a short timed
 block per candidate. Every round yields a paired ratio candidate/first measured under the same load;
-the reported ratio is the ratio of the overall medians and its spread is the inter-quartile range of
-the per-round ratios. A candidate measured against itself must come out at ~1.0 (tested).
+the reported ratio is the median of those paired ratios (``ratio_p50`` keeps the ratio of the overall
+medians) and its spread is the inter-quartile range of the per-round ratios. A candidate measured against itself must come out at ~1.0 (tested).
 
 Also: warm-up before timing (int = iterations, float = seconds), a minimum timed duration *and* a
 minimum number of repeats, a thread count pinned for every runtime, a short untimed pre-roll at the
@@ -24,7 +24,6 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -265,7 +264,7 @@ def measure_latency(artifacts: Sequence, *, batch_sizes: Sequence[int] = (1,), w
     format to extra runner options (e.g. ``{"onnx": {"opt_level": "extended"}}``).
 
     Returns a JSON-able dict: settings, environment fingerprint, candidates and one result per
-    (candidate, batch size) with ``latency_ms`` (LatencyStats), ``ratio`` (its p50 / the first's p50),
+    (candidate, batch size) with ``latency_ms`` (LatencyStats), ``ratio`` (interleaved: median of the paired per-round ratios, else its p50 / the first's p50),
     ``speedup`` (the inverse) and, interleaved, ``ratio_rounds`` (median and IQR of the per-round ratios).
     """
     from tqdm.auto import tqdm
@@ -361,6 +360,7 @@ def _summarise(timers: list[_Timer], batch_size: int, rounds: int, interleave: b
     for t in timers:
         stats = LatencyStats.from_samples(t.samples, batch_size)
         per_round = [a / b for a, b in zip(t.block_medians, base.block_medians) if b > 0] if interleave else []
+        ratio = float(np.median(per_round)) if per_round else stats.p50 / base_stats.p50
         diff = None
         if t.output is not None and base.output is not None and t.output.shape == base.output.shape:
             diff = float(np.abs(t.output.astype(np.float64) - base.output.astype(np.float64)).max())
@@ -372,8 +372,11 @@ def _summarise(timers: list[_Timer], batch_size: int, rounds: int, interleave: b
             "n": stats.n,
             "rounds": rounds,
             "blocks": len(t.block_medians),
-            "ratio": stats.p50 / base_stats.p50,
-            "speedup": base_stats.p50 / stats.p50,
+            # interleaved: the median of the paired per-round ratios (each round runs every candidate
+            # back to back, so drift between rounds cancels); otherwise the ratio of the p50s
+            "ratio": ratio,
+            "speedup": 1.0 / ratio,
+            "ratio_p50": stats.p50 / base_stats.p50,
             "ratio_rounds": _quantiles(per_round),
             "round_ratios": [round(r, 5) for r in per_round],
             "max_abs_diff_vs_first": diff,

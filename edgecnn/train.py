@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from .artifact import check_out
 from .errors import ArtifactError, DataError, EdgeCnnError, InvalidInput, WeightsError
 
 log = logging.getLogger("edgecnn")
@@ -337,7 +338,7 @@ def fit(model, train_set, val_set=None, config: TrainConfig | None = None, *, lo
     criterion = loss_fn or (lambda logits, y, x: ce(logits, y))
     best = max((r["val_top1"] for r in history if r.get("val_top1") is not None), default=None)
     bad_steps = 0
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for epoch in range(start_epoch, config.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -403,8 +404,10 @@ def fit(model, train_set, val_set=None, config: TrainConfig | None = None, *, lo
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, optimizer, record)
     model.eval()
-    return {"history": history, "best_top1": best, "seconds": time.perf_counter() - t0, "device": device,
-            "world_size": world}
+    # cpu_seconds (all threads of this process) does not depend on what else runs on the machine: on an
+    # otherwise idle machine the wall time is at most this, even on one core.
+    return {"history": history, "best_top1": best, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - cpu0, "device": device, "world_size": world}
 
 
 def _named_errors(iterable):
@@ -515,14 +518,6 @@ def evaluate(artifact, data: str, *, batch_size: int = 64, device: str = "cpu", 
 
 
 # -- the stage --------------------------------------------------------------------------------------------
-def _check_out(out: Path) -> None:
-    """Refuse an --out that write_artifact would refuse, before spending time on training."""
-    from .artifact import MANIFEST
-
-    if out.exists() and (out.is_file() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
-        raise ArtifactError(f"Output '{out}' exists and is not an edgecnn artifact; choose another --out or remove it.")
-
-
 def train(model_name: str, *, data: str, out: str | Path, weights: str = "random", num_classes: int | None = None,
           in_channels: int | None = None, input_size=None, config: TrainConfig | None = None, val_split: float = 0.2,
           skip_corrupt: bool = False, progress: bool = True, resume: str | os.PathLike | None = None,
@@ -541,7 +536,7 @@ def train(model_name: str, *, data: str, out: str | Path, weights: str = "random
 
     spec = get_spec(model_name)
     out = Path(out)
-    _check_out(out)
+    check_out(out)
     state = None
     if resume is not None:
         state = read_checkpoint(resume)
@@ -583,6 +578,7 @@ def train(model_name: str, *, data: str, out: str | Path, weights: str = "random
     if len(val_set) == 0:
         raise DataError(f"Data '{data}' has no validation images; add a val/ folder or raise --val-split.")
     info: dict = {"weights": weights}
+    seed_everything(config.seed)          # the initial weights too: the same seed gives the same run
     if state is not None:
         if state["architecture"]["num_classes"] != len(classes):
             raise InvalidInput(f"Checkpoint '{resume}' predicts {state['architecture']['num_classes']} classes but data "
@@ -610,7 +606,7 @@ def train(model_name: str, *, data: str, out: str | Path, weights: str = "random
                   "resumed_from": str(resume) if resume is not None else None,
                   "resumed_at_epoch": int(state["epoch"]) if state is not None else None, "skipped_images": skipped}
         metrics = {"top1": final["top1"], "top5": final["top5"], "eval_data": describe_source(data, "val"),
-                   "train_seconds": round(result["seconds"], 2)}
+                   "train_seconds": round(result["seconds"], 2), "train_cpu_seconds": round(result["cpu_seconds"], 2)}
         return save_torch_artifact(model, out, name=model_name, input_spec=input_spec, classes=classes, stage="train",
                                    params=params, parent=info.get("parent"), metrics=metrics,
                                    extra={"history": result["history"], "weights_report": info.get("report"),

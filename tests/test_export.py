@@ -219,7 +219,6 @@ def test_export_without_fold_or_simplify_still_matches(lenet_digits, tmp_path):
 def test_parity_failure_is_caught(lenet_digits, tmp_path):
     """A model whose forward branches on the data: tracing bakes in the branch of the (zero) example
     input, real digits take the other one. Parity on real images must refuse to write the artifact."""
-    import torch
     from torch import nn
 
     from edgecnn.export import ParityError, export_onnx
@@ -296,3 +295,24 @@ def test_cli_export_errors(cli_run, lenet_onnx, lenet_digits, tmp_path):
     assert cli_run(["export", lenet_digits.path, "--out", tmp_path / "o", "--opset", "5"]).exit_code == 2
     assert cli_run(["export", lenet_digits.path, "--out", tmp_path / "o", "--batch-size", "0"]).exit_code == 2
     assert cli_run(["export", lenet_digits.path]).exit_code == 2  # --out missing
+
+
+def test_cli_eval_onnx_equals_torch(cli_run, lenet_onnx, lenet_digits, tmp_path):
+    results = {}
+    for name, art in (("torch", lenet_digits), ("onnx", lenet_onnx)):
+        js = tmp_path / f"{name}.json"
+        r = cli_run(["eval", art.path, "--data", "digits", "--threads", "1", "--quiet", "--json", js])
+        assert r.exit_code == 0, r.output
+        results[name] = json.loads(js.read_text())
+    assert results["onnx"]["top1"] == results["torch"]["top1"] > 0.9
+    assert results["onnx"]["per_class"] == results["torch"]["per_class"]
+
+
+def test_cli_eval_static_batch_says_what_to_do(cli_run, lenet_digits, tmp_path):
+    from edgecnn.export import export_onnx
+
+    art = export_onnx(lenet_digits, tmp_path / "b1", dynamic_batch=False, parity_images_n=2, progress=False)
+    msg = _one_line_error(cli_run(["eval", art.path, "--data", "digits", "--quiet"]))
+    assert "fixed batch size of 1" in msg and "--batch-size 1" in msg
+    r = cli_run(["eval", art.path, "--data", "digits", "--batch-size", "1", "--quiet"])
+    assert r.exit_code == 0, r.output

@@ -43,6 +43,13 @@ def test_runner_settings_are_explicit(lenet_onnx, lenet_digits, digits_batch):
         assert "intra 1" in runner.description and "opt all" in runner.description
         assert runner.fixed_batch is None and runner.image_shape == (1, 32, 32)
         onnx_logits = runner.infer(digits_batch)
+    with open_runner(lenet_onnx, threads=2) as runner:  # defaults: no spinning, all optimisations
+        opts = runner.session.get_session_options()
+        assert opts.intra_op_num_threads == 2 and opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert opts.graph_optimization_level.name == "ORT_ENABLE_ALL"
+    with open_runner(lenet_onnx, threads=1, spinning=True) as runner:
+        assert runner.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+        assert "spinning" in runner.description
     with open_runner(lenet_digits, threads=1) as runner:
         torch_logits = runner.infer(digits_batch)
     assert onnx_logits.shape == (8, 10) and onnx_logits.dtype == np.float32

@@ -66,7 +66,9 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 def test_scores_from_logits():
-    logits = np.array([[3, 2, 1, 0, 0, 0], [0, 1, 5, 0, 0, 0], [1, 0, 0, 0, 0, 2], [0, 0, 0, 0, 9, 1]], dtype=np.float32)
+    # no ties: in row 3 the true class (c) has the lowest logit, so it is outside the top 5 of 6
+    logits = np.array([[3, 2, 1, 0.5, 0.2, 0.1], [0.3, 1, 5, 0.2, 0.1, 0], [1, 0.5, -1, 0.2, 0.3, 2],
+                       [0.1, 0.2, 0.3, 0.4, 9, 1]], dtype=np.float32)
     s = scores(logits, np.array([0, 1, 2, 4]), ["a", "b", "c", "d", "e", "f"])
     assert s["top1"] == 0.5 and s["top5"] == 0.75 and s["n"] == 4
     assert s["per_class"] == {"a": 1.0, "b": 0.0, "c": 0.0, "e": 1.0}
@@ -132,7 +134,7 @@ def test_fit_adamw_warmup_and_divergence():
     noise = load_dataset("synthetic:32", rspec, "train")
     with pytest.raises(TrainingDiverged, match="lower --lr"):
         fit(create_model("resnet18", num_classes=10, in_channels=1, input_size=32), noise, None,
-            TrainConfig(epochs=1, batch_size=16, lr=1e6, weight_decay=0.0), progress=False)
+            TrainConfig(epochs=2, batch_size=16, lr=1e30, weight_decay=0.0), progress=False)
 
 
 def test_train_validates_before_training(tmp_path):

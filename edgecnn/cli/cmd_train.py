@@ -75,7 +75,8 @@ def command(model, data, out, epochs, weights, num_classes, in_channels, input_s
         ["data", data + (f" (skipped {p['skipped_images']} unreadable)" if p.get("skipped_images") else "")],
         ["val top-1", fmt_pct(m.get("top1"))],
         ["val top-5", fmt_pct(m.get("top5"))],
-        ["train time", f"{m.get('train_seconds', 0):.1f} s on {p.get('world_size', 1)} process(es)"],
+        ["train time", f"{m.get('train_seconds', 0):.1f} s wall, {m.get('train_cpu_seconds', 0):.1f} s CPU"
+                       + (f", {p['world_size']} processes (rank 0 shown)" if p.get("world_size", 1) > 1 else "")],
         ["params / MACs", f"{m['params']:,} / {fmt_count(m['macs'])}"],
         ["artifact", str(art.path)],
         ["checkpoint", art.manifest.get("checkpoint") or "-"],

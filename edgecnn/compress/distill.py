@@ -269,6 +269,10 @@ def distill(student, teacher, out: str | os.PathLike, *, data: str, epochs: int 
     re-normalising the teacher's input. ``config`` (a TrainConfig) overrides the optimiser settings;
     its ``epochs`` is replaced by ``epochs``.
     """
+    if out is not None:
+        from ..artifact import check_out
+
+        check_out(out)
     import copy
     import dataclasses
     import warnings

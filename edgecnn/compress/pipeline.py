@@ -160,13 +160,37 @@ def _step(stages: list, name: str, art, t0: float, **extra) -> None:
 
 
 def _run(rec: CompressRecipe, *, progress: bool, recipe_path: str | None) -> dict:
+    t_start = time.perf_counter()
+    _check_inputs(rec)
+    name = Path(rec.model).name if os.sep in str(rec.model) or Path(str(rec.model)).exists() else str(rec.model)
+    run = _run_dir(rec, name)
+    created = not run.exists()
+    run.mkdir(parents=True, exist_ok=True)
+    try:
+        return _chain(rec, run, t_start, progress=progress, recipe_path=recipe_path)
+    except BaseException:
+        if created:   # nothing half-written: a failed run leaves no folder behind
+            import shutil
+
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
+def _check_inputs(rec: CompressRecipe) -> None:
+    """Fail in a second on inputs that would otherwise fail after minutes of work."""
+    from ..data.calibration import find_images
+    from ..errors import DataError
+
+    if rec.int8 and rec.calib not in ("digits",) and not str(rec.calib).startswith("synthetic"):
+        find_images(rec.calib)
+    if rec.data and rec.data != "digits" and not rec.data.startswith("synthetic") and not Path(rec.data).is_dir():
+        raise DataError(f"Data folder '{rec.data}' does not exist; pass 'digits' or a folder of class sub-folders.")
+
+
+def _chain(rec: CompressRecipe, run: Path, t_start: float, *, progress: bool, recipe_path: str | None) -> dict:
     from ..artifact import atomic_write_json
     from ..export.onnx import export_onnx
 
-    t_start = time.perf_counter()
-    name = Path(rec.model).name if os.sep in str(rec.model) or Path(str(rec.model)).exists() else str(rec.model)
-    run = _run_dir(rec, name)
-    run.mkdir(parents=True, exist_ok=True)
     stages: list[dict] = []
     t = time.perf_counter()
     original, source = _load_source(rec, run, progress)

@@ -407,6 +407,10 @@ def prune(src, out: str | os.PathLike, *, ratio: float | None = None, target_mac
     ``steps`` > 1 the target is approached linearly, with ``finetune_epochs`` of training (on ``data``) after
     every step, distilled from the unpruned original when ``distill`` is set.
     """
+    if out is not None:
+        from ..artifact import check_out
+
+        check_out(out)
     from ..artifact import Artifact
     from ..data import describe_source, load_dataset
     from ..errors import ArtifactError

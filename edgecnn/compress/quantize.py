@@ -226,14 +226,17 @@ def resolve_ignored(model, ignore: Sequence[str]) -> list[str]:
 
 def nncf_quantize(model, calib, *, preset: str = "performance", subset_size: int = 300,
                   fast_bias_correction: bool = True, per_channel: bool = True, range_estimator: str = "default",
-                  ignored: Sequence[str] = (), progress: bool = False):
-    """NNCF PTQ of an FP32 ONNX ModelProto on preprocessed calibration batches -> QDQ ModelProto."""
+                  ignored: Sequence[str] = (), quantize_outputs: bool = False, progress: bool = False):
+    """NNCF PTQ of an FP32 ONNX ModelProto on preprocessed calibration batches -> QDQ ModelProto.
+
+    ``quantize_outputs`` is NNCF's option (its ONNX backend cannot put a quantizer on a graph output with
+    no consumer; :func:`quantize_logits` does that)."""
     nncf = _nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
     input_name = model.graph.input[0].name
     dataset = nncf.Dataset(list(calib), lambda batch: {input_name: batch})
-    adv = AdvancedQuantizationParameters()
+    adv = AdvancedQuantizationParameters(quantize_outputs=quantize_outputs)
     if not per_channel:
         adv.weights_quantization_params = QuantizationParameters(per_channel=False)
     est = _range_estimator(range_estimator)
@@ -253,11 +256,15 @@ def adapt_for_target(model, target: str) -> dict:
     """Apply the per-target Q/DQ rewrites described in the module docstring (in place)."""
     from . import qdq
 
-    done = {"requantized_layers": qdq.requantize_before_layers(model)}
+    done: dict = {}
     if target == "tensorrt":
-        done["signed"] = len(qdq.make_signed(model))
+        done["signed"] = len(qdq.make_signed(model))       # before unifying: uint8 and int8 cannot share a scale
+    done["concat_scales_unified"] = qdq.unify_concat_scales(model)
+    done["requantized_layers"] = qdq.requantize_before_layers(model)
+    if target == "cpu":
+        done["int8_gemm_float_output"] = qdq.quantize_gemm_bias(model)
+    if target == "tensorrt":
         done["residual_adds_fused"] = qdq.fuse_friendly_residuals(model)
-        done["concat_scales_unified"] = qdq.unify_concat_scales(model)
     qdq.remove_dead_nodes(model)
     return done
 
@@ -291,9 +298,12 @@ def sensitivity(int8_model, images: np.ndarray, labels: np.ndarray, fp32_logits:
 
 
 def restore_accuracy(int8_model, images, labels, fp32_logits, *, max_drop_pt: float, threads: int | None = None,
-                     max_layers: int | None = None, progress: bool = False) -> tuple[object, dict]:
+                     max_layers: int | None = None, rank: bool = True, progress: bool = False) -> tuple[object, dict]:
     """Keep the most sensitive layers in floating point, one at a time in measured order, until the INT8
-    model's top-1 is within ``max_drop_pt`` points of FP32. Returns (model, report)."""
+    model's top-1 is within ``max_drop_pt`` points of FP32. Returns (model, report).
+
+    With ``max_layers=0`` nothing is kept, but the layers are still ranked (``rank``) so a missed
+    budget can name the most sensitive ones."""
     from . import qdq
 
     fp32_top1 = _top1(fp32_logits, labels)
@@ -303,7 +313,7 @@ def restore_accuracy(int8_model, images, labels, fp32_logits, *, max_drop_pt: fl
               "ptq_drop_pt": 100 * (fp32_top1 - int8_top1), "kept_float": [], "ranking": [], "met": None, "steps": []}
     report.update(met=100 * (fp32_top1 - int8_top1) <= max_drop_pt + 1e-9, final_top1=int8_top1,
                   final_drop_pt=report["ptq_drop_pt"])
-    if report["met"] or max_layers == 0:
+    if report["met"] or (max_layers == 0 and not rank):
         return int8_model, report
     ranking = sensitivity(int8_model, images, labels, fp32_logits, threads=threads, progress=progress)
     report["ranking"] = ranking
@@ -464,6 +474,10 @@ def quantize(src, out: str | os.PathLike, *, calib: str | os.PathLike, subset_si
     quantization + KD for ``epochs`` first when PTQ alone misses the budget (or always, without a budget).
     ``model`` is an in-memory torch module that replaces the network of a torch ``src``.
     """
+    if out is not None:
+        from ..artifact import check_out
+
+        check_out(out)
     from ..artifact import Artifact, new_manifest, write_artifact
     from ..data import describe_source
     from ..data.calibration import load_calibration
@@ -520,7 +534,8 @@ def quantize(src, out: str | os.PathLike, *, calib: str | os.PathLike, subset_si
             eval_desc = describe_source(data, "val")
             budget = max_drop if max_drop is not None else float("inf")
             int8, accuracy = restore_accuracy(int8, images, labels, fp32_logits, max_drop_pt=budget, threads=threads,
-                                              max_layers=0 if qat else max_float_layers, progress=progress)
+                                              max_layers=0 if qat else max_float_layers, rank=not qat,
+                                              progress=progress)
             if qat and (max_drop is None or not accuracy["met"]):
                 qat_record, int8, accuracy = _qat_route(src, model, work, calib_set, data, epochs, qat_lr, seed,
                                                         val_split, skip_corrupt, images, labels, fp32_logits, ptq,

@@ -242,6 +242,10 @@ def sparsify(src, out: str | os.PathLike, *, pattern: str = "2:4", sparsity: flo
     eligible layer's smallest weights, default 0.5). ``finetune_epochs`` > 0 trains on ``data`` with the
     mask held fixed. ``exclude`` names layers to leave dense.
     """
+    if out is not None:
+        from ..artifact import check_out
+
+        check_out(out)
     from ..artifact import Artifact
     from ..data import describe_source, load_dataset
     from ..errors import ArtifactError

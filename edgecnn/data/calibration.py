@@ -101,11 +101,13 @@ def _batch(arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(stacked[i:i + batch_size]) for i in range(0, len(stacked), batch_size)]
 
 
-def _check_count(n: int, batch_size: int, where: str) -> list[str]:
+def _check_count(n: int, batch_size: int, where: str, available: int | None = None) -> list[str]:
+    """Fewer usable images than one batch: error. A source with fewer than 300 images: warning (asking for
+    a smaller --subset-size from a bigger set is the user's informed choice and stays quiet)."""
     if n < batch_size:
         raise DataError(f"Calibration data {where} has {n} usable image(s), fewer than one batch of {batch_size}; "
                         f"add images (>= {RECOMMENDED_IMAGES} recommended) or lower the batch size.")
-    if n < RECOMMENDED_IMAGES:
+    if (available if available is not None else n) < RECOMMENDED_IMAGES:
         msg = (f"calibrating on only {n} images from {where}; {RECOMMENDED_IMAGES}+ representative images give "
                "steadier INT8 ranges (build a set with 'edgecnn calib')")
         warnings.warn(msg, stacklevel=3)
@@ -128,7 +130,7 @@ def load_calibration(source: str | os.PathLike, input_spec: dict, *, subset_size
         ds = DigitsDataset(input_spec, split="train")
         idx = _balanced(np.asarray(ds.targets), subset_size, seed)
         arrays = [ds[int(i)][0].numpy() for i in idx]
-        warn = _check_count(len(arrays), batch_size, "'digits' (training split)")
+        warn = _check_count(len(arrays), batch_size, "'digits' (training split)", available=len(ds))
         return CalibrationSet(_batch(arrays, batch_size), {"source": "digits", "split": "train",
                               "selection": "class-balanced"}, warnings=warn)
     if src == "synthetic" or src.startswith("synthetic:"):
@@ -172,7 +174,7 @@ def _load_folder(root: Path, input_spec: dict, *, subset_size: int, batch_size: 
                         "--skip-corrupt to calibrate without them.")
     if skipped:
         log.warning("calibration: skipped %d unreadable file(s), first: %s", len(skipped), skipped[0])
-    warn = _check_count(len(arrays), batch_size, f"'{root}'")
+    warn = _check_count(len(arrays), batch_size, f"'{root}'", available=len(files) - len(skipped))
     if skipped:
         warn.append(f"skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:3])}")
     return CalibrationSet(_batch(arrays, batch_size), {"source": str(root.resolve()), "found": len(files),

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgeCnnError, InvalidInput
+from ..errors import EdgeCnnError, InvalidInput, require
 
 log = logging.getLogger("edgecnn")
 
@@ -351,21 +351,28 @@ def export_onnx(src, out, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = T
     'auto'), an image folder, or None to skip the parity measurement (not recommended). Parity above
     ``parity_max_rel`` (relative to the largest logit) fails the export with ParityError.
     """
-    import onnx
-    import onnxruntime
     import torch
     from tqdm.auto import tqdm
 
-    from ..artifact import Artifact, new_manifest, write_artifact
+    from ..artifact import Artifact, check_out, new_manifest, write_artifact
     from ..models import load_torch_model
 
+    onnx = require("onnx", purpose="exporting to ONNX")
+    if simplify:
+        require("onnxslim", purpose="simplifying the exported graph (or pass --no-simplify)")
+    onnxruntime = require("onnxruntime", purpose="checking the exported graph against torch")
+
+    if out is not None:
+        check_out(out)
     if not isinstance(src, Artifact):
         src = Artifact.load(src, formats=("torch",))
     elif src.format != "torch":
         raise InvalidInput(f"'{src.path}' is a {src.format} artifact; export needs a torch artifact "
                            "(the one written by 'edgecnn train' or a compression stage).")
-    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
-
+    try:
+        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
+    except ImportError:  # pragma: no cover - private constant moved
+        max_opset = 20
     if not MIN_OPSET <= opset <= max_opset:
         raise InvalidInput(f"opset {opset} is not supported by the exporter; pass --opset between {MIN_OPSET} "
                            f"and {max_opset} (default {DEFAULT_OPSET}).")

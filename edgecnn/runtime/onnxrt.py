@@ -74,7 +74,7 @@ def resolve_providers(device: str = "cpu", providers: list | None = None) -> lis
 
 
 def create_session(path: str | Path, *, threads: int | None = None, inter_threads: int = 1, opt_level: str = "all",
-                   spinning: bool | None = None, device: str = "cpu", providers: list | None = None,
+                   spinning: bool | None = False, device: str = "cpu", providers: list | None = None,
                    expected_sha256: str | None = None):
     """An InferenceSession for ``path``; a file ONNX Runtime cannot load becomes an ArtifactError that says
     whether it is truncated/modified (sha256 differs from the manifest) or simply not a usable ONNX model."""
@@ -105,9 +105,16 @@ def create_session(path: str | Path, *, threads: int | None = None, inter_thread
 class OrtRunner(Runner):
     """ONNX Runtime inference session for an onnx artifact.
 
-    Options (keyword): ``inter_threads`` (1), ``opt_level`` ('all'), ``spinning`` (ORT default),
+    Options (keyword): ``inter_threads`` (1), ``opt_level`` ('all'), ``spinning`` (False, see below),
     ``providers`` (explicit provider list, overrides ``device``), ``verify`` (True: check the file's sha256
     against the manifest before loading). ``threads`` sets intra-op threads.
+
+    Why intra-op spinning is off by default: spinning worker threads keep the cores busy between
+    parallel sections. On a dedicated device that saves a few microseconds per layer; on a shared
+    machine (CI runners, dev boxes, or several runtimes interleaved in one ``edgecnn bench`` process)
+    they steal the cores the next job needs. Measured on this project's shared 2-core machine, ResNet-50
+    batch 1: 1.37x faster with spinning off (benchmarks/results/fp32_resnet50.md runs both).
+    Pass ``spinning=True`` for ONNX Runtime's own default.
     """
 
     kind = "onnxruntime"
@@ -120,7 +127,7 @@ class OrtRunner(Runner):
         opts = dict(self.options)
         self.inter_threads = int(opts.pop("inter_threads", 1))
         self.opt_level = str(opts.pop("opt_level", "all"))
-        self.spinning = opts.pop("spinning", None)
+        self.spinning = opts.pop("spinning", False)
         providers = opts.pop("providers", None)
         verify = bool(opts.pop("verify", True))
         if opts:
@@ -148,8 +155,9 @@ class OrtRunner(Runner):
     @property
     def description(self) -> str:
         threads = self.threads or "default"
+        spin = {None: "", True: ", spinning", False: ", no spinning"}[self.spinning]
         return (f"onnxruntime {self.version} {self.providers[0]} (intra {threads}, inter {self.inter_threads}, "
-                f"opt {self.opt_level})")
+                f"opt {self.opt_level}{spin})")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if self.session is None:

@@ -371,6 +371,10 @@ def build_engine(src, out, *, device: str, precision: str | None = None, batch: 
     device profile (compute capability, TensorRT version range). A pre-flight ``doctor`` check runs first
     and refuses models with ops this TensorRT cannot parse.
     """
+    if out is not None:
+        from ..artifact import check_out
+
+        check_out(out)
     import tempfile
 
     from ..artifact import Artifact, new_manifest, write_artifact

@@ -1,0 +1,123 @@
+"""Shared pieces of the benchmark scripts: random-weight artifacts, an OpenVINO runner that plugs into
+``edgecnn.bench.measure_latency`` (interleaved timing, ratios, fingerprint), and result writing.
+
+Every script compares its candidates *in one process run, interleaved* (edgecnn.bench), so the
+ratios hold on a shared machine even when absolute milliseconds drift; the load average at the start
+and end of the run is written next to the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+OPENVINO_HINT = "pip install -r benchmarks/requirements.txt   (or: pip install 'edgecnn[openvino]')"
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on Linux/macOS
+        return None
+
+
+def random_artifact(name: str, out: Path, *, size: int = 224, num_classes: int = 1000, in_channels: int = 3,
+                    seed: int = 0, logit_scale: float | None = 10.0):
+    """A torch artifact of zoo model ``name`` with torchvision's random initialisation (latency does not
+    depend on the weights). With ``logit_scale`` the classifier is rescaled so that the largest logit
+    on a few digits is that big, as a trained classifier's are: an untrained ResNet's logits reach
+    ~1e2-1e5, where an absolute parity tolerance of 1e-4 would sit below float32 resolution."""
+    import torch
+
+    from edgecnn.data import load_dataset
+    from edgecnn.models import create_model, get_spec, save_torch_artifact
+
+    spec = get_spec(name)
+    input_spec = spec.input_spec(in_channels=in_channels, input_size=size)
+    torch.manual_seed(seed)
+    model = create_model(name, num_classes=num_classes, in_channels=in_channels, input_size=size).eval()
+    if logit_scale:
+        data = load_dataset("digits", input_spec, "val")
+        x = torch.stack([data[i][0] for i in range(0, len(data), max(1, len(data) // 8))][:8])
+        head = model.get_submodule(spec.classifier)
+        with torch.no_grad():
+            factor = logit_scale / float(model(x).abs().max())
+            head.weight.mul_(factor)
+            head.bias.mul_(factor)
+    classes = [f"class{i}" for i in range(num_classes)]
+    return save_torch_artifact(model, out, name=name, input_spec=input_spec, classes=classes, stage="random",
+                               params={"weights": "random", "seed": seed, "logit_scale": logit_scale})
+
+
+def require_openvino():
+    try:
+        import openvino
+    except ImportError:
+        sys.exit(f"OpenVINO is needed for this benchmark's peer column; install it with: {OPENVINO_HINT}")
+    return openvino
+
+
+class OpenVinoRunner:
+    """Runner-like (``infer`` / ``description`` / ``label`` / ``input_spec``) OpenVINO CPU model for
+    ``measure_latency``. The model is compiled once per batch size with that static shape (what
+    ``benchmark_app -shape`` does; dynamic shapes are slower in OpenVINO's CPU plugin), FP32 inference
+    precision forced (no silent bf16 on CPUs that have it), LATENCY hint, one stream, pinned threads."""
+
+    format = "openvino"
+
+    def __init__(self, model_path: str | Path, input_spec: dict, *, threads: int, label: str = "OpenVINO",
+                 precision: str = "fp32"):
+        ov = require_openvino()
+        self.core = ov.Core()
+        self.model_path = str(model_path)
+        self.input_spec, self.label, self.precision, self.threads = input_spec, label, precision, int(threads)
+        self.config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if precision == "fp32":
+            self.config["INFERENCE_PRECISION_HINT"] = "f32"
+        self.version = ov.get_version().split("-")[0]
+        self.description = (f"openvino {self.version} CPU (threads {self.threads}, LATENCY, 1 stream, "
+                            f"{'f32' if precision == 'fp32' else 'model'} precision, static shape per batch)")
+        self._requests: dict[int, object] = {}
+
+    def _request(self, batch: int):
+        req = self._requests.get(batch)
+        if req is None:
+            model = self.core.read_model(self.model_path)
+            shape = [batch, int(self.input_spec["channels"]), int(self.input_spec["height"]), int(self.input_spec["width"])]
+            model.reshape({model.inputs[0].any_name: shape})
+            req = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+            self._requests[batch] = req
+        return req
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        req = self._request(int(batch.shape[0]))
+        req.infer({0: np.ascontiguousarray(batch, dtype=np.float32)}, share_inputs=True)
+        return req.get_output_tensor(0).data.copy()
+
+    def close(self) -> None:
+        self._requests.clear()
+
+
+def write_results(stem: str, data: dict, markdown: str, out_dir: Path = RESULTS) -> tuple[Path, Path]:
+    """``out_dir/stem.json`` and ``out_dir/stem.md``, each written atomically."""
+    from edgecnn.artifact import atomic_write_json, atomic_write_text
+
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    atomic_write_json(json_path, data)
+    atomic_write_text(md_path, markdown)
+    return json_path, md_path
+
+
+def check_line(name: str, ok: bool, detail: str) -> str:
+    return f"- {'PASS' if ok else 'FAIL'} - {name}: {detail}"
+
+
+def dumps(data) -> str:
+    return json.dumps(data, indent=2, default=str)
