@@ -84,7 +84,8 @@ def deploy_step(run: dict, out_dir: Path) -> dict:
     print(f"\n== deploy {run['model']}: bundle {bundle.path}; verifying with python3 run.py --verify", flush=True)
     proc = subprocess.run([sys.executable, "run.py", "--verify"], cwd=bundle.path, capture_output=True, text=True,
                           timeout=600)
-    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    lines = [line for line in (proc.stdout + proc.stderr).strip().splitlines()
+             if not line.startswith("edgecnn-verify-result")]     # the machine-readable line stays out of the log
     print("\n".join("   " + line for line in lines[-3:]), flush=True)
     return {**run, "bundle": bundle, "verify_ok": proc.returncode == 0, "verify_tail": lines[-3:]}
 

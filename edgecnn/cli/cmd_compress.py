@@ -19,6 +19,8 @@ def _size(n: int) -> str:
 @click.option("--prune", type=float, default=None, help="Remove this fraction of channels (0-1), Torch-Pruning.")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=None,
               help="Fine-tune after pruning on --data (default 3 with --data, else 0).")
+@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default=None,
+              help="How pruning ranks channels (default l1; taylor needs --data).")
 @click.option("--distill", is_flag=True, default=None, help="Distil the pruned network from the original while fine-tuning.")
 @click.option("--int8", is_flag=True, default=None, help="INT8 QDQ ONNX (NNCF PTQ); needs --calib.")
 @click.option("--calib", help="Calibration images for --int8: a folder (e.g. calibration/) or 'digits'.")
@@ -37,7 +39,7 @@ def _size(n: int) -> str:
 @click.option("--bench-seconds", type=float, default=None, help="Timed seconds per artifact in the latency run (default 2).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads (default: physical cores).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
-def command(model, weights, num_classes, in_channels, input_size, prune, finetune_epochs, distill, int8, calib,
+def command(model, weights, num_classes, in_channels, input_size, prune, finetune_epochs, importance, distill, int8, calib,
             subset_size, target, max_drop, qat, qat_epochs, fp16, fp16_io, data, recipe, out, no_bench, bench_seconds,
             threads, json_path):
     """Compress MODEL (a zoo name with --weights, or an artifact) in one chain: prune (+ fine-tune / distil),
@@ -48,7 +50,7 @@ def command(model, weights, num_classes, in_channels, input_size, prune, finetun
       edgecnn compress resnet50 --int8 --calib calibration/            # ImageNet weights from the torch cache
       edgecnn compress resnet50 --int8 --calib calibration/ --weights random
       edgecnn compress runs/lenet5 --prune 0.6 --distill --data digits --int8 --calib digits
-      edgecnn compress --recipe examples/recipes/resnet18-int8-trt.yaml
+      edgecnn compress --recipe examples/recipes/resnet18-int8-tensorrt.yaml
     The final artifact is <run>/final (a link) and "final" in <run>/compress.json.
     """
     from ..compress.pipeline import compress
@@ -61,7 +63,7 @@ def command(model, weights, num_classes, in_channels, input_size, prune, finetun
         except RecipeError as exc:
             raise click.BadParameter(str(exc), param_hint="--recipe") from None
     options = {"weights": weights, "num_classes": num_classes, "in_channels": in_channels, "input_size": input_size,
-               "prune": prune, "finetune_epochs": finetune_epochs, "distill": distill, "int8": int8, "calib": calib,
+               "prune": prune, "finetune_epochs": finetune_epochs, "importance": importance, "distill": distill, "int8": int8, "calib": calib,
                "subset_size": subset_size, "target": target, "max_drop": max_drop, "qat": qat, "qat_epochs": qat_epochs,
                "fp16": fp16, "fp16_io": fp16_io, "data": data, "out": out, "bench": False if no_bench else None,
                "bench_seconds": bench_seconds, "threads": threads}

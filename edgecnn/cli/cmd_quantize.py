@@ -49,7 +49,7 @@ def _pct(x) -> str:
 @click.option("--qat", is_flag=True, help="Fine-tune with fake quantization + distillation from the original when "
                                           "PTQ misses --max-drop (or always, without --max-drop).")
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="QAT epochs.")
-@click.option("--qat-lr", type=float, help="QAT learning rate (AdamW; default 1e-4).")
+@click.option("--qat-lr", type=float, help="QAT learning rate (AdamW; default 1e-3).")
 @click.option("--calib-batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size of the calibration passes.")
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable calibration images instead of failing.")

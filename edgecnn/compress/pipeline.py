@@ -325,8 +325,11 @@ def compare(columns: list[tuple[str, object]], rec: CompressRecipe, *, original=
             row["top1_drop_pt"] = 100 * (rows[0]["top1"] - row["top1"]) if rows else 0.0
         if latency is not None:
             r = latency["results"][i]
-            row.update(latency_ms=r["latency_ms"]["p50"], speedup=r["speedup"],
-                       speedup_iqr=(r.get("ratio_rounds") or {}))
+            rr = r.get("ratio_rounds") or {}
+            # per-round latency ratios -> speed-ups (the quartiles swap sides under 1/x)
+            iqr = {"q25": 1 / rr["q75"], "median": 1 / rr["median"], "q75": 1 / rr["q25"]} \
+                if rr and min(rr["q25"], rr["q75"], rr["median"]) > 0 else {}
+            row.update(latency_ms=r["latency_ms"]["p50"], speedup=r["speedup"], speedup_iqr=iqr)
         rows.append(row)
     return {"images": image_desc, "rows": rows, "original_torch_file_bytes": orig_torch_size,
             "latency": {"threads": latency["settings"]["threads"], "environment": latency["environment"].get("cpu"),

@@ -110,11 +110,12 @@ class OrtRunner(Runner):
     against the manifest before loading). ``threads`` sets intra-op threads.
 
     Why intra-op spinning is off by default: spinning worker threads keep the cores busy between
-    parallel sections. On a dedicated device that saves a few microseconds per layer; on a shared
-    machine (CI runners, dev boxes, or several runtimes interleaved in one ``edgecnn bench`` process)
-    they steal the cores the next job needs. Measured on this project's shared 2-core machine, ResNet-50
-    batch 1: 1.37x faster with spinning off (benchmarks/results/fp32_resnet50.md runs both).
-    Pass ``spinning=True`` for ONNX Runtime's own default.
+    parallel sections. On an idle, dedicated machine that saves a little per layer - measured on this
+    project's idle 2-core machine, ResNet-50: spinning on was about 5-10 % faster at batch 1 and 8
+    (benchmarks/results/fp32_resnet50.md runs both). On a shared machine (CI runners, dev boxes, or
+    several runtimes interleaved in one ``edgecnn bench`` process) the spinning threads steal the cores
+    the next job or the next candidate needs, which distorts comparisons far more than that. Pass
+    ``spinning=True`` for ONNX Runtime's own default on a dedicated device.
     """
 
     kind = "onnxruntime"
