@@ -7,8 +7,6 @@ uses matplotlib's Agg canvas directly (no pyplot, no display, no global backend 
 
 from __future__ import annotations
 
-import os
-import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -129,9 +127,9 @@ def plot_reports(reports: "CheckReport | Iterable[CheckReport]", path: str | Pat
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .stats import wilson_interval
-
+    from .artifact import atomic_file
     from .check import CheckReport
+    from .stats import wilson_interval
 
     reports = [reports] if isinstance(reports, CheckReport) else list(reports)
     if not reports:
@@ -186,14 +184,8 @@ def plot_reports(reports: "CheckReport | Iterable[CheckReport]", path: str | Pat
     verdicts = ", ".join(f"{r.candidate['model']}: {VERDICT_WORD[r.verdict]}" for r in reports)
     fig.suptitle(title or f"edgecnn check - {verdicts}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -212,10 +212,13 @@ def plot(report: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    from .artifact import atomic_file
+
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
 
 
 def as_dicts(candidates: list[Candidate]) -> list[dict]:
@@ -298,8 +301,6 @@ def sweep(source: str, *, data: str, out: str | Path | None = None, prune_ratios
     """
     import shutil
     import time
-
-    import numpy as np
 
     from .artifact import Artifact, atomic_write_json, atomic_write_text, is_artifact
     from .data import describe_source, load_dataset

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from .artifact import check_out
-from .errors import ArtifactError, DataError, EdgeCnnError, InvalidInput, WeightsError
+from .errors import DataError, EdgeCnnError, InvalidInput, WeightsError
 
 log = logging.getLogger("edgecnn")
 
@@ -222,19 +222,12 @@ def checkpoint_path(out: str | os.PathLike) -> Path:
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """torch.save through a temporary file + rename: a crash mid-write keeps the previous checkpoint."""
-    import uuid
-
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    from .artifact import atomic_file
+
+    with atomic_file(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

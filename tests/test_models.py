@@ -195,7 +195,7 @@ def test_imagenet_offline_names_the_cache_path(monkeypatch, tmp_path):
         build_model("resnet18", weights="imagenet")
     msg = str(exc.value)
     assert "Could not download ImageNet weights for resnet18" in msg
-    assert f"copy resnet18-f37072fd.pth" in msg and str(expected) in msg
+    assert "copy resnet18-f37072fd.pth" in msg and str(expected) in msg
     assert not expected.exists()
 
 

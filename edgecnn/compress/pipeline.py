@@ -17,7 +17,6 @@ the path of the artifact to deploy).
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import time
