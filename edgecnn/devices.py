@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,6 +181,8 @@ def search_dirs() -> list[Path]:
     if env:
         dirs += [Path(p) for p in env.split(os.pathsep) if p]
     dirs.append(BUILTIN_DIR)
+    if not BUILTIN_DIR.is_dir():            # installed from a wheel: the profiles went to <prefix>/share
+        dirs.append(Path(sys.prefix) / "share" / "edgecnn" / "devices")
     return dirs
 
 

@@ -141,3 +141,40 @@ def test_cli_devices_unknown(cli_run):
     assert r.exit_code == 1
     lines = [ln for ln in r.output.strip().splitlines() if ln]
     assert len(lines) == 1 and "Did you mean 'jetson-orin-nano'" in lines[0] and "Traceback" not in r.output
+
+
+def test_installed_wheel_finds_profiles_under_share(tmp_path, monkeypatch):
+    """Outside a source checkout the profiles come from <prefix>/share/edgecnn/devices (pyproject data-files)."""
+    import shutil
+    import sys
+
+    import edgecnn.devices as devices
+
+    share = tmp_path / "share" / "edgecnn" / "devices"
+    share.mkdir(parents=True)
+    for f in devices.BUILTIN_DIR.glob("*.yaml"):
+        shutil.copy(f, share / f.name)
+    monkeypatch.setattr(devices, "BUILTIN_DIR", tmp_path / "site-packages" / "devices")   # not there in a wheel
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.delenv("EDGECNN_DEVICES", raising=False)
+    assert devices.search_dirs()[-1] == share
+    assert sorted(p.name for p in devices.list_profiles()) == sorted(f.stem for f in share.glob("*.yaml"))
+
+
+def test_wheel_ships_every_profile(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        str(tmp_path), str(root)], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0 and "No module named" in r.stderr:
+        pytest.skip(f"cannot build a wheel here: {r.stderr.strip().splitlines()[-1]}")
+    assert r.returncode == 0, r.stderr
+    (wheel,) = tmp_path.glob("edgecnn-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {Path(n).name for n in names if "/data/share/edgecnn/devices/" in n}
+    assert shipped == {f.name for f in (root / "devices").glob("*.yaml")} and len(shipped) >= 10
+    assert "edgecnn/deploy_templates/build_engine.sh" in names or any(n.endswith("verify.sh") for n in names)
