@@ -191,3 +191,17 @@ def test_compress_cli_user_errors(tmp_path, cli_run):
                  "--out", tmp_path / "o2"])
     _one_line(r, 1)
     assert "does not exist" in r.output
+
+
+def test_slower_int8_is_said_not_hidden():
+    from edgecnn.compress.pipeline import slower_than_float
+
+    rows = [{"label": "original", "precision": "fp32", "speedup": 1.0, "latency_ms": 8.0, "size_ratio": 1.0,
+             "artifact": "run/original-onnx"},
+            {"label": "int8", "precision": "int8", "speedup": 0.6, "latency_ms": 13.3, "size_ratio": 3.8,
+             "artifact": "run/int8"}]
+    (msg,) = slower_than_float({"rows": rows})
+    assert "int8 ran 1.67x slower than original" in msg and "run/original-onnx" in msg and "TensorRT" in msg
+    rows[1]["speedup"] = 1.9
+    assert slower_than_float({"rows": rows}) == []
+    assert slower_than_float({"rows": [dict(r, speedup=None) for r in rows]}) == []   # --no-bench: nothing to say

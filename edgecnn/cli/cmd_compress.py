@@ -106,3 +106,5 @@ def print_report(report: dict) -> None:
     notes.append(f"report: {report['run']}/compress.json ({report['seconds']['total']:.0f} s)")
     for n in notes:
         click.echo(n)
+    for w in report.get("warnings") or []:
+        click.echo(f"warning: {w}", err=True)
