@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgecnn.errors import InvalidInput
+from cli_helpers import one_line_error
 
 FAST = dict(warmup=3, min_time_s=0.3, min_repeats=5, threads=1, progress=False)
 
@@ -117,13 +118,6 @@ def test_bench_errors(lenet_digits, tmp_path):
 
 
 # -- CLI ---------------------------------------------------------------------------------------------
-def _one_line_error(result, code: int = 1) -> str:
-    assert result.exit_code == code, result.output
-    text = result.output.strip()
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
-    return text
-
-
 def test_cli_bench_help(cli_run):
     result = cli_run(["bench", "--help"])
     assert result.exit_code == 0
@@ -146,14 +140,14 @@ def test_cli_bench_happy_path(cli_run, lenet_digits, lenet_onnx, tmp_path):
 
 
 def test_cli_bench_errors(cli_run, lenet_onnx, tmp_path):
-    msg = _one_line_error(cli_run(["bench", tmp_path / "missing"]))
+    msg = one_line_error(cli_run(["bench", tmp_path / "missing"]))
     assert "does not exist" in msg
     bad = tmp_path / "bad"
     import shutil
 
     shutil.copytree(lenet_onnx.path, bad)
     (bad / "model.onnx").write_bytes(b"truncated")
-    msg = _one_line_error(cli_run(["bench", bad, "--min-time", "0", "--warmup", "0"]))
+    msg = one_line_error(cli_run(["bench", bad, "--min-time", "0", "--warmup", "0"]))
     assert "sha256" in msg
     assert cli_run(["bench", lenet_onnx.path, "--warmup", "soon"]).exit_code == 2
     assert cli_run(["bench", lenet_onnx.path, "--batch-size", "0"]).exit_code == 2

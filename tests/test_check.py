@@ -11,16 +11,9 @@ import pytest
 
 from edgecnn.check import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, Policy, check, decide, save_baseline
 from edgecnn.errors import InvalidInput
+from cli_helpers import one_line_error
 
 FAST_LATENCY = {"latency_min_time_s": 0.3, "latency_min_repeats": 10, "latency_warmup": 5, "latency_threads": 1}
-
-
-def _one_line_error(result, code: int = 1):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    msg = result.output.strip()
-    assert msg and len(msg.splitlines()) == 1, msg
-    return msg
 
 
 @pytest.fixture(scope="module")
@@ -205,11 +198,11 @@ def test_baseline_from_another_model(cli_run, lenet_digits, gate_dir):
     rep = check(other, other, "synthetic:16", {"max_top1_drop": 1.0}, latency=False)  # plumbing: only the identity matters
     path = save_baseline(rep, gate_dir / "resnet-baseline.json")
     res = cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency", "--baseline", path])
-    msg = _one_line_error(res)
+    msg = one_line_error(res)
     assert "resnet18" in msg and "lenet5" in msg and "--save-baseline" in msg
     bad = gate_dir / "not-a-baseline.json"
     bad.write_text("{\"hello\": 1}")
-    msg = _one_line_error(cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency",
+    msg = one_line_error(cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency",
                                    "--baseline", bad]))
     assert "not an edgecnn check baseline" in msg
 
@@ -233,7 +226,7 @@ def test_different_class_count_is_an_error(cli_run, lenet_digits, gate_dir):
 
     five = save_torch_artifact(create_model("lenet5", num_classes=5), gate_dir / "lenet5-5classes", name="lenet5",
                                input_spec=lenet_digits.input, classes=[str(i) for i in range(5)], stage="train")
-    msg = _one_line_error(cli_run(["check", five.path, "--against", lenet_digits.path, "--no-latency"]))
+    msg = one_line_error(cli_run(["check", five.path, "--against", lenet_digits.path, "--no-latency"]))
     assert "5 classes" in msg and "10" in msg
 
 
@@ -243,15 +236,15 @@ def test_different_input_spec_is_an_error(cli_run, lenet_digits, gate_dir):
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["input"]["mean"] = [0.1]
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    msg = _one_line_error(cli_run(["check", copy, "--against", lenet_digits.path, "--no-latency"]))
+    msg = one_line_error(cli_run(["check", copy, "--against", lenet_digits.path, "--no-latency"]))
     assert "different inputs" in msg and "mean" in msg
 
 
 def test_missing_data_and_artifacts(cli_run, lenet_digits, tmp_path):
-    msg = _one_line_error(cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency",
+    msg = one_line_error(cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency",
                                    "--data", tmp_path / "nope"]))
     assert "does not exist" in msg
-    msg = _one_line_error(cli_run(["check", tmp_path / "missing", "--against", lenet_digits.path]))
+    msg = one_line_error(cli_run(["check", tmp_path / "missing", "--against", lenet_digits.path]))
     assert "does not exist" in msg
 
 
@@ -264,7 +257,7 @@ def test_missing_data_and_artifacts(cli_run, lenet_digits, tmp_path):
 def test_malformed_policy_file(cli_run, lenet_digits, tmp_path, text, needle):
     f = tmp_path / "policy.yaml"
     f.write_text(text)
-    msg = _one_line_error(cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency",
+    msg = one_line_error(cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency",
                                    "--policy", f]))
     assert needle in msg and "policy.yaml" in msg
 

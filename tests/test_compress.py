@@ -13,15 +13,10 @@ from edgecnn.artifact import Artifact
 from edgecnn.compress.pipeline import compress
 from edgecnn.compress.recipe import CompressRecipe, RecipeError
 from edgecnn.errors import WeightsError
+from cli_helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "examples" / "recipes").glob("*.yaml"))
-
-
-def _one_line(result, code):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 # -- recipes -----------------------------------------------------------------------------------------
@@ -185,11 +180,11 @@ def test_compress_cli_recipe_errors(tmp_path, cli_run):
 
 def test_compress_cli_user_errors(tmp_path, cli_run):
     r = cli_run(["compress", "resnet5", "--int8", "--calib", "digits", "--weights", "random", "--out", tmp_path / "o"])
-    _one_line(r, 1)
+    one_line_error(r, 1)
     assert "Did you mean 'resnet50'" in r.output
     r = cli_run(["compress", "lenet5", "--weights", "random", "--int8", "--calib", tmp_path / "none",
                  "--out", tmp_path / "o2"])
-    _one_line(r, 1)
+    one_line_error(r, 1)
     assert "does not exist" in r.output
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edgecnn.errors import ArtifactError, InvalidInput
+from cli_helpers import one_line_error
 
 
 def _zoo_model(name: str, size: int, images: np.ndarray):
@@ -256,13 +257,6 @@ def test_export_refuses_bad_input(lenet_onnx, lenet_digits, tmp_path):
 
 
 # -- CLI ---------------------------------------------------------------------------------------------
-def _one_line_error(result, code: int = 1) -> str:
-    assert result.exit_code == code, result.output
-    text = result.output.strip()
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
-    return text
-
-
 def test_cli_export_help(cli_run):
     result = cli_run(["export", "--help"])
     assert result.exit_code == 0
@@ -284,13 +278,13 @@ def test_cli_export_happy_path(cli_run, lenet_digits, tmp_path):
 
 
 def test_cli_export_errors(cli_run, lenet_onnx, lenet_digits, tmp_path):
-    msg = _one_line_error(cli_run(["export", tmp_path / "nope", "--out", tmp_path / "o"]))
+    msg = one_line_error(cli_run(["export", tmp_path / "nope", "--out", tmp_path / "o"]))
     assert "does not exist" in msg
-    msg = _one_line_error(cli_run(["export", lenet_onnx.path, "--out", tmp_path / "o"]))
+    msg = one_line_error(cli_run(["export", lenet_onnx.path, "--out", tmp_path / "o"]))
     assert "onnx artifact" in msg and "torch" in msg
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
-    msg = _one_line_error(cli_run(["export", lenet_digits.path, "--out", tmp_path / "taken", "--parity-images", "2"]))
+    msg = one_line_error(cli_run(["export", lenet_digits.path, "--out", tmp_path / "taken", "--parity-images", "2"]))
     assert "not an edgecnn artifact" in msg and (tmp_path / "taken" / "notes.txt").exists()
     assert cli_run(["export", lenet_digits.path, "--out", tmp_path / "o", "--opset", "5"]).exit_code == 2
     assert cli_run(["export", lenet_digits.path, "--out", tmp_path / "o", "--batch-size", "0"]).exit_code == 2
@@ -312,7 +306,7 @@ def test_cli_eval_static_batch_says_what_to_do(cli_run, lenet_digits, tmp_path):
     from edgecnn.export import export_onnx
 
     art = export_onnx(lenet_digits, tmp_path / "b1", dynamic_batch=False, parity_images_n=2, progress=False)
-    msg = _one_line_error(cli_run(["eval", art.path, "--data", "digits", "--quiet"]))
+    msg = one_line_error(cli_run(["eval", art.path, "--data", "digits", "--quiet"]))
     assert "fixed batch size of 1" in msg and "--batch-size 1" in msg
     r = cli_run(["eval", art.path, "--data", "digits", "--batch-size", "1", "--quiet"])
     assert r.exit_code == 0, r.output

@@ -15,6 +15,7 @@ from edgecnn.compress.qdq import errors, validate_qdq
 from edgecnn.compress.quantize import BudgetNotMet, quantize
 from edgecnn.errors import ArtifactError, DataError, InvalidInput
 from edgecnn.train import evaluate
+from cli_helpers import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,6 @@ def lenet_int8(runs, lenet_digits):
 def resnet18_trt(runs, resnet18_digits):
     return quantize(resnet18_digits, runs / "resnet18-int8-trt", calib="digits", subset_size=64, data="digits",
                     target="tensorrt", progress=False)
-
-
-def _one_line_error(result, code=1):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 def test_lenet_int8_artifact(lenet_digits, lenet_int8):
@@ -227,7 +222,7 @@ def test_quantize_cli_errors(lenet_digits, tmp_path, cli_run, args, code, text):
     assert r.exit_code == code, r.output
     assert text in r.output and "Traceback" not in r.output
     if code == 1:
-        _one_line_error(r)
+        one_line_error(r)
     assert not (tmp_path / "X").exists()
 
 
@@ -236,5 +231,5 @@ def test_quantize_cli_non_image_calib_folder(lenet_digits, tmp_path, cli_run):
     d.mkdir()
     (d / "labels.txt").write_text("x")
     r = cli_run(["quantize", lenet_digits.path, "--calib", d, "--out", tmp_path / "o"])
-    _one_line_error(r)
+    one_line_error(r)
     assert "no images" in r.output and "labels.txt" in r.output
