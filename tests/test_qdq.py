@@ -312,3 +312,147 @@ def test_validate_only_cli(tmp_path, cli_run):
     assert r.exit_code == 1
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
     assert "junk.onnx" in r.output
+
+
+# --------------------------------------------------------------------------------------------------
+# CPU layout rewrites (exact, or within one quantization step) and what ONNX Runtime fuses after them
+# --------------------------------------------------------------------------------------------------
+def fused_ops(model) -> dict:
+    """Op types of the graph ONNX Runtime actually runs (QDQ fusion on, hardware-specific layouts off)."""
+    import collections
+    import os
+    import tempfile
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    with tempfile.TemporaryDirectory() as d:
+        so.optimized_model_filepath = os.path.join(d, "opt.onnx")
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return dict(collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node))
+
+
+def _signed_layer_outputs():
+    """uint8 after a ReLU into conv1; conv1's output can be negative, so NNCF quantizes it as int8, and it is
+    read twice (a DenseNet feature map feeds every later Concat of its block). ONNX Runtime (x86) then
+    leaves conv1 in float, with both inputs de-quantized on every call."""
+    b = Builder()
+    b.nodes.append(helper.make_node("Relu", ["input"], ["in_relu"], name="in_Relu"))
+    x = b.qdq("in_relu", name="in", dtype=np.uint8, scale=0.02)
+    y = b.qdq(b.conv(x, 3, 4, "conv1", relu=False), name="s1", scale=0.1)
+    b.nodes.append(helper.make_node("Concat", [y, y], ["cat"], name="cat", axis=1))
+    return b.model("cat", (1, 8, 8, 8))
+
+
+def test_uint8_activations_is_exact_and_lets_ort_fuse():
+    m = _signed_layer_outputs()
+    before, x = run(m)
+    assert fused_ops(m).get("QLinearConv", 0) == 0
+    changed = qdq.uint8_activations(m)
+    assert set(changed) == {"Q_s1", "DQ_s1"}                              # the uint8 input quantizer stays
+    zps = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert zps["s1_zp"].dtype == np.uint8 and int(zps["s1_zp"]) == 128 and int(zps["in_zp"]) == 0
+    assert zps["conv1_w_zp"].dtype == np.int8                             # weights stay signed
+    after, _ = run(m, x)
+    np.testing.assert_array_equal(after, before)
+    assert fused_ops(m).get("QLinearConv", 0) == 1
+    assert qdq.uint8_activations(m) == []                                 # idempotent
+
+
+def _concat_model(scales=(0.1, 0.1)):
+    b = Builder()
+    x = b.qdq("input", name="in")
+    a = b.qdq(b.conv(x, 3, 2, "ca", relu=False), name="qa", scale=scales[0])
+    c = b.qdq(b.conv(x, 3, 3, "cb", relu=False), name="qb", scale=scales[1])
+    b.nodes.append(helper.make_node("Concat", [a, c], ["cat"], name="cat", axis=1))
+    return b.model("cat", (1, 5, 8, 8))
+
+
+def test_concat_before_dequantize_is_exact():
+    m = _concat_model()
+    before, x = run(m)
+    assert qdq.concat_before_dequantize(m) == ["cat"]
+    after, _ = run(m, x)
+    np.testing.assert_array_equal(after, before)
+    g = qdq._Graph(m)
+    cat = next(n for n in m.graph.node if n.op_type == "Concat")
+    assert [g.producer[i].op_type for i in cat.input] == ["QuantizeLinear", "QuantizeLinear"]
+    assert [c.op_type for c in g.consumers[cat.output[0]]] == ["DequantizeLinear"]
+    # inputs with different scales cannot be concatenated as integers: left alone
+    m2 = _concat_model((0.1, 0.2))
+    assert qdq.concat_before_dequantize(m2) == []
+
+
+def _preact_bn(followed_by_q=True):
+    """DQ -> BatchNormalization -> ReLU -> Q/DQ -> conv: DenseNet's pre-activation layer."""
+    rng = np.random.default_rng(1)
+    b = Builder()
+    b.nodes.append(helper.make_node("Relu", ["input"], ["in_relu"], name="in_Relu"))
+    x = b.qdq("in_relu", name="in", dtype=np.uint8, scale=0.02)
+    c = 3
+    b.inits += [_const("bn_g", rng.uniform(-1.5, 1.5, c).astype(np.float32)),
+                _const("bn_b", rng.uniform(-0.5, 0.5, c).astype(np.float32)),
+                _const("bn_m", rng.uniform(0, 1, c).astype(np.float32)),
+                _const("bn_v", rng.uniform(0.5, 2, c).astype(np.float32))]
+    b.nodes.append(helper.make_node("BatchNormalization", [x, "bn_g", "bn_b", "bn_m", "bn_v"], ["bn"], name="bn",
+                                    epsilon=1e-5))
+    b.nodes.append(helper.make_node("Relu", ["bn"], ["bn_relu"], name="bn_Relu"))
+    if not followed_by_q:
+        return b.model("bn_relu", (1, 3, 8, 8))
+    y = b.qdq("bn_relu", name="r", dtype=np.uint8, scale=0.01)
+    return b.model(y, (1, 3, 8, 8))
+
+
+def test_batchnorm_as_depthwise_matches_and_fuses():
+    m = _preact_bn()
+    before, x = run(m)
+    assert fused_ops(m).get("BatchNormalization", 0) == 1
+    assert qdq.batchnorm_as_depthwise(m) == ["bn"]
+    after, _ = run(m, x)
+    assert not [n for n in m.graph.node if n.op_type == "BatchNormalization"]
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    assert qdq._attr(conv, "group") == 3 and conv.doc_string == qdq.BN_AS_DEPTHWISE
+    # the int32 bias rounds to below half a step of its scale; after the output quantizer (step 0.01) a
+    # value may land one step away, never more
+    diff = np.abs(after - before)
+    assert diff.max() <= 0.01 + 1e-6 and (diff > 1e-6).mean() < 0.05, (diff.max(), (diff > 1e-6).mean())
+    ops = fused_ops(m)
+    assert ops.get("QLinearConv", 0) == 1 and "BatchNormalization" not in ops, ops
+    assert qdq.quantized_layers(m) == []        # not a candidate for keeping a layer in float
+
+
+def test_batchnorm_with_float_result_is_left_alone():
+    m = _preact_bn(followed_by_q=False)
+    assert qdq.batchnorm_as_depthwise(m) == []
+
+
+def test_harmonize_concat_quantizers_then_concat_as_integers():
+    """DenseNet's first block: the stem's ReLU output (uint8, zero point 0, max-pooled) meets convolution
+    outputs (uint8, zero point 128 after uint8_activations) in one Concat."""
+    b = Builder()
+    b.nodes.append(helper.make_node("Relu", ["input"], ["in_relu"], name="stem_Relu"))
+    x = b.qdq("in_relu", name="stem", dtype=np.uint8, scale=0.02)
+    b.nodes.append(helper.make_node("MaxPool", [x], ["pool"], name="pool", kernel_shape=[1, 1]))
+    y1 = b.qdq(b.conv("pool", 3, 2, "c1", relu=False), name="o1", scale=0.1, dtype=np.uint8, zp=128)
+    b.nodes.append(helper.make_node("Concat", ["pool", y1], ["cat1"], name="cat1", axis=1))
+    y2 = b.qdq(b.conv("cat1", 5, 2, "c2", relu=False), name="o2", scale=0.05, dtype=np.uint8, zp=128)
+    b.nodes.append(helper.make_node("Concat", ["pool", y1, y2], ["cat2"], name="cat2", axis=1))
+    m = b.model("cat2", (1, 7, 8, 8))
+    before, x_in = run(m)
+    assert qdq.concat_before_dequantize(m) == []                   # three different quantizers
+    assert qdq.harmonize_concat_quantizers(m) == ["cat1", "cat2"]
+    consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert float(consts["stem_scale"]) == pytest.approx(0.02) and int(consts["stem_zp"]) == 0   # ReLU stays fused
+    common = (float(consts["o1_scale"]), int(consts["o1_zp"]))
+    assert common == (pytest.approx(float(consts["o2_scale"])), int(consts["o2_zp"]))
+    lo, hi = -128 * 0.1, max(127 * 0.1, 255 * 0.02)                 # covers every member's range
+    assert common[0] == pytest.approx((hi - lo) / 255) and common[1] == round(-lo / common[0])
+    after, _ = run(m, x_in)
+    # stem and c1 channels: at most half a common step away (c2 reads the re-quantized block, and its wider
+    # common range no longer clips what its own scale did, so its channels move by more)
+    assert np.abs(after - before)[:, :5].max() <= common[0] * 0.5 + 1e-6
+    assert qdq.concat_before_dequantize(m) == ["cat1", "cat2"]
+    np.testing.assert_array_equal(run(m, x_in)[0], after)           # the integer concat is exact
+    g = qdq._Graph(m)
+    for cat in ("cat1", "cat2"):
+        node = next(n for n in m.graph.node if n.name == cat)
+        assert {g.producer[i].op_type for i in node.input} == {"QuantizeLinear"}
