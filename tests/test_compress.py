@@ -7,6 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
+import onnx
 import pytest
 
 from edgecnn.artifact import Artifact
@@ -56,6 +57,7 @@ def test_recipe_kebab_and_snake_case_and_types(tmp_path):
     ({"int8": True, "calib": "digits", "qat": True}, "--qat needs --data"),
     ({"distill": True, "int8": True, "calib": "digits", "data": "digits"}, "needs --prune"),
     ({"prune": 1.5}, "between 0 and 1"),
+    ({"prune": 0.5, "compact_names": True}, "--compact-names belongs to INT8"),
     ({}, "Nothing to do"),
 ])
 def test_recipe_conflicts(options, message):
@@ -140,6 +142,11 @@ def test_example_recipe_runs(lenet_digits, tmp_path):
     assert report["recipe"]["prune"] == 0.6 and report["recipe"]["distill"] is True
     assert report["recipe_file"].endswith("lenet5-prune-kd-int8.yaml")
     assert [r["label"] for r in report["table"]["rows"]] == ["original", "pruned", "int8"]
+    final = Artifact.load(report["final"])                      # compact-names: true in the recipe
+    table = final.manifest["quantization"]["compact_names"]["names"]
+    model = onnx.load(str(final.model_file))
+    assert {i.name for i in model.graph.initializer} <= set(table) and not any(n.name for n in model.graph.node)
+    assert any(orig.startswith("scale_") for orig in table.values())
 
 
 # -- the command -------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ def _size(n: int) -> str:
 @click.option("--max-drop", type=float, default=None, help="INT8 accuracy budget in top-1 points on --data.")
 @click.option("--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning (+KD) if PTQ misses --max-drop.")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=None, help="QAT epochs (default 3).")
+@click.option("--compact-names", is_flag=True, default=None,
+              help="Short tensor names in the INT8 file (smallest targets; the manifest maps them back).")
 @click.option("--fp16", is_flag=True, default=None, help="Float16 ONNX instead of INT8 (GPU targets).")
 @click.option("--fp16-io", is_flag=True, default=None, help="With --fp16: float16 inputs/outputs too.")
 @click.option("--data", help="Labelled data ('digits' or a folder): fine-tuning and the top-1 column (held-out split).")
@@ -40,7 +42,7 @@ def _size(n: int) -> str:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads (default: physical cores).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
 def command(model, weights, num_classes, in_channels, input_size, prune, finetune_epochs, importance, distill, int8, calib,
-            subset_size, target, max_drop, qat, qat_epochs, fp16, fp16_io, data, recipe, out, no_bench, bench_seconds,
+            subset_size, target, max_drop, qat, qat_epochs, compact_names, fp16, fp16_io, data, recipe, out, no_bench, bench_seconds,
             threads, json_path):
     """Compress MODEL (a zoo name with --weights, or an artifact) in one chain: prune (+ fine-tune / distil),
     export, INT8 or FP16; end with an original-vs-compressed table measured in one run.
@@ -65,6 +67,7 @@ def command(model, weights, num_classes, in_channels, input_size, prune, finetun
     options = {"weights": weights, "num_classes": num_classes, "in_channels": in_channels, "input_size": input_size,
                "prune": prune, "finetune_epochs": finetune_epochs, "importance": importance, "distill": distill, "int8": int8, "calib": calib,
                "subset_size": subset_size, "target": target, "max_drop": max_drop, "qat": qat, "qat_epochs": qat_epochs,
+               "compact_names": compact_names,
                "fp16": fp16, "fp16_io": fp16_io, "data": data, "out": out, "bench": False if no_bench else None,
                "bench_seconds": bench_seconds, "threads": threads}
     try:

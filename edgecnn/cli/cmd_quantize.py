@@ -52,6 +52,8 @@ def _pct(x) -> str:
 @click.option("--qat-lr", type=float, help="QAT learning rate (AdamW; default 1e-3).")
 @click.option("--calib-batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size of the calibration passes.")
+@click.option("--compact-names", is_flag=True,
+              help="Short tensor names in the written file (smallest targets; the manifest maps them back).")
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable calibration images instead of failing.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration subset.")
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads for the evaluations.")
@@ -61,7 +63,7 @@ def _pct(x) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
 def command(artifact, out, int8, fp16, fp16_io, calib, subset_size, target, preset, range_estimator,
             fast_bias_correction, per_channel, ignore, max_drop, data, max_float_layers, qat, epochs, qat_lr,
-            calib_batch_size, skip_corrupt, seed, threads, validate_only, json_path):
+            calib_batch_size, compact_names, skip_corrupt, seed, threads, validate_only, json_path):
     """Quantize a torch or FP32 onnx ARTIFACT to an INT8 QDQ ONNX artifact (NNCF post-training quantization,
     calibrated on --calib), or convert it to FP16 with --fp16. Every INT8 result is checked against
     TensorRT's explicit-quantization rules and the report is stored in its manifest.
@@ -86,7 +88,7 @@ def command(artifact, out, int8, fp16, fp16_io, calib, subset_size, target, pres
         raise click.UsageError("Missing option '--out' (the output artifact directory).")
     if fp16:
         for flag, given in (("--calib", calib), ("--max-drop", max_drop is not None), ("--qat", qat),
-                            ("--ignore", bool(ignore))):
+                            ("--ignore", bool(ignore)), ("--compact-names", compact_names)):
             if given:
                 raise click.UsageError(f"{flag} is an INT8 option; drop it with --fp16 (or drop --fp16).")
         from ..compress.fp16 import convert_fp16
@@ -115,7 +117,7 @@ def command(artifact, out, int8, fp16, fp16_io, calib, subset_size, target, pres
                    range_estimator=range_estimator, fast_bias_correction=fast_bias_correction,
                    per_channel=per_channel, ignore=ignore, max_drop=max_drop, data=data, qat=qat, epochs=epochs,
                    qat_lr=qat_lr, calib_batch_size=calib_batch_size, max_float_layers=max_float_layers,
-                   threads=threads, seed=seed, skip_corrupt=skip_corrupt)
+                   threads=threads, seed=seed, skip_corrupt=skip_corrupt, compact_names=compact_names)
     summary = print_quantize_summary(art)
     write_json(json_path, summary)
 
@@ -128,6 +130,8 @@ def print_quantize_summary(art) -> dict:
             ["model", f"{art.model} (int8 QDQ, {art.num_classes} classes)"],
             ["file", _size(art.model_file.stat().st_size)],
             ["target", q["target"]],
+            *([["names", f"compacted: {q['compact_names']['tensors']} tensors renamed (table in the manifest)"]]
+              if q.get("compact_names") else []),
             ["route", q["route"]],
             ["weights", q["weights"]],
             ["activations", q["activations"]],

@@ -223,7 +223,8 @@ def _chain(rec: CompressRecipe, run: Path, t_start: float, *, progress: bool, re
         final = quantize(current if rec.qat else current_onnx, run / "int8", calib=rec.calib,
                          subset_size=rec.subset_size, target=rec.target, preset=rec.preset,
                          range_estimator=rec.range_estimator, max_drop=rec.max_drop, data=rec.data, qat=rec.qat,
-                         epochs=rec.qat_epochs, threads=rec.threads, seed=rec.seed, progress=progress)
+                         epochs=rec.qat_epochs, threads=rec.threads, seed=rec.seed, progress=progress,
+                         compact_names=rec.compact_names)
         _step(stages, "int8", final, t, target=final.manifest["quantization"]["target"],
               route=final.manifest["quantization"]["route"])
     elif rec.fp16:

@@ -480,13 +480,16 @@ def quantize(src, out: str | os.PathLike, *, calib: str | os.PathLike, subset_si
              per_channel: bool = True, ignore: Sequence[str] = (), max_drop: float | None = None,
              data: str | None = None, qat: bool = False, epochs: int = 3, qat_lr: float | None = None,
              calib_batch_size: int = 1, max_float_layers: int | None = None, threads: int | None = None,
-             seed: int = 0, skip_corrupt: bool = False, val_split: float = 0.2, model=None, progress: bool = True):
+             seed: int = 0, skip_corrupt: bool = False, val_split: float = 0.2, model=None, progress: bool = True,
+             compact_names: bool = False):
     """The quantize stage: ``src`` (torch or FP32 onnx artifact) -> INT8 QDQ onnx artifact at ``out``.
 
     ``calib`` is a folder of images, 'digits' or 'synthetic[:N]' (plumbing only). ``max_drop`` (points of
     top-1 on the held-out split of ``data``) turns on accuracy-aware mode; ``qat`` fine-tunes with fake
     quantization + KD for ``epochs`` first when PTQ alone misses the budget (or always, without a budget).
     ``model`` is an in-memory torch module that replaces the network of a torch ``src``.
+    ``compact_names`` shortens tensor names in the written file (:func:`edgecnn.export.onnx.compact_names`);
+    the manifest keeps the short -> original table.
     """
     if out is not None:
         from ..artifact import check_out
@@ -574,7 +577,8 @@ def quantize(src, out: str | os.PathLike, *, calib: str | os.PathLike, subset_si
                   "range_estimator": range_estimator, "fast_bias_correction": fast_bias_correction,
                   "per_channel": per_channel, "ignore": list(ignore), "max_drop": max_drop,
                   "data": describe_source(data, "val") if data else None, "qat": qat,
-                  "epochs": epochs if qat else None, "calib_batch_size": calib_batch_size, "seed": seed}
+                  "epochs": epochs if qat else None, "calib_batch_size": calib_batch_size, "seed": seed,
+                  "compact_names": compact_names}
         metrics = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
         if accuracy is not None:
             metrics.update(top1=accuracy["final_top1"], fp32_top1=accuracy["fp32_top1"],
@@ -605,6 +609,10 @@ def quantize(src, out: str | os.PathLike, *, calib: str | os.PathLike, subset_si
         for w in calib_set.warnings:
             log.info("calibration: %s", w)
 
+        if compact_names:
+            from ..export.onnx import compact_names as _compact
+
+            info["compact_names"] = _compact(int8)
         _finish_metadata(int8, manifest["id"], "int8")
 
         def write(tmp: Path) -> None:

@@ -56,6 +56,7 @@ class CompressRecipe:
     max_drop: float | None = None
     qat: bool = False
     qat_epochs: int = 3
+    compact_names: bool = False           # short tensor names in the INT8 file (smallest targets)
     # FP16
     fp16: bool = False
     fp16_io: bool = False
@@ -166,10 +167,11 @@ class CompressRecipe:
                               "--calib digits; build a set with 'edgecnn calib'.")
         if self.calib and not self.int8:
             raise RecipeError("--calib is only used by --int8; add --int8 or drop --calib.")
-        for flag, on in (("--max-drop", self.max_drop is not None), ("--qat", self.qat)):
+        for flag, on in (("--max-drop", self.max_drop is not None), ("--qat", self.qat),
+                         ("--compact-names", self.compact_names)):
             if on and not self.int8:
                 raise RecipeError(f"{flag} belongs to INT8 quantization; add --int8 --calib DIR.")
-            if on and not self.data:
+            if on and not self.data and flag != "--compact-names":
                 raise RecipeError(f"{flag} needs --data (the labelled set to measure / fine-tune on).")
         if self.prune is not None and not 0.0 < self.prune < 1.0:
             raise RecipeError(f"--prune is the fraction of channels to remove, between 0 and 1 (exclusive); got {self.prune}.")

@@ -180,6 +180,39 @@ def make_exportable(model, input_shape: tuple[int, int, int]) -> list[str]:
     return rewrites
 
 
+def compact_names(model) -> dict:
+    """Shorten a model file for the smallest targets: every tensor except the graph's inputs and outputs
+    gets a short name (``t0``, ``t1``, ...), node names and doc strings are dropped (ONNX Runtime and
+    TensorRT name nodes themselves). The graph computes exactly the same thing. Exporter names such as
+    ``scale_/features/features.1/Tanh_output_0_1`` are most of a small INT8 file (LeNet-5: 8 of 21 kB).
+    Returns ``{"tensors": n, "nodes": m, "names": {short: original}}`` for the manifest, so a name in an
+    error from a runtime can still be traced back to the layer."""
+    g = model.graph
+    keep = {v.name for v in g.input} | {v.name for v in g.output}
+    mapping: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in mapping:
+            mapping[name] = f"t{len(mapping)}"
+        return mapping[name]
+
+    for t in g.initializer:
+        t.name = short(t.name)
+    nodes = 0
+    for n in g.node:
+        n.input[:] = [short(i) for i in n.input]
+        n.output[:] = [short(o) for o in n.output]
+        nodes += bool(n.name)
+        n.name = ""
+        n.doc_string = ""
+    for vi in g.value_info:
+        vi.name = short(vi.name)
+    model.doc_string = g.doc_string = ""
+    return {"tensors": len(mapping), "nodes": nodes, "names": {v: k for k, v in mapping.items()}}
+
+
 # --------------------------------------------------------------------------------------------------
 # Export, simplify, check
 # --------------------------------------------------------------------------------------------------
