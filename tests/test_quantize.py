@@ -256,3 +256,28 @@ def test_compact_names_same_model_smaller_file(lenet_int8, tmp_path):
     x = np.random.default_rng(0).standard_normal((8, *lenet_int8.input_shape)).astype(np.float32)
     np.testing.assert_array_equal(ort_logits(ort_session(short), x), ort_logits(ort_session(original), x))
     assert original.ByteSize() - short.ByteSize() > 5000, (short.ByteSize(), original.ByteSize())   # ~7 of 75 kB
+
+
+def test_densenet_cpu_layout_runs_every_conv_in_int8(tmp_path):
+    """DenseNet on the cpu target: after uint8 activations, one quantizer per concat group, integer concats
+    and pre-activation BN as depthwise convs, ONNX Runtime runs every convolution (and every BN but the one
+    right after the stem's max-pool) as QLinearConv, with almost no stand-alone DequantizeLinear left
+    (NNCF's graph as it was: 54 float convs, 62 float BNs, 708 DQs at this size). Speed at 224 px:
+    benchmarks/bench_int8_zoo.py."""
+    import torch
+
+    from edgecnn.models import build_model, get_spec, save_torch_artifact
+    from test_qdq import fused_ops
+
+    torch.manual_seed(0)
+    ispec = get_spec("densenet121").input_spec(input_size=32)
+    net, _ = build_model("densenet121", weights="random", num_classes=10, input_size=32, warn_random=False)
+    src = save_torch_artifact(net, tmp_path / "src", name="densenet121", input_spec=ispec,
+                              classes=[str(i) for i in range(10)], stage="load")
+    art = quantize(src, tmp_path / "int8", calib="synthetic:4", subset_size=4, target="cpu", progress=False)
+    rw = art.manifest["quantization"]["rewrites"]
+    assert len(rw["batchnorm_as_depthwise"]) == 61 and len(rw["concat_before_dequantize"]) == 58, \
+        {k: (len(v) if isinstance(v, list) else v) for k, v in rw.items()}
+    ops = fused_ops(onnx.load(str(art.model_file)))
+    assert "Conv" not in ops and ops.get("BatchNormalization", 0) <= 1, ops
+    assert ops["QLinearConv"] == 120 + 61 and ops.get("DequantizeLinear", 0) <= 2, ops
