@@ -18,7 +18,7 @@ NNCF's graph is then adapted per ``target``:
   activations are stored as uint8 with zero point 128 (QLinearConv wants uint8 in and out), a Concat of
   equally quantized inputs runs on the 8-bit tensors with one DequantizeLinear after it, and a
   BatchNormalization between Q/DQ (DenseNet's pre-activation BN) becomes a depthwise 1x1 QLinearConv.
-  DenseNet-121 went from 0.81x to ~1.5x of FP32 with them.
+  DenseNet-121 @224 went from 0.75x to 1.59x of FP32 with them (benchmarks/results/int8_zoo.md).
 * ``tensorrt``: signed INT8 with zero point 0 everywhere, per-channel weights on the output axis,
   per-tensor activations; Q/DQ removed from the convolution side of residual adds (kept on the skip
   input) and one scale per Concat, so TensorRT can fuse. :func:`edgecnn.compress.qdq.validate_qdq`
