@@ -140,6 +140,10 @@ def print_quantize_summary(art) -> dict:
         rows.append(["re-quantized after reshape", ", ".join(q["rewrites"]["requantized_layers"])])
     if q["rewrites"].get("residual_adds_fused"):
         rows.append(["residual adds made fusable", str(len(q["rewrites"]["residual_adds_fused"]))])
+    if q["rewrites"].get("concat_before_dequantize"):
+        rows.append(["concats on 8-bit tensors", str(len(q["rewrites"]["concat_before_dequantize"]))])
+    if q["rewrites"].get("batchnorm_as_depthwise"):
+        rows.append(["BatchNorms as depthwise INT8 convs", str(len(q["rewrites"]["batchnorm_as_depthwise"]))])
     verdict = "passed" if v["passed"] else f"{v['errors']} error(s)"
     if v["warnings"]:
         verdict += f", {v['warnings']} warning(s)"

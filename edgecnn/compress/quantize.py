@@ -588,7 +588,8 @@ def quantize(src, out: str | os.PathLike, *, calib: str | os.PathLike, subset_si
             "route_reason": _ROUTE_REASON,
             "target": target,
             "activations": "int8 symmetric (zero point 0)" if target == "tensorrt" else
-                           "uint8 after ReLU, int8 elsewhere, symmetric (zero point 0)",
+                           "uint8: zero point 0 after ReLU, 128 for signed tensors (NNCF's symmetric int8 + 128), "
+                           "one shared quantizer per concat group",
             "weights": ("int8 symmetric per-channel (axis 0 = output channels)" if per_channel
                         else "int8 symmetric per-tensor"),
             "fp32_onnx": "the source artifact" if fp32 is src else "exported from the torch source (BN folded; "
