@@ -153,3 +153,13 @@ def test_cli_bench_errors(cli_run, lenet_onnx, tmp_path):
     assert cli_run(["bench", lenet_onnx.path, "--batch-size", "0"]).exit_code == 2
     assert cli_run(["bench", lenet_onnx.path, "--label", "a", "--label", "b"]).exit_code == 2
     assert cli_run(["bench"]).exit_code == 2
+
+
+def test_cli_bench_ort_spinning(cli_run, lenet_onnx, tmp_path):
+    """--ort-spinning runs ONNX Runtime with its own default (as a deployed bundle does); the runner says so."""
+    js = tmp_path / "spin.json"
+    for flag, expected in ((["--ort-spinning"], ", spinning)"), ([], ", no spinning)")):
+        r = cli_run(["bench", lenet_onnx.path, "--threads", "1", "--warmup", "3", "--min-time", "0.2",
+                     "--min-repeats", "5", "--json", js, *flag])
+        assert r.exit_code == 0, r.output
+        assert json.loads(js.read_text())["candidates"][0]["runner"].endswith(expected)
