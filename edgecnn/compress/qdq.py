@@ -275,11 +275,17 @@ def validate_qdq(model_or_path, rules: str = "tensorrt") -> list[Violation]:
     return out
 
 
-def _same_params(g: _Graph, q, dq) -> bool:
+def _same_params(g: _Graph, q, dq, *, exact: bool = False) -> bool:
+    """Same scale and zero point (and axis). ``exact``: bit-identical scales, for rewrites that must not
+    change a value; otherwise within float rounding, for the validator."""
     import numpy as np
 
     sq, sd = g.const(q.input[1]), g.const(dq.input[1])
-    if sq is None or sd is None or sq.shape != sd.shape or not np.allclose(sq, sd, rtol=1e-6, atol=0):
+    if sq is None or sd is None or sq.shape != sd.shape:
+        return False
+    if not (np.array_equal(sq, sd) if exact else np.allclose(sq, sd, rtol=1e-6, atol=0)):
+        return False
+    if exact and _attr(q, "axis", 1) != _attr(dq, "axis", 1):
         return False
     zq = g.const(q.input[2]) if len(q.input) > 2 and q.input[2] else None
     zd = g.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
@@ -702,18 +708,6 @@ def uint8_activations(model) -> list[str]:
     return changed
 
 
-def _same_qparams(g: _Graph, a, b) -> bool:
-    import numpy as np
-
-    if len(a.input) != len(b.input) or _attr(a, "axis", 1) != _attr(b, "axis", 1):
-        return False
-    for x, y in zip(a.input[1:], b.input[1:]):
-        u, v = g.const(x), g.const(y)
-        if u is None or v is None or u.dtype != v.dtype or u.shape != v.shape or not np.array_equal(u, v):
-            return False
-    return True
-
-
 def harmonize_concat_quantizers(model) -> list[str]:
     """Give every uint8 activation quantizer that meets others in a Concat (directly, or through
     max-pooling / shape ops; DenseNet blocks chain them) one common scale and zero point covering all of
@@ -828,7 +822,7 @@ def concat_before_dequantize(model) -> list[str]:
         dqs = [g.producer.get(i) for i in n.input]
         if not all(d is not None and d.op_type == "DequantizeLinear" and len(d.input) == 3 for d in dqs):
             continue
-        if not all(_same_qparams(g, dqs[0], d) for d in dqs[1:]) or g.const(dqs[0].input[1]).size != 1:
+        if not all(_same_params(g, dqs[0], d, exact=True) for d in dqs[1:]) or g.const(dqs[0].input[1]).size != 1:
             continue
         out = n.output[0]
         q_cat = _unique(model, f"{out}_quantized")

@@ -14,10 +14,12 @@ NNCF's graph is then adapted per ``target``:
   network) gets an identical Q/DQ pair right in front of it, so it runs in INT8 instead of FP32;
 * ``cpu`` (ONNX Runtime, OpenVINO): NNCF's own choice - unsigned activations after ReLU, both inputs of a
   residual add quantized. ONNX Runtime folds ``ReLU -> Q(uint8, zp 0)`` and fuses every conv into
-  QLinearConv; this is the fast layout on x86. Three exact rewrites make the rest fuse too: signed
-  activations are stored as uint8 with zero point 128 (QLinearConv wants uint8 in and out), a Concat of
-  equally quantized inputs runs on the 8-bit tensors with one DequantizeLinear after it, and a
-  BatchNormalization between Q/DQ (DenseNet's pre-activation BN) becomes a depthwise 1x1 QLinearConv.
+  QLinearConv; this is the fast layout on x86. Four rewrites make the rest fuse too: signed activations
+  are stored as uint8 with zero point 128 (exact; x86 QLinearConv fuses uint8 in and out), the
+  quantizers that meet in a Concat group share one scale and zero point (coarser steps for some),
+  a Concat of equally quantized inputs runs on the 8-bit tensors with one DequantizeLinear after it
+  (exact), and a BatchNormalization between Q/DQ (DenseNet's pre-activation BN) becomes a depthwise 1x1
+  QLinearConv (int32 bias: within half a step).
   DenseNet-121 @224 went from 0.75x to 1.59x of FP32 with them (benchmarks/results/int8_zoo.md).
 * ``tensorrt``: signed INT8 with zero point 0 everywhere, per-channel weights on the output axis,
   per-tensor activations; Q/DQ removed from the convolution side of residual adds (kept on the skip

@@ -171,7 +171,8 @@ class CompressRecipe:
                          ("--compact-names", self.compact_names)):
             if on and not self.int8:
                 raise RecipeError(f"{flag} belongs to INT8 quantization; add --int8 --calib DIR.")
-            if on and not self.data and flag != "--compact-names":
+        for flag, on in (("--max-drop", self.max_drop is not None), ("--qat", self.qat)):
+            if on and not self.data:
                 raise RecipeError(f"{flag} needs --data (the labelled set to measure / fine-tune on).")
         if self.prune is not None and not 0.0 < self.prune < 1.0:
             raise RecipeError(f"--prune is the fraction of channels to remove, between 0 and 1 (exclusive); got {self.prune}.")
