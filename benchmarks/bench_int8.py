@@ -187,21 +187,24 @@ def main(argv=None) -> int:
         """vs torch FP32 (the first candidate): 1 / median of the paired per-round latency ratios."""
         return res[label]["speedup"] if label in res else None
 
-    def faster_than(label, other):
-        """other / label latency, median over rounds (both ratios are against torch in the same round)."""
-        if label not in res or other not in res:
+    def paired(results, fast, slow):
+        """slow / fast latency: median of the per-round ratios (both taken against the same first candidate
+        in the same round, so machine drift cancels); None when either is missing."""
+        if fast not in results or slow not in results:
             return None
-        return float(np.median([o / c for c, o in zip(res[label]["round_ratios"], res[other]["round_ratios"])]))
+        return float(np.median([s_ / f_ for f_, s_ in zip(results[fast]["round_ratios"],
+                                                          results[slow]["round_ratios"])]))
+
+    def faster_than(label, other):
+        """Phase 1: other / label latency."""
+        return paired(res, label, other)
 
     pr_label = next((lab for lab in labels if lab.startswith("edgecnn pruned")), None)
     res2 = {r["label"]: r for r in lat2["results"]} if lat2 else {}
 
     def spin_gain(label):
-        """Phase 2: latency without / with spinning for the same artifact (median of paired per-round ratios)."""
-        spin = label.replace("(ORT)", "(ORT defaults, spinning)")
-        if label not in res2 or spin not in res2:
-            return None
-        return float(np.median([a / b for a, b in zip(res2[label]["round_ratios"], res2[spin]["round_ratios"])]))
+        """Phase 2: latency without / with spinning for the same artifact."""
+        return paired(res2, label.replace("(ORT)", "(ORT defaults, spinning)"), label)
 
     def deployed_vs_torch(label):
         """Phase-1 speed-up (no spinning anywhere) x phase-2 spinning gain of the same artifact."""
@@ -209,10 +212,8 @@ def main(argv=None) -> int:
         return None if gain is None or speedup(label) is None else speedup(label) * gain
 
     def ov_vs_deployed():
-        spin, ov = "edgecnn INT8 (ORT defaults, spinning)", "OpenVINO INT8 (NNCF)"
-        if spin not in res2 or ov not in res2:
-            return None
-        return float(np.median([o / e for e, o in zip(res2[spin]["round_ratios"], res2[ov]["round_ratios"])]))
+        """Phase 2: OpenVINO / edgecnn INT8 as deployed."""
+        return paired(res2, "edgecnn INT8 (ORT defaults, spinning)", "OpenVINO INT8 (NNCF)")
 
     def target(value, goal, **extra):
         return {"value": value, "target": goal, **extra}
