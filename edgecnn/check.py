@@ -575,7 +575,7 @@ def check(candidate, original, data: str, policy=None, *, latency: bool = True, 
 
 def _predict(art, dataset, batch_size, device, threads, progress, role):
     from .runtime import open_runner
-    from .train import predict
+    from .evaluation import predict
 
     with open_runner(art, device=device, threads=threads) as runner:
         logits, labels, _ = predict(runner, dataset, batch_size=batch_size, progress=progress)

@@ -162,9 +162,9 @@ def golden_images(input_spec: dict, n: int = GOLDEN_N) -> tuple[list, list[int]]
 def reference_outputs(onnx_path: Path, inputs: np.ndarray, max_batch: int) -> tuple[np.ndarray, str]:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    from .runtime.onnxrt import create_session
+
+    sess = create_session(onnx_path, threads=1)
     inp = sess.get_inputs()[0]
     dtype = np.float16 if "float16" in inp.type else np.float32
     outs = [sess.run(None, {inp.name: inputs[i:i + max_batch].astype(dtype)})[0]

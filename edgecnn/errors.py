@@ -6,9 +6,17 @@ them into one line and exit code 1; anything else that escapes is a bug and keep
 
 from __future__ import annotations
 
+import difflib
+import importlib
+
 
 class EdgeCnnError(Exception):
     """Base class of every error that is the user's to fix (bad input, missing file, ...)."""
+
+
+class OptionError(EdgeCnnError):
+    """Bad or conflicting options (command line, recipe, policy or device profile). The rules live once,
+    in the library; the CLI turns this into a usage error (exit 2)."""
 
 
 class UnknownModel(EdgeCnnError):
@@ -41,16 +49,12 @@ class DeviceMismatch(EdgeCnnError):
 
 def suggest(name: str, choices, *, what: str = "name") -> str:
     """Return ' Did you mean ...?' for the closest choice, or an empty string."""
-    import difflib
-
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def require(module: str, *, extra: str | None = None, purpose: str = ""):
     """Import an optional module or raise MissingDependency with the install command."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised by monkeypatching in tests

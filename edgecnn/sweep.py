@@ -305,7 +305,7 @@ def sweep(source: str, *, data: str, out: str | Path | None = None, prune_ratios
     from .artifact import Artifact, atomic_write_json, atomic_write_text, is_artifact
     from .data import describe_source, load_dataset
     from .runtime import open_runner
-    from .train import predict
+    from .evaluation import predict
 
     if target not in TARGETS:
         from .errors import suggest

@@ -2,7 +2,7 @@
 
 ``fit`` trains a module in place (SGD+momentum or AdamW, warm-up + cosine schedule, label smoothing,
 AMP + channels_last on CUDA, DDP under ``torchrun``, a resumable checkpoint after every epoch);
-``evaluate`` scores any artifact (torch / onnx / engine) through its runner; ``train`` is the stage:
+``train`` is the stage (scoring lives in :mod:`edgecnn.evaluation`):
 build or load a zoo model, fit it, write a torch artifact.
 
 Recipes: :func:`recipe` returns the settings we measured per model on the bundled digits (input size,
@@ -25,6 +25,7 @@ import numpy as np
 
 from .artifact import check_out
 from .errors import DataError, EdgeCnnError, InvalidInput, WeightsError
+from .evaluation import evaluate_module, named_errors
 
 log = logging.getLogger("edgecnn")
 
@@ -340,7 +341,7 @@ def fit(model, train_set, val_set=None, config: TrainConfig | None = None, *, lo
         seen, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=None if (progress and main) else True, leave=False,
                    unit="batch", dynamic_ncols=True)
-        for i, (x, y) in enumerate(_named_errors(bar)):
+        for i, (x, y) in enumerate(named_errors(bar)):
             step = epoch * steps_per_epoch + i
             f = lr_factor(step, total, warmup, config.schedule)
             for grp, lr in zip(optimizer.param_groups, base_lrs):
@@ -401,113 +402,6 @@ def fit(model, train_set, val_set=None, config: TrainConfig | None = None, *, lo
     # otherwise idle machine the wall time is at most this, even on one core.
     return {"history": history, "best_top1": best, "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - cpu0, "device": device, "world_size": world}
-
-
-def _named_errors(iterable):
-    """Re-raise an EdgeCnnError from a DataLoader worker as the original one-line error (workers wrap it
-    in 'Caught DataError in DataLoader worker process 0. Original Traceback ...')."""
-    it = iter(iterable)
-    while True:
-        try:
-            item = next(it)
-        except StopIteration:
-            return
-        except EdgeCnnError as exc:
-            text = str(exc)
-            if "Original Traceback" in text:
-                last = text.strip().splitlines()[-1]
-                raise type(exc)(last.split(": ", 1)[1] if ": " in last else last) from None
-            raise
-        yield item
-
-
-def _batches(dataset, batch_size: int):
-    from torch.utils.data import DataLoader
-
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        yield x.numpy().astype(np.float32, copy=False), y.numpy()
-
-
-def scores(logits: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
-    """top-1, top-5 and per-class accuracy from logits and labels (``per_class_n``: images per class)."""
-    n = len(targets)
-    pred = logits.argmax(1)
-    k = min(5, logits.shape[1])
-    topk = np.argsort(-logits, axis=1)[:, :k]
-    per_class, per_class_n = {}, {}
-    for c, name in enumerate(classes):
-        mask = targets == c
-        if mask.any():
-            per_class[name] = float((pred[mask] == c).mean())
-            per_class_n[name] = int(mask.sum())
-    return {"top1": float((pred == targets).mean()) if n else 0.0,
-            "top5": float((topk == targets[:, None]).any(1).mean()) if n else 0.0,
-            "per_class": per_class, "per_class_n": per_class_n, "n": int(n)}
-
-
-def evaluate_module(model, dataset, *, batch_size: int = 256, device: str | None = None) -> dict:
-    """Score an in-memory module on ``dataset`` (device: where the model is, unless given)."""
-    import torch
-
-    if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else "cpu"
-    model.eval()
-    outs, ys = [], []
-    with torch.inference_mode():
-        for x, y in _batches(dataset, batch_size):
-            outs.append(model(torch.from_numpy(x).to(device)).float().cpu().numpy())
-            ys.append(y)
-    return scores(np.concatenate(outs), np.concatenate(ys), list(dataset.classes))
-
-
-def predict(runner, dataset, *, batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
-    """Run ``dataset`` through ``runner``: (logits, labels, seconds spent inside infer)."""
-    from tqdm.auto import tqdm
-
-    outs, ys, spent = [], [], 0.0
-    total = math.ceil(len(dataset) / batch_size)
-    for x, y in tqdm(_named_errors(_batches(dataset, batch_size)), total=total, desc="eval", disable=None if progress else True,
-                     leave=False):
-        t = time.perf_counter()
-        outs.append(runner.infer(x))
-        spent += time.perf_counter() - t
-        ys.append(y)
-    if not outs:
-        raise DataError("The evaluation set is empty; check the data folder.")
-    return np.concatenate(outs), np.concatenate(ys), spent
-
-
-def evaluate(artifact, data: str, *, batch_size: int = 64, device: str = "cpu", threads: int | None = None,
-             progress: bool = False, skip_corrupt: bool = False, val_split: float = 0.2) -> dict:
-    """Score an artifact of any runnable format on the held-out split of ``data``.
-
-    Returns top1 / top5 (fractions), per_class accuracy, n, images_per_second (time inside the
-    runner only, batch ``batch_size``) and what was measured (artifact, runner, data)."""
-    from .artifact import Artifact
-    from .data import describe_source, load_dataset
-    from .runtime import open_runner
-
-    if batch_size < 1:
-        raise InvalidInput(f"batch size must be >= 1, got {batch_size}.")
-    if not isinstance(artifact, Artifact):
-        artifact = Artifact.load(artifact)
-    dataset = load_dataset(data, artifact.input, "val", skip_corrupt=skip_corrupt, val_split=val_split,
-                           num_classes=artifact.num_classes)
-    if len(dataset.classes) != artifact.num_classes:
-        raise InvalidInput(f"Data '{data}' has {len(dataset.classes)} classes but the model predicts "
-                           f"{artifact.num_classes}; evaluate on data with the model's classes.")
-    t0 = time.perf_counter()
-    with open_runner(artifact, device=device, threads=threads) as runner:
-        logits, labels, spent = predict(runner, dataset, batch_size=batch_size, progress=progress)
-        kind = runner.description
-    result = scores(logits, labels, artifact.classes)
-    result.update({"artifact": str(artifact.path), "model": artifact.model, "format": artifact.format,
-                   "precision": artifact.precision, "runner": kind, "data": describe_source(data, "val"),
-                   "batch_size": batch_size, "images_per_second": len(labels) / spent if spent > 0 else None,
-                   "infer_seconds": spent, "seconds": time.perf_counter() - t0,
-                   "skipped": len(getattr(dataset, "skipped", []) or [])})
-    return result
 
 
 # -- the stage --------------------------------------------------------------------------------------------

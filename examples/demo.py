@@ -53,7 +53,7 @@ def train_step(model: str, out_dir: Path, *, epochs: int | None = None, progress
 def evaluate_step(run: dict, out_dir: Path) -> dict:
     """Score the artifact on the held-out digits through its runner and keep the JSON next to it."""
     from edgecnn.artifact import atomic_write_json
-    from edgecnn.train import evaluate
+    from edgecnn.evaluation import evaluate
 
     result = evaluate(run["artifact"], DATA, batch_size=64)
     atomic_write_json(out_dir / f"{run['model']}-eval.json", result)

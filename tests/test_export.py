@@ -169,7 +169,7 @@ def test_export_stage_writes_complete_artifact(lenet_onnx, lenet_digits):
 
 def test_eval_onnx_equals_torch(lenet_onnx, lenet_digits):
     """edgecnn eval's library function on the ONNX artifact: the same accuracy, class by class."""
-    from edgecnn.train import evaluate
+    from edgecnn.evaluation import evaluate
 
     torch_scores = evaluate(lenet_digits, "digits")
     onnx_scores = evaluate(lenet_onnx, "digits")
@@ -182,7 +182,7 @@ def test_eval_onnx_equals_torch(lenet_onnx, lenet_digits):
 
 def test_eval_resnet_with_folded_bn_equals_torch(resnet18_digits, tmp_path):
     from edgecnn.export import export_onnx
-    from edgecnn.train import evaluate
+    from edgecnn.evaluation import evaluate
 
     art = export_onnx(resnet18_digits, tmp_path / "r18", progress=False)
     assert art.manifest["onnx"]["bn_folded"] == 20 and art.manifest["onnx"]["bn_remaining"] == 0

@@ -14,7 +14,7 @@ from edgecnn.artifact import Artifact
 from edgecnn.compress.qdq import errors, validate_qdq
 from edgecnn.compress.quantize import BudgetNotMet, quantize
 from edgecnn.errors import ArtifactError, DataError, InvalidInput
-from edgecnn.train import evaluate
+from edgecnn.evaluation import evaluate
 from cli_helpers import one_line_error
 
 
@@ -80,7 +80,7 @@ def test_every_family_quantizes_validates_and_runs(tmp_path, name, size):
     classifier that AlexNet/VGG share; all families at 224 px, with speed: benchmarks/bench_int8_zoo.py."""
     import torch
 
-    from edgecnn.compress.quantize import ort_logits, ort_session
+    from edgecnn.runtime.onnxrt import create_session, run_batches
     from edgecnn.models import build_model, get_spec, save_torch_artifact
 
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def test_every_family_quantizes_validates_and_runs(tmp_path, name, size):
     assert errors(v) == [], v[:3]
     assert not [x for x in v if x.rule == "unquantized-layer"], [x for x in v if x.rule == "unquantized-layer"]
     x = np.random.default_rng(0).standard_normal((2, *art.input_shape)).astype(np.float32)
-    out = ort_logits(ort_session(art.model_file), x)
+    out = run_batches(create_session(art.model_file), x)
     assert out.shape == (2, 10) and np.isfinite(out).all()
 
 
@@ -242,7 +242,7 @@ def test_compact_names_same_model_smaller_file(lenet_int8, tmp_path):
     ~7 kB whatever the weights; on the pruned LeNet-5 that is a third of the file: README, compress)."""
     import copy
 
-    from edgecnn.compress.quantize import ort_logits, ort_session
+    from edgecnn.runtime.onnxrt import create_session, run_batches
     from edgecnn.export.onnx import compact_names
 
     original = onnx.load(str(lenet_int8.model_file))
@@ -254,7 +254,7 @@ def test_compact_names_same_model_smaller_file(lenet_int8, tmp_path):
     assert info["tensors"] == len(info["names"]) > 30 and info["nodes"] == len(original.graph.node)
     assert set(info["names"].values()) >= {i.name for i in original.graph.initializer}
     x = np.random.default_rng(0).standard_normal((8, *lenet_int8.input_shape)).astype(np.float32)
-    np.testing.assert_array_equal(ort_logits(ort_session(short), x), ort_logits(ort_session(original), x))
+    np.testing.assert_array_equal(run_batches(create_session(short), x), run_batches(create_session(original), x))
     assert original.ByteSize() - short.ByteSize() > 5000, (short.ByteSize(), original.ByteSize())   # ~7 of 75 kB
 
 

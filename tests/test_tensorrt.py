@@ -219,7 +219,7 @@ def _digits(art, n=64):
 def test_build_and_run_fp32_engine(lenet_onnx13, tmp_path):
     from edgecnn.runtime import open_runner
     from edgecnn.runtime.tensorrt import build_engine
-    from edgecnn.train import evaluate
+    from edgecnn.evaluation import evaluate
 
     device = _local_profile()
     cache = tmp_path / "timing.cache"

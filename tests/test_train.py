@@ -9,8 +9,9 @@ import torch
 
 from edgecnn.artifact import Artifact
 from edgecnn.errors import InvalidInput, WeightsError
-from edgecnn.train import (DIGITS_RECIPES, TrainConfig, TrainingDiverged, checkpoint_path, configure, evaluate,
-                           evaluate_module, fit, lr_factor, read_checkpoint, recipe, scores, train)
+from edgecnn.evaluation import evaluate, evaluate_module, scores
+from edgecnn.train import (DIGITS_RECIPES, TrainConfig, TrainingDiverged, checkpoint_path, configure, fit, lr_factor,
+                           read_checkpoint, recipe, train)
 
 
 def test_lenet5_digits_recipe_reaches_98_percent(lenet_digits):

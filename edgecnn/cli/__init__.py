@@ -16,7 +16,7 @@ import warnings
 import click
 
 from .. import __version__
-from ..errors import EdgeCnnError
+from ..errors import EdgeCnnError, OptionError, suggest
 
 # Commands in pipeline order; modules found but not listed here come after, alphabetically.
 ORDER = ["models", "train", "eval", "export", "bench", "prune", "distill", "calib", "quantize", "compress",
@@ -45,14 +45,14 @@ class EdgeCnnGroup(click.Group):
     def resolve_command(self, ctx, args):
         name = args[0] if args else None
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            from ..errors import suggest
-
             ctx.fail(f"No such command '{name}'.{suggest(name, self.list_commands(ctx))}")
         return super().resolve_command(ctx, args)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except OptionError as exc:   # bad or conflicting options: a usage error, exit 2
+            raise click.UsageError(str(exc), ctx) from None
         except EdgeCnnError as exc:
             raise click.ClickException(str(exc)) from None
 

@@ -23,7 +23,7 @@ def command(artifact, data, batch_size, device, threads, val_split, skip_corrupt
     \b
     edgecnn eval runs/lenet5 --data digits --json runs/lenet5-eval.json
     """
-    from ..train import evaluate
+    from ..evaluation import evaluate
 
     r = evaluate(artifact, data, batch_size=batch_size, device=device, threads=threads, progress=not quiet,
                  skip_corrupt=skip_corrupt, val_split=val_split)

@@ -281,7 +281,8 @@ def distill(student, teacher, out: str | os.PathLike, *, data: str, epochs: int 
     from ..data import describe_source, load_dataset
     from ..errors import ArtifactError
     from ..models import build_model, get_spec, load_torch_model, save_torch_artifact
-    from ..train import TrainConfig, evaluate_module, fit
+    from ..evaluation import evaluate_module
+    from ..train import TrainConfig, fit
 
     if epochs < 1:
         raise InvalidInput(f"epochs must be >= 1 to distil anything, got {epochs}.")

@@ -31,7 +31,8 @@ def convert_fp16(src, out: str | os.PathLike, *, fp16_io: bool = False, data: st
 
     from ..artifact import Artifact, new_manifest, write_artifact
     from ..data import describe_source
-    from .quantize import _finish_metadata, fp32_onnx, load_eval_set, ort_logits, ort_session
+    from ..runtime.onnxrt import create_session, run_batches
+    from .quantize import _finish_metadata, fp32_onnx, load_eval_set
 
     t0 = time.perf_counter()
     if not isinstance(src, Artifact):
@@ -47,9 +48,9 @@ def convert_fp16(src, out: str | os.PathLike, *, fp16_io: bool = False, data: st
 
             images, _desc = parity_images(src.input, "digits", 16)
             images, labels = np.asarray(images, np.float32), None
-        ref = ort_logits(ort_session(fp32_model), images)
+        ref = run_batches(create_session(fp32_model), images)
         feed = images.astype(np.float16) if fp16_io else images
-        got = ort_logits(ort_session(half), feed).astype(np.float32)
+        got = run_batches(create_session(half), feed).astype(np.float32)
         metrics = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
         parity = {"agreement_with_fp32": float((ref.argmax(1) == got.argmax(1)).mean()),
                   "max_abs_diff": float(np.max(np.abs(ref - got))), "images": int(len(images)),

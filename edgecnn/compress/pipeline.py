@@ -311,7 +311,7 @@ def slower_than_float(table: dict) -> list[str]:
 def compare(columns: list[tuple[str, object]], rec: CompressRecipe, *, original=None) -> dict:
     """Measure every artifact in ``columns`` (label, onnx artifact) on the same images and latency in one
     interleaved run; ratios are against the first column (the original)."""
-    from .quantize import ort_logits, ort_session
+    from ..runtime.onnxrt import create_session, run_batches
 
     first = columns[0][1]
     images, labels, image_desc = _eval_images(rec, first.input, first.num_classes)
@@ -319,7 +319,7 @@ def compare(columns: list[tuple[str, object]], rec: CompressRecipe, *, original=
     outs = {}
     for label, art in columns:
         feed = images.astype(np.float16) if art.manifest.get("fp16", {}).get("io_dtype") == "float16" else images
-        outs[label] = ort_logits(ort_session(art.model_file, threads), feed).astype(np.float32)
+        outs[label] = run_batches(create_session(art.model_file, threads=threads), feed).astype(np.float32)
     ref = outs[columns[0][0]]
     latency = None
     if rec.bench and all(a.manifest.get("fp16", {}).get("io_dtype") != "float16" for _, a in columns):

@@ -416,7 +416,8 @@ def prune(src, out: str | os.PathLike, *, ratio: float | None = None, target_mac
     from ..errors import ArtifactError
     from ..models import get_spec, load_torch_model, save_torch_artifact
     from ..models.structure import describe_structure
-    from ..train import TrainConfig, evaluate_module, fit
+    from ..evaluation import evaluate_module
+    from ..train import TrainConfig, fit
 
     kind, value = _validate(ratio, target_macs, target_params, importance, steps, finetune_epochs, data, distill,
                             max_layer_ratio, round_to, global_pruning)

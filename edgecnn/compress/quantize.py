@@ -50,6 +50,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InvalidInput
+from ..runtime.onnxrt import create_session, run_batches
 
 log = logging.getLogger("edgecnn")
 
@@ -107,35 +108,6 @@ def _nncf():
     nncf = require("nncf", purpose="INT8 quantization")
     logging.getLogger("nncf").setLevel(logging.ERROR if not log.isEnabledFor(logging.INFO) else logging.INFO)
     return nncf
-
-
-def ort_session(model, threads: int | None = None):
-    """An ONNX Runtime CPU session from a ModelProto or a path (errors only in the log)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-    src = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-    return ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
-
-
-def ort_logits(session, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    fixed = session.get_inputs()[0].shape[0]
-    bs = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
-    outs = []
-    for i in range(0, len(images), bs):
-        x = images[i:i + bs]
-        x = np.ascontiguousarray(x, dtype=np.float16 if x.dtype == np.float16 else np.float32)
-        if len(x) < bs and isinstance(fixed, int) and fixed > 0:
-            pad = np.zeros((bs - len(x),) + x.shape[1:], x.dtype)
-            outs.append(session.run(None, {name: np.concatenate([x, pad])})[0][:len(x)])
-        else:
-            outs.append(session.run(None, {name: x})[0])
-    return np.concatenate(outs)
 
 
 def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -290,7 +262,7 @@ def sensitivity(int8_model, images: np.ndarray, labels: np.ndarray, fp32_logits:
 
     from . import qdq
 
-    base = ort_logits(ort_session(int8_model, threads), images)
+    base = run_batches(create_session(int8_model, threads=threads), images)
     base_top1, base_agree = _top1(base, labels), _agreement(base, fp32_logits)
     base_err = float(np.mean((base - fp32_logits) ** 2))
     rows = []
@@ -298,7 +270,7 @@ def sensitivity(int8_model, images: np.ndarray, labels: np.ndarray, fp32_logits:
                      leave=False, unit="layer"):
         variant = copy.deepcopy(int8_model)
         qdq.keep_float(variant, [name])
-        logits = ort_logits(ort_session(variant, threads), images)
+        logits = run_batches(create_session(variant, threads=threads), images)
         rows.append({"layer": name, "top1": _top1(logits, labels), "top1_gain_pt": 100 * (_top1(logits, labels) - base_top1),
                      "agreement": _agreement(logits, fp32_logits),
                      "agreement_gain_pt": 100 * (_agreement(logits, fp32_logits) - base_agree),
@@ -317,7 +289,7 @@ def restore_accuracy(int8_model, images, labels, fp32_logits, *, max_drop_pt: fl
     from . import qdq
 
     fp32_top1 = _top1(fp32_logits, labels)
-    logits = ort_logits(ort_session(int8_model, threads), images)
+    logits = run_batches(create_session(int8_model, threads=threads), images)
     int8_top1 = _top1(logits, labels)
     report = {"max_drop_pt": None if max_drop_pt == float("inf") else max_drop_pt, "fp32_top1": fp32_top1, "int8_top1": int8_top1,
               "ptq_drop_pt": 100 * (fp32_top1 - int8_top1), "kept_float": [], "ranking": [], "met": None, "steps": []}
@@ -334,7 +306,7 @@ def restore_accuracy(int8_model, images, labels, fp32_logits, *, max_drop_pt: fl
         kept.append(row["layer"])
         current = copy.deepcopy(int8_model)
         qdq.keep_float(current, kept)
-        top1 = _top1(ort_logits(ort_session(current, threads), images), labels)
+        top1 = _top1(run_batches(create_session(current, threads=threads), images), labels)
         report["steps"].append({"kept": list(kept), "top1": top1, "drop_pt": 100 * (fp32_top1 - top1)})
         if top1 > best[0]:
             best = (top1, current, list(kept))
@@ -549,7 +521,7 @@ def quantize(src, out: str | os.PathLike, *, calib: str | os.PathLike, subset_si
             if len(classes) != src.num_classes:
                 raise InvalidInput(f"Data '{data}' has {len(classes)} classes but the model predicts "
                                    f"{src.num_classes}; pass data with the model's classes.")
-            fp32_logits = ort_logits(ort_session(fp32_model, threads), images)
+            fp32_logits = run_batches(create_session(fp32_model, threads=threads), images)
             eval_desc = describe_source(data, "val")
             budget = max_drop if max_drop is not None else float("inf")
             int8, accuracy = restore_accuracy(int8, images, labels, fp32_logits, max_drop_pt=budget, threads=threads,

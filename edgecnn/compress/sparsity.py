@@ -250,7 +250,8 @@ def sparsify(src, out: str | os.PathLike, *, pattern: str = "2:4", sparsity: flo
     from ..data import describe_source, load_dataset
     from ..errors import ArtifactError
     from ..models import load_torch_model, save_torch_artifact
-    from ..train import TrainConfig, evaluate_module, fit
+    from ..evaluation import evaluate_module
+    from ..train import TrainConfig, fit
 
     if pattern not in PATTERNS:
         from ..errors import suggest

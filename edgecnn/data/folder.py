@@ -32,11 +32,14 @@ def scan_class_folders(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 
 
 class ImageFolderDataset(Dataset):
+    #: items are decoded from disk one by one (a loader with workers decodes in parallel)
+    decodes = True
+
     def __init__(self, samples: list[tuple[Path, int]], classes: list[str], input_spec: dict, *,
-                 augment: bool = False, skip_corrupt: bool = False):
+                 augment: bool = False, hflip: bool = True, skip_corrupt: bool = False):
         self.classes = classes
         self.channels = int(input_spec["channels"])
-        self.transform = train_transform(input_spec, hflip=True) if augment else eval_transform(input_spec)
+        self.transform = train_transform(input_spec, hflip=hflip) if augment else eval_transform(input_spec)
         self.skipped: list[Path] = []
         if skip_corrupt:
             good = []
@@ -63,7 +66,7 @@ class ImageFolderDataset(Dataset):
 
 
 def load_folder(root: Path, input_spec: dict, split: str, *, val_split: float = 0.2, seed: int = 0,
-                augment: bool = False, skip_corrupt: bool = False) -> ImageFolderDataset:
+                augment: bool = False, hflip: bool = True, skip_corrupt: bool = False) -> ImageFolderDataset:
     root = Path(root)
     sub = {"train": "train", "val": "val"}.get(split)
     if (root / "train").is_dir() and (root / "val").is_dir():
@@ -79,7 +82,7 @@ def load_folder(root: Path, input_spec: dict, split: str, *, val_split: float = 
             if not 0.0 < val_split < 1.0:
                 raise DataError(f"--val-split must be between 0 and 1 (exclusive), got {val_split}.")
             samples = _split(samples, val_split, seed)[0 if split == "train" else 1]
-    return ImageFolderDataset(samples, classes, input_spec, augment=augment, skip_corrupt=skip_corrupt)
+    return ImageFolderDataset(samples, classes, input_spec, augment=augment, hflip=hflip, skip_corrupt=skip_corrupt)
 
 
 def _split(samples, val_split: float, seed: int):

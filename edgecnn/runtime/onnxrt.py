@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifact import sha256_file
 from ..errors import ArtifactError, InvalidInput, MissingDependency, require
 from .base import Runner
 
@@ -73,33 +74,51 @@ def resolve_providers(device: str = "cpu", providers: list | None = None) -> lis
     return [(p, {"device_id": device_id}) for p in wanted[kind]] + ["CPUExecutionProvider"]
 
 
-def create_session(path: str | Path, *, threads: int | None = None, inter_threads: int = 1, opt_level: str = "all",
+def create_session(model, *, threads: int | None = None, inter_threads: int = 1, opt_level: str = "all",
                    spinning: bool | None = False, device: str = "cpu", providers: list | None = None,
                    expected_sha256: str | None = None):
-    """An InferenceSession for ``path``; a file ONNX Runtime cannot load becomes an ArtifactError that says
-    whether it is truncated/modified (sha256 differs from the manifest) or simply not a usable ONNX model."""
+    """The one ONNX Runtime session factory: an InferenceSession for ``model`` (a path or an in-memory
+    ModelProto). A file ONNX Runtime cannot load becomes an ArtifactError that says whether it is
+    truncated/modified (sha256 differs from the manifest) or simply not a usable ONNX model."""
     ort = _ort()
-    path = Path(path)
+    so = session_options(threads=threads, inter_threads=inter_threads, opt_level=opt_level, spinning=spinning)
+    chosen = resolve_providers(device, providers)
+    if hasattr(model, "SerializeToString"):   # an in-memory graph (a variant being measured, not a user's file)
+        return ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=chosen)
+    path = Path(model)
     if not path.is_file():
         raise ArtifactError(f"ONNX file '{path}' does not exist; re-export it with 'edgecnn export'.")
     if path.stat().st_size == 0:
         raise ArtifactError(f"ONNX file '{path}' is empty (0 bytes); re-export it with 'edgecnn export'.")
-    so = session_options(threads=threads, inter_threads=inter_threads, opt_level=opt_level, spinning=spinning)
-    chosen = resolve_providers(device, providers)
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=chosen)
     except Exception as exc:  # noqa: BLE001 - ORT raises pybind classes (InvalidProtobuf, Fail, InvalidGraph...)
         text = str(exc).strip().splitlines()
         detail = (text[0] if text else type(exc).__name__)[:300]
         hint = "it is not a valid ONNX model"
-        if expected_sha256 is not None:
-            from ..artifact import sha256_file
-
-            if sha256_file(path) != expected_sha256:
-                hint = ("the file does not match the sha256 recorded in manifest.json, so it was truncated, "
-                        "corrupted or modified after export")
+        if expected_sha256 is not None and sha256_file(path) != expected_sha256:
+            hint = ("the file does not match the sha256 recorded in manifest.json, so it was truncated, "
+                    "corrupted or modified after export")
         raise ArtifactError(f"ONNX Runtime cannot load '{path}' ({detail}): {hint}; "
                             "re-create it with 'edgecnn export'.") from exc
+
+
+def run_batches(session, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits of ``images`` (N, C, H, W) through ``session`` in batches; a fixed-batch model gets padded
+    batches. float16 images are fed as float16 (an FP16-I/O model), anything else as float32."""
+    inp = session.get_inputs()[0]
+    fixed = inp.shape[0]
+    bs = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
+    outs = []
+    for i in range(0, len(images), bs):
+        x = images[i:i + bs]
+        x = np.ascontiguousarray(x, dtype=np.float16 if x.dtype == np.float16 else np.float32)
+        if len(x) < bs and isinstance(fixed, int) and fixed > 0:
+            pad = np.zeros((bs - len(x),) + x.shape[1:], x.dtype)
+            outs.append(session.run(None, {inp.name: np.concatenate([x, pad])})[0][:len(x)])
+        else:
+            outs.append(session.run(None, {inp.name: x})[0])
+    return np.concatenate(outs)
 
 
 class OrtRunner(Runner):

@@ -1,0 +1,255 @@
+"""Options as objects: one loader for every "mapping of option: value" edgecnn reads.
+
+Stage options (``PruneOptions``, ``QuantizeOptions``, ``CompressRecipe``, the check ``Policy``, ...) are
+dataclasses that derive from :class:`Options`. The command line, a recipe / policy YAML file and the
+sweep all fill the same object, and the object's ``validate()`` holds the rules, once. A rule broken
+raises :class:`~edgecnn.errors.OptionError`, which the CLI turns into a usage error (exit 2).
+
+:meth:`Options.from_mapping` is the shared reader: keys may be kebab-case or snake_case (a leading
+``--`` is ignored), an unknown key fails with the nearest known one, and each value is checked against
+the field's annotation (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``Literal[...]``, an
+``Enum``, ``tuple``/``list``/``dict``). Floats must be finite. Numeric bounds come from the field's
+metadata (``bounded(lo, hi)``) so they are stated where the option is declared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import os
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from .errors import OptionError, suggest
+
+_NONE = type(None)
+
+
+def kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def bounded(default, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            hi_open: bool = False, **kwargs):
+    """A dataclass field whose numeric value must lie in [lo, hi] (open ends with lo_open / hi_open)."""
+    return dataclasses.field(default=default, metadata={"range": (lo, hi, lo_open, hi_open)}, **kwargs)
+
+
+def read_yaml_mapping(path: str | os.PathLike, *, what: str, example: str, error: type[Exception] = OptionError,
+                      max_bytes: int = 1 << 20) -> dict:
+    """A YAML file holding one mapping (``{}`` when empty); ``error`` naming the file and the fix otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} '{p}' does not exist; pass a YAML file like {example}.")
+    try:
+        if p.stat().st_size > max_bytes:
+            raise error(f"{what} '{p}' is over {max_bytes >> 20} MiB; an options file is a few lines of YAML.")
+        text = p.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise error(f"{what} '{p}' is not valid YAML{at} ({problem}); fix the file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"Cannot read {what.lower()} '{p}' ({exc}); pass a readable UTF-8 YAML file.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{what} '{p}' must hold a mapping of option: value, got {type(data).__name__}; see {example}.")
+    return data
+
+
+def _unwrap(tp) -> tuple[tuple, bool]:
+    """(allowed base types, None allowed) of an annotation."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        bases = tuple(a for a in args if a is not _NONE)
+        return bases, len(bases) != len(args)
+    return (tp,), tp is _NONE
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(str(m.value) for m in tp)
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text", tuple: "a list",
+             list: "a list", dict: "a mapping"}
+    return names.get(origin or tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce_one(tp, value):
+    """``value`` as type ``tp``, or raise ValueError."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise ValueError(suggest(str(value), [str(c) for c in choices]))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, tp):
+            return value
+        try:
+            return tp(value)
+        except ValueError:
+            raise ValueError(suggest(str(value), [str(m.value) for m in tp])) from None
+    if isinstance(tp, type) and hasattr(tp, "parse"):   # a value object parsed at the edge (e.g. DataSource)
+        return tp.parse(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError("")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError("")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (str, os.PathLike)):
+            return str(value)
+        raise ValueError("")
+    if (origin or tp) in (tuple, list):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ValueError("")
+        return (origin or tp)(value)
+    if (origin or tp) is dict:
+        if not isinstance(value, dict):
+            raise ValueError("")
+        return dict(value)
+    return value
+
+
+def coerce(f: dataclasses.Field, hint, value, where: str, error: type[Exception] = OptionError):
+    """The value of field ``f`` (annotation ``hint``) from ``value``; ``error`` naming key and type otherwise."""
+    bases, optional = _unwrap(hint)
+    key = kebab(f.name)
+    if value is None:
+        if optional:
+            return None
+        raise error(f"{where}: '{key}' cannot be empty; give {_describe(bases[0])} or leave the key out.")
+    hint_text = ""
+    for tp in bases:
+        try:
+            value_out = _coerce_one(tp, value)
+            break
+        except ValueError as exc:
+            hint_text = hint_text or str(exc)
+    else:
+        want = " or ".join(_describe(t) for t in bases)
+        raise error(f"{where}: '{key}' must be {want}, got {value!r}.{hint_text}")
+    rng = f.metadata.get("range")
+    if rng and isinstance(value_out, (int, float)) and not isinstance(value_out, bool):
+        check_range(key, value_out, *rng, where=where, error=error)
+    return value_out
+
+
+def check_range(key: str, value: float, lo: float | None, hi: float | None, lo_open: bool = False,
+                hi_open: bool = False, *, where: str = "", error: type[Exception] = OptionError) -> None:
+    """``error`` unless lo <= value <= hi (strict at an open end)."""
+    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
+    bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
+    if bad_lo or bad_hi:
+        if lo is not None and hi is not None:
+            ends = " (exclusive)" if lo_open and hi_open else ""
+            want = f"between {lo} and {hi}{ends}"
+        elif lo is not None:
+            want = f"{'>' if lo_open else '>='} {lo}"
+        else:
+            want = f"{'<' if hi_open else '<='} {hi}"
+        prefix = f"{where}: " if where else ""
+        raise error(f"{prefix}{key} must be {want}, got {value}.")
+
+
+class Options:
+    """Mixin for option dataclasses: read from a mapping / YAML file, merge command-line overrides, check."""
+
+    #: keys read and ignored (e.g. a file format version checked by the subclass)
+    IGNORED_KEYS: typing.ClassVar[tuple[str, ...]] = ()
+    #: what the error for bad values is (a subclass of OptionError, or a file-specific one)
+    ERROR: typing.ClassVar[type[Exception]] = OptionError
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
+
+    @classmethod
+    def _hints(cls) -> dict:
+        return typing.get_type_hints(cls)
+
+    @classmethod
+    def normalise_key(cls, raw_key) -> str:
+        return str(raw_key).strip().lstrip("-").replace("-", "_")
+
+    @classmethod
+    def from_mapping(cls, data, *, where: str = "options", validate: bool = True):
+        """An instance from ``data`` (keys kebab- or snake_case); unknown keys fail with the nearest one."""
+        error = cls.ERROR
+        if not isinstance(data, dict):
+            raise error(f"{where} must be a mapping of option: value (got {type(data).__name__}).")
+        known = cls.keys()
+        fields_by_name = {f.name: f for f in dataclasses.fields(cls)}
+        hints = cls._hints()
+        values = {}
+        for raw_key, value in data.items():
+            key = cls.normalise_key(raw_key)
+            if key in cls.IGNORED_KEYS:
+                continue
+            if key not in known:
+                hint = suggest(kebab(key), [kebab(k) for k in known])
+                raise error(f"{where}: unknown option '{raw_key}'.{hint} Known options: "
+                            f"{', '.join(kebab(k) for k in known)}.")
+            values[key] = coerce(fields_by_name[key], hints[key], value, where, error)
+        obj = cls(**values)
+        if validate:
+            obj.validate()
+        return obj
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, what: str = "Options file", example: str = "examples/",
+             validate: bool = True):
+        data = read_yaml_mapping(path, what=what, example=example, error=cls.ERROR)
+        return cls.from_mapping(data, where=f"{what.lower()} '{path}'", validate=validate)
+
+    def merged(self, overrides: dict | None = None, *, where: str = "options", validate: bool = True, **kw):
+        """A copy with the non-None ``overrides`` (command-line options) applied and checked."""
+        overrides = {**(overrides or {}), **kw}
+        fields_by_name = {f.name: f for f in dataclasses.fields(self)}
+        hints = self._hints()
+        changes = {}
+        for k, v in overrides.items():
+            if k not in fields_by_name or not fields_by_name[k].init:
+                raise self.ERROR(f"unknown option '{kebab(k)}'.{suggest(kebab(k), [kebab(n) for n in self.keys()])}")
+            if v is not None:
+                changes[k] = coerce(fields_by_name[k], hints[k], v, where, self.ERROR)
+        obj = dataclasses.replace(self, **changes)
+        if validate:
+            obj.validate()
+        return obj
+
+    def as_dict(self) -> dict:
+        out = {}
+        for k in self.keys():
+            v = getattr(self, k)
+            if isinstance(v, enum.Enum):
+                v = v.value
+            elif isinstance(v, tuple):
+                v = list(v)
+            elif hasattr(type(v), "parse"):
+                v = str(v)
+            out[k] = v
+        return out
+
+    def validate(self) -> None:  # pragma: no cover - subclasses add their rules
+        """Raise OptionError (or ``ERROR``) naming the first rule these options break."""
