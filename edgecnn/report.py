@@ -7,15 +7,67 @@ uses matplotlib's Agg canvas directly (no pyplot, no display, no global backend 
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .check import CheckReport
+from .artifact import atomic_file, atomic_write_json, atomic_write_text
+from .errors import OptionError
+from .stats import wilson_interval
 
 ICONS = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️", "skipped": "⏭️", "info": "ℹ️"}
 VERDICT_WORD = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Values
+# --------------------------------------------------------------------------------------------------
+def format_value(v: float | None, unit: str, *, with_unit: bool = True) -> str:
+    """Human form of a metric value in its unit (used by the table, Markdown and JUnit messages)."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "inf" if isinstance(v, float) and math.isinf(v) else "-"
+    suffix = ""
+    if unit == "pt":
+        text, suffix = f"{v:.2f}", " pt"
+    elif unit == "%":
+        text, suffix = f"{v:.2f}", " %"
+    elif unit == "x":
+        text, suffix = f"{v:.3f}", "x"
+    elif unit == "ms":
+        text, suffix = f"{v:.3f}", " ms"
+    elif unit == "nats":
+        text = f"{v:.4g}"
+    elif unit == "fraction":
+        text = f"{v:.4f}"
+    elif unit == "bytes":
+        text = human_bytes(v)
+    elif unit == "count":
+        text = _human_count(v)
+    elif unit == "p":
+        text = f"{v:.3g}"
+    else:
+        text = f"{v:.4g}" if isinstance(v, float) else str(v)
+    return text + (suffix if with_unit else "")
+
+
+def human_bytes(n: float) -> str:
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _human_count(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def check_plot_path(path: str | Path | None) -> None:
+    """The plot is a PNG: OptionError (exit 2) for any other file name, before any work is done."""
+    if path and not str(path).lower().endswith(".png"):
+        raise OptionError(f"{str(path)!r}: the plot is a PNG; give a path ending in .png.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -29,11 +81,9 @@ def _name(side: dict) -> str:
     return f"{side['model']} {side['format']}/{side['precision']} ({side.get('stage')})"
 
 
-def render_markdown(report: "CheckReport") -> str:
-    """A pull-request comment: verdict line, metric table with thresholds and status, per-class table,
-    and the details needed to reproduce the numbers."""
-    from .check import format_value
-
+def render_markdown(report) -> str:
+    """A pull-request comment from a :class:`~edgecnn.check.CheckReport`: verdict line, metric table with
+    thresholds and status, per-class table, and the details needed to reproduce the numbers."""
     lines = [f"## {ICONS[report.verdict]} edgecnn check: {VERDICT_WORD[report.verdict]}", ""]
     lines.append(f"**Candidate** `{_name(report.candidate)}` vs **original** `{_name(report.original)}` "
                  f"on {report.data.get('source')} ({report.data.get('split')}, {report.n_images} images).")
@@ -73,7 +123,8 @@ def render_markdown(report: "CheckReport") -> str:
                      f"({side.get('runner', '')}, {format_value(side['size_bytes'], 'bytes')})")
     fp = report.environment.get("fingerprint") or {}
     versions = ", ".join(f"{k} {v}" for k, v in (fp.get("versions") or {}).items())
-    lines.append(f"- **environment**: {fp.get('cpu')} ({fp.get('cpu_count')} CPUs){', ' + fp['gpu'] if fp.get('gpu') else ''}; {versions}")
+    gpu = f", {fp['gpu']}" if fp.get("gpu") else ""
+    lines.append(f"- **environment**: {fp.get('cpu')} ({fp.get('cpu_count')} CPUs){gpu}; {versions}")
     lines += ["", "</details>", ""]
     return "\n".join(lines)
 
@@ -81,7 +132,7 @@ def render_markdown(report: "CheckReport") -> str:
 # --------------------------------------------------------------------------------------------------
 # JUnit XML
 # --------------------------------------------------------------------------------------------------
-def render_junit(report: "CheckReport") -> str:
+def render_junit(report) -> str:
     """One <testcase> per metric. fail -> <failure>, inconclusive -> <error type="inconclusive">,
     skipped -> <skipped>; metrics without a threshold are passing test cases that carry their value."""
     suite_name = f"edgecnn.check.{report.candidate['model']}"
@@ -102,7 +153,9 @@ def render_junit(report: "CheckReport") -> str:
     classname = f"{suite_name}.{report.candidate['format']}_{report.candidate['precision']}"
     for m in report.metrics:
         case = ET.SubElement(suite, "testcase", {"classname": classname, "name": m.key, "time": "0"})
-        message = f"{m.label} = {m.value_text()}" + (f" (threshold {m.threshold_text()})" if m.threshold is not None else "")
+        message = f"{m.label} = {m.value_text()}"
+        if m.threshold is not None:
+            message += f" (threshold {m.threshold_text()})"
         if m.status == "fail":
             el = ET.SubElement(case, "failure", {"type": "threshold", "message": message})
             el.text = m.detail
@@ -120,18 +173,16 @@ def render_junit(report: "CheckReport") -> str:
 # --------------------------------------------------------------------------------------------------
 # Plot
 # --------------------------------------------------------------------------------------------------
-def plot_reports(reports: "CheckReport | Iterable[CheckReport]", path: str | Path, *, title: str | None = None) -> Path:
-    """PNG: left, top-1 accuracy vs latency (p50) of each original and candidate (arrow from original to
-    candidate, Wilson interval on accuracy); right, per-class accuracy delta of each candidate, with
-    the class-drop threshold when the policy has one. Without latency the x axis is the file size."""
+def plot_reports(reports, path: str | Path, *, title: str | None = None) -> Path:
+    """PNG of one CheckReport or a list of them: left, top-1 accuracy vs latency (p50) of each original
+    and candidate (arrow from original to candidate, Wilson interval on accuracy); right, per-class
+    accuracy delta of each candidate, with the class-drop threshold when the policy has one. Without
+    latency the x axis is the file size."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .artifact import atomic_file
-    from .check import CheckReport
-    from .stats import wilson_interval
-
-    reports = [reports] if isinstance(reports, CheckReport) else list(reports)
+    check_plot_path(path)
+    reports = list(reports) if isinstance(reports, (list, tuple)) else [reports]
     if not reports:
         raise ValueError("nothing to plot")
     fig = Figure(figsize=(12, 4.8), dpi=110, layout="constrained")
@@ -192,11 +243,11 @@ def plot_reports(reports: "CheckReport | Iterable[CheckReport]", path: str | Pat
 # --------------------------------------------------------------------------------------------------
 # All of them
 # --------------------------------------------------------------------------------------------------
-def write_reports(report: "CheckReport", *, json: str | Path | None = None, junit: str | Path | None = None,
+def write_reports(report, *, json: str | Path | None = None, junit: str | Path | None = None,
                   markdown: str | Path | None = None, plot: str | Path | None = None) -> dict[str, str]:
-    """Write the requested reports; paths are recorded in ``report.reports`` (the JSON lists them all)."""
-    from .artifact import atomic_write_json, atomic_write_text
-
+    """Write the requested reports of a CheckReport; paths are recorded in ``report.reports`` (the JSON
+    lists them all)."""
+    check_plot_path(plot)
     if markdown:
         atomic_write_text(Path(markdown), render_markdown(report))
         report.reports["markdown"] = str(markdown)

@@ -24,6 +24,8 @@ import numpy as np
 
 #: Below this many discordant pairs McNemar's chi-square approximation is poor; use the exact test.
 EXACT_MCNEMAR_BELOW = 25
+#: ``method`` of McNemar's test with the chi-square approximation.
+CHI2 = "chi-square (continuity corrected)"
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Interval:
     confidence: float
     method: str
 
-    def scaled(self, factor: float) -> "Interval":
+    def scaled(self, factor: float) -> Interval:
         """The same interval in other units (e.g. fractions -> percentage points)."""
         lo, hi = sorted((self.low * factor, self.high * factor))
         return Interval(self.point * factor, lo, hi, self.confidence, self.method)
@@ -85,7 +87,8 @@ def paired_bootstrap(a_correct, b_correct, *, confidence: float = 0.95, n_resamp
     alpha = 1.0 - confidence
     low = float(np.quantile(diffs, alpha / 2, method="lower"))
     high = float(np.quantile(diffs, 1 - alpha / 2, method="higher"))
-    return Interval(float(point), low, high, confidence, f"paired percentile bootstrap ({n_resamples} resamples, seed {seed})")
+    method = f"paired percentile bootstrap ({n_resamples} resamples, seed {seed})"
+    return Interval(float(point), low, high, confidence, method)
 
 
 def discordant(a_correct, b_correct) -> tuple[int, int]:
@@ -113,13 +116,13 @@ def mcnemar(b: int, c: int, *, exact: bool | None = None) -> dict:
     if exact is None:
         exact = n < EXACT_MCNEMAR_BELOW
     if n == 0:
-        return {"b": b, "c": c, "statistic": 0.0, "p_value": 1.0, "method": "exact binomial" if exact else "chi-square (continuity corrected)"}
+        return {"b": b, "c": c, "statistic": 0.0, "p_value": 1.0, "method": "exact binomial" if exact else CHI2}
     if exact:
         p = min(1.0, 2.0 * _binom_cdf_half(min(b, c), n))
         return {"b": b, "c": c, "statistic": float(min(b, c)), "p_value": p, "method": "exact binomial"}
     stat = (abs(b - c) - 1.0) ** 2 / n if abs(b - c) >= 1 else 0.0
     p = math.erfc(math.sqrt(stat / 2.0))  # survival function of chi-square with 1 degree of freedom
-    return {"b": b, "c": c, "statistic": float(stat), "p_value": float(p), "method": "chi-square (continuity corrected)"}
+    return {"b": b, "c": c, "statistic": float(stat), "p_value": float(p), "method": CHI2}
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 def good_candidate(src, out: Path):
     """The compressed model a user would ship: INT8 QDQ ONNX for ONNX Runtime on this CPU."""
-    from edgecnn.compress.quantize import quantize
+    from edgecnn.compress.quantize import QuantizeOptions, quantize
 
-    return quantize(src, out, calib="digits", target="cpu", progress=False)
+    return quantize(src, out, QuantizeOptions(calib="digits", target="cpu"), progress=False)
 
 
 def damaged_model(src, out: Path):
     """90 % of the channels removed and no fine-tuning: a candidate the gate must reject."""
-    from edgecnn.compress.prune import prune
+    from edgecnn.compress.prune import PruneOptions, prune
 
-    return prune(src, out, ratio=0.9, max_layer_ratio=0.95, finetune_epochs=0, progress=False)
+    return prune(src, out, PruneOptions(ratio=0.9, max_layer_ratio=0.95, finetune_epochs=0), progress=False)

@@ -8,10 +8,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from cli_helpers import one_line_error
 
 from edgecnn.check import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, Policy, check, decide, save_baseline
 from edgecnn.errors import InvalidInput
-from cli_helpers import one_line_error
 
 FAST_LATENCY = {"latency_min_time_s": 0.3, "latency_min_repeats": 10, "latency_warmup": 5, "latency_threads": 1}
 
@@ -69,7 +69,7 @@ def test_policy_from_dict_and_overrides():
     ({"max_top1_drop": "one"}, "must be a number"),
     ({"decide_on": "vote"}, "'ci' or 'point'"),
     ({"version": 2}, "version"),
-    ({"seed": 1.5}, "integer"),
+    ({"seed": 1.5}, "whole number"),
     (["max_top1_drop", 1], "mapping"),
 ])
 def test_policy_rejects_bad_values(data, needle):
@@ -195,7 +195,8 @@ def test_baseline_from_another_model(cli_run, lenet_digits, gate_dir):
     other = save_torch_artifact(create_model("resnet18", num_classes=10, in_channels=1, input_size=32),
                                 gate_dir / "resnet18-random", name="resnet18",
                                 input_spec=_spec("resnet18"), classes=lenet_digits.classes, stage="train")
-    rep = check(other, other, "synthetic:16", {"max_top1_drop": 1.0}, latency=False)  # plumbing: only the identity matters
+    # plumbing: only the identity matters
+    rep = check(other, other, "synthetic:16", {"max_top1_drop": 1.0}, latency=False)
     path = save_baseline(rep, gate_dir / "resnet-baseline.json")
     res = cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency", "--baseline", path])
     msg = one_line_error(res)
@@ -266,6 +267,8 @@ def test_usage_errors_exit_2(cli_run, lenet_digits, tmp_path):
     res = cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--plot", tmp_path / "p.jpg"])
     assert res.exit_code == 2 and ".png" in res.output
     res = cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--min-agreement", "98"])
-    assert res.exit_code == 2
+    assert res.exit_code == 2 and "min_agreement" in res.output and "within [0, 1]" in res.output
+    res = cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--batch-size", "0"])
+    assert res.exit_code == 2 and "batch size" in res.output
     res = cli_run(["check", lenet_digits.path])
     assert res.exit_code == 2 and "--against" in res.output

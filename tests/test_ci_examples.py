@@ -14,7 +14,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 GATE = "examples/ci/gate.sh"
-SHARED_KEYS = ("MODEL", "DATA", "COMPRESS", "PRUNE_MACS", "FINETUNE_EPOCHS", "OUT", "POLICY", "BASELINE", "ON_INCONCLUSIVE")
+SHARED_KEYS = ("MODEL", "DATA", "COMPRESS", "PRUNE_MACS", "FINETUNE_EPOCHS", "OUT", "POLICY", "BASELINE",
+               "ON_INCONCLUSIVE")
 
 
 def _github() -> tuple[str, dict, dict]:
