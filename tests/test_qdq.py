@@ -373,7 +373,7 @@ def test_concat_before_dequantize_is_exact():
     assert qdq.concat_before_dequantize(m) == ["cat"]
     after, _ = run(m, x)
     np.testing.assert_array_equal(after, before)
-    g = qdq._Graph(m)
+    g = qdq.Graph(m)
     cat = next(n for n in m.graph.node if n.op_type == "Concat")
     assert [g.producer[i].op_type for i in cat.input] == ["QuantizeLinear", "QuantizeLinear"]
     assert [c.op_type for c in g.consumers[cat.output[0]]] == ["DequantizeLinear"]
@@ -410,7 +410,7 @@ def test_batchnorm_as_depthwise_matches_and_fuses():
     after, _ = run(m, x)
     assert not [n for n in m.graph.node if n.op_type == "BatchNormalization"]
     conv = next(n for n in m.graph.node if n.op_type == "Conv")
-    assert qdq._attr(conv, "group") == 3 and conv.doc_string == qdq.BN_AS_DEPTHWISE
+    assert qdq.attr(conv, "group") == 3 and conv.doc_string == qdq.BN_AS_DEPTHWISE
     # the int32 bias rounds to below half a step of its scale; after the output quantizer (step 0.01) a
     # value may land one step away, never more
     diff = np.abs(after - before)
@@ -452,7 +452,7 @@ def test_harmonize_concat_quantizers_then_concat_as_integers():
     assert np.abs(after - before)[:, :5].max() <= common[0] * 0.5 + 1e-6
     assert qdq.concat_before_dequantize(m) == ["cat1", "cat2"]
     np.testing.assert_array_equal(run(m, x_in)[0], after)           # the integer concat is exact
-    g = qdq._Graph(m)
+    g = qdq.Graph(m)
     for cat in ("cat1", "cat2"):
         node = next(n for n in m.graph.node if n.name == cat)
         assert {g.producer[i].op_type for i in node.input} == {"QuantizeLinear"}

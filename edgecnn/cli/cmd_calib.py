@@ -12,7 +12,8 @@ from ._common import print_table, write_json
               help="Number of images (300+ recommended for INT8 calibration).")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write the images to.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the per-class selection.")
-@click.option("--val-split", type=float, default=0.2, show_default=True,
+@click.option("--val-split", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
+              show_default=True,
               help="Held-out fraction of a single-folder dataset (never used for calibration).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing calibration folder written by 'edgecnn calib'.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
@@ -26,10 +27,9 @@ def command(data, n, out, seed, val_split, overwrite, json_path):
       edgecnn calib --data /data/my-images --n 500 --out calib/
     """
     from ..data.calibration import build_calibration_folder
+    from ..data.source import DataSource
 
-    if not 0.0 < val_split < 1.0:
-        raise click.BadParameter(f"must be between 0 and 1 (exclusive), got {val_split}.", param_hint="--val-split")
-    info = build_calibration_folder(data, n, out, seed=seed, val_split=val_split, overwrite=overwrite)
+    info = build_calibration_folder(DataSource.parse(data), n, out, seed=seed, val_split=val_split, overwrite=overwrite)
     rows = [["folder", info["out"]], ["source", f"{info['source']} ({info['split']} split)"],
             ["images", f"{info['images']} of {info['requested']} requested"],
             ["classes", str(len(info["per_class"]))],

@@ -40,7 +40,7 @@ def _pct(x) -> str:
 @click.option("--per-channel/--per-tensor", default=True, show_default=True,
               help="Weight scales per output channel (TensorRT needs per-channel).")
 @click.option("--ignore", multiple=True, metavar="NODE",
-              help="ONNX node name or regular expression to leave in floating point (repeatable).")
+              help="ONNX node name or regular expression to leave in floating point (repeatable; see --list-layers).")
 @click.option("--max-drop", type=float, help="Accuracy-aware: allowed top-1 drop in points on --data's held-out "
                                              "split; the most sensitive layers stay FP32 until it fits.")
 @click.option("--data", help="Labelled data to evaluate on (held-out split) and to fine-tune with --qat: "
@@ -57,13 +57,15 @@ def _pct(x) -> str:
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable calibration images instead of failing.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration subset.")
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads for the evaluations.")
+@click.option("--val-split", type=float, default=0.2, show_default=True,
+              help="Held-out fraction of a single-folder --data (the split the drop is measured on).")
 @click.option("--validate-only", is_flag=True,
               help="Only check ARTIFACT (a QDQ onnx artifact or .onnx file) against TensorRT's rules; exit 3 if it "
                    "breaks one.")
+@click.option("--list-layers", is_flag=True,
+              help="Only list the Conv/Gemm/MatMul layers of ARTIFACT (the names --ignore takes) and exit.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
-def command(artifact, out, int8, fp16, fp16_io, calib, subset_size, target, preset, range_estimator,
-            fast_bias_correction, per_channel, ignore, max_drop, data, max_float_layers, qat, epochs, qat_lr,
-            calib_batch_size, compact_names, skip_corrupt, seed, threads, validate_only, json_path):
+def command(artifact, out, int8, fp16, fp16_io, validate_only, list_layers, json_path, **values):
     """Quantize a torch or FP32 onnx ARTIFACT to an INT8 QDQ ONNX artifact (NNCF post-training quantization,
     calibrated on --calib), or convert it to FP16 with --fp16. Every INT8 result is checked against
     TensorRT's explicit-quantization rules and the report is stored in its manifest.
@@ -75,51 +77,52 @@ def command(artifact, out, int8, fp16, fp16_io, calib, subset_size, target, pres
       edgecnn quantize runs/lenet5 --calib digits --qat --epochs 3 --data digits --out runs/lenet5-qat
       edgecnn quantize runs/resnet18-onnx --fp16 --out runs/resnet18-fp16
       edgecnn quantize runs/r18-trt/model.onnx --validate-only
+      edgecnn quantize runs/resnet18 --list-layers
     """
     if validate_only:
         _validate_only(artifact, json_path)
         return
-    if fp16 and int8:
-        raise click.UsageError("--int8 and --fp16 both given; an artifact has one precision - run quantize twice "
-                               "(TensorRT mixes them at build time: edgecnn build --int8 --fp16).")
-    if fp16_io and not fp16:
-        raise click.UsageError("--fp16-io only applies with --fp16.")
-    if out is None:
-        raise click.UsageError("Missing option '--out' (the output artifact directory).")
-    if fp16:
-        for flag, given in (("--calib", calib), ("--max-drop", max_drop is not None), ("--qat", qat),
-                            ("--ignore", bool(ignore)), ("--compact-names", compact_names)):
-            if given:
-                raise click.UsageError(f"{flag} is an INT8 option; drop it with --fp16 (or drop --fp16).")
-        from ..compress.fp16 import convert_fp16
-
-        art = convert_fp16(artifact, out, fp16_io=fp16_io, data=data)
-        m = art.manifest["metrics"]
-        rows = [["artifact", str(art.path)], ["model", f"{art.model} (fp16, I/O {art.manifest['fp16']['io_dtype']})"],
-                ["file", _size(art.model_file.stat().st_size)],
-                ["agreement with FP32", _pct(m["fp16_parity"]["agreement_with_fp32"]) + f" on {m['fp16_parity']['images']} images"],
-                ["max |logit diff|", f"{m['fp16_parity']['max_abs_diff']:.3g}"]]
-        if "top1" in m:
-            rows.append(["top-1 FP32 -> FP16", f"{_pct(m['fp32_top1'])} -> {_pct(m['top1'])}"])
-        print_table(rows, ["fp16", "value"], title=f"edgecnn quantize --fp16 -> {art.path}")
-        write_json(json_path, {"artifact": str(art.path), "id": art.id, "metrics": m})
+    if list_layers:
+        _list_layers(artifact, json_path)
         return
-    if not calib:
-        raise click.UsageError("INT8 needs calibration images: pass --calib DIR (e.g. --calib calibration/), "
-                               "--calib digits, or build a set with 'edgecnn calib'.")
-    if max_drop is not None and not data:
-        raise click.UsageError("--max-drop needs --data (the labelled set whose held-out split measures the drop).")
-    if qat and not data:
-        raise click.UsageError("--qat needs --data to fine-tune on (e.g. --data digits).")
-    from ..compress.quantize import quantize
+    from ..compress.precision import check_precision_flags, int8_flags_given
 
-    art = quantize(artifact, out, calib=calib, subset_size=subset_size, target=target, preset=preset,
-                   range_estimator=range_estimator, fast_bias_correction=fast_bias_correction,
-                   per_channel=per_channel, ignore=ignore, max_drop=max_drop, data=data, qat=qat, epochs=epochs,
-                   qat_lr=qat_lr, calib_batch_size=calib_batch_size, max_float_layers=max_float_layers,
-                   threads=threads, seed=seed, skip_corrupt=skip_corrupt, compact_names=compact_names)
-    summary = print_quantize_summary(art)
-    write_json(json_path, summary)
+    precision = check_precision_flags(int8, fp16, fp16_io, int8_flags_given(values), int8_by_default=True)
+    if precision == "fp16":
+        from ..compress.fp16 import Fp16Options, convert_fp16
+
+        options = Fp16Options().merged({k: values[k] for k in ("data", "val_split", "skip_corrupt", "threads")},
+                                       fp16_io=fp16_io)
+        art = convert_fp16(artifact, out, options)
+        _print_fp16_summary(art, json_path)
+        return
+    from ..compress.quantize import QuantizeOptions, quantize
+
+    art = quantize(artifact, out, QuantizeOptions().merged(values))
+    write_json(json_path, print_quantize_summary(art))
+
+
+def _print_fp16_summary(art, json_path) -> None:
+    m = art.manifest["metrics"]
+    parity = m["fp16_parity"]
+    rows = [["artifact", str(art.path)], ["model", f"{art.model} (fp16, I/O {art.manifest['fp16']['io_dtype']})"],
+            ["file", _size(art.model_file.stat().st_size)],
+            ["agreement with FP32", _pct(parity["agreement_with_fp32"]) + f" on {parity['images']} images"],
+            ["max |logit diff|", f"{parity['max_abs_diff']:.3g}"]]
+    if "top1" in m:
+        rows.append(["top-1 FP32 -> FP16", f"{_pct(m['fp32_top1'])} -> {_pct(m['top1'])}"])
+    print_table(rows, ["fp16", "value"], title=f"edgecnn quantize --fp16 -> {art.path}")
+    write_json(json_path, {"artifact": str(art.path), "id": art.id, "metrics": m})
+
+
+def _list_layers(artifact, json_path) -> None:
+    from ..compress.quantize import list_layers
+
+    layers = list_layers(artifact)
+    columns = ["layer", "op"] + (["int8"] if layers and "int8" in layers[0] else [])
+    print_table([[r["name"], r["op_type"]] + (["yes" if r["int8"] else "no"] if "int8" in r else []) for r in layers],
+                columns, title=f"layers of {artifact} (names for --ignore)")
+    write_json(json_path, {"artifact": str(artifact), "layers": layers})
 
 
 def print_quantize_summary(art) -> dict:
@@ -160,8 +163,9 @@ def print_quantize_summary(art) -> dict:
         reason = next((x["reason"] for x in acc.get("kept_float", []) if x["layer"] == k), "")
         rows.append(["kept FP32", f"{k}: {reason}"])
     if q.get("qat"):
-        rows.append(["QAT", f"{q['qat']['epochs']} epoch(s), {q['qat']['fake_quantized_layers']} fake-quantized layers, "
-                            f"KD T={q['qat']['kd']['temperature']}"])
+        qat = q["qat"]
+        rows.append(["QAT", f"{qat['epochs']} epoch(s), {qat['fake_quantized_layers']} fake-quantized layers, "
+                            f"KD T={qat['kd']['temperature']}"])
     rows.append(["seconds", str(q["seconds"].get("total"))])
     for w in cal.get("warnings") or []:
         rows.append(["warning", w])
@@ -188,7 +192,8 @@ def _validate_only(path, json_path) -> None:
     write_json(json_path, summary)
     bad = errors(violations)
     if bad:
-        click.echo(f"error: {len(bad)} violation(s) of TensorRT's explicit-quantization rules, first: {bad[0]}", err=True)
+        click.echo(f"error: {len(bad)} violation(s) of TensorRT's explicit-quantization rules, first: {bad[0]}",
+                   err=True)
         raise SystemExit(3)
     click.echo(f"passed: {path} follows TensorRT's explicit-quantization rules"
                + (f" ({len(violations)} fusion warning(s))" if violations else ""))

@@ -14,61 +14,69 @@ import os
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from ..errors import InvalidInput
+from ..artifact import Artifact, new_manifest, write_artifact
+from ..data.source import DataSource
+from ..errors import InvalidInput, OptionError, require
+from ..evaluation import agreement, run_over, top1
+from ..export.onnx import parity_images
+from ..options import Options
+from ..runtime.onnxrt import create_session, run_batches
+from .quantize import finish_metadata, fp32_onnx, load_source, require_out
+
+#: real images the FP16 model is compared on when no --data is given
+PARITY_IMAGES = 16
 
 
-def convert_fp16(src, out: str | os.PathLike, *, fp16_io: bool = False, data: str | None = None,
-                 val_split: float = 0.2, model=None, progress: bool = True):
+@dataclass
+class Fp16Options(Options):
+    """Every option of the FP16 stage."""
+
+    fp16_io: bool = False                # float16 inputs/outputs too (default: float32 I/O)
+    data: DataSource | None = None       # labelled data: top-1 of FP32 and FP16 on its held-out split
+    val_split: float = 0.2
+    skip_corrupt: bool = False
+    threads: int | None = None           # ONNX Runtime threads of the comparison
+
+    def __post_init__(self) -> None:
+        self.data = DataSource.optional(self.data)
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_split < 1.0:
+            raise OptionError(f"--val-split must be between 0 and 1 (exclusive), got {self.val_split}.")
+        if self.threads is not None and self.threads < 1:
+            raise OptionError(f"--threads must be >= 1, got {self.threads}.")
+
+
+def convert_fp16(src, out: str | os.PathLike, options: Fp16Options | None = None, *, progress: bool = True) -> Artifact:
     """The fp16 stage: ``src`` (torch or FP32 onnx artifact) -> float16 onnx artifact at ``out``.
 
-    With ``data`` the FP16 model is scored against FP32 on its held-out split in ONNX Runtime (top-1 and
-    agreement are recorded); without it, agreement on 16 real digits images is still measured."""
-    import onnx
-
-    from ..artifact import Artifact, new_manifest, write_artifact
-    from ..data import describe_source
-    from ..runtime.onnxrt import create_session, run_batches
-    from .quantize import _finish_metadata, fp32_onnx, load_eval_set
-
+    With ``options.data`` the FP16 model is scored against FP32 on its held-out split in ONNX Runtime (top-1
+    and agreement are recorded, one streamed pass for both models); without it, agreement on 16 real digits
+    images is still measured."""
+    options = options if options is not None else Fp16Options()
+    options.validate()
+    require_out(out)
     t0 = time.perf_counter()
-    if not isinstance(src, Artifact):
-        src = Artifact.load(src, formats=("torch", "onnx"))
+    src = load_source(src)
     with tempfile.TemporaryDirectory(prefix="edgecnn-fp16-") as tmpdir:
-        fp32 = fp32_onnx(src, Path(tmpdir), progress=progress, model=model)
-        fp32_model = onnx.load(str(fp32.model_file))
-        half = to_float16(fp32_model, fp16_io=fp16_io)
-        if data:
-            images, labels, _ = load_eval_set(data, src.input, val_split=val_split, num_classes=src.num_classes)
-        else:
-            from ..export.onnx import parity_images
-
-            images, _desc = parity_images(src.input, "digits", 16)
-            images, labels = np.asarray(images, np.float32), None
-        ref = run_batches(create_session(fp32_model), images)
-        feed = images.astype(np.float16) if fp16_io else images
-        got = run_batches(create_session(half), feed).astype(np.float32)
+        fp32_model = onnx.load(str(fp32_onnx(src, Path(tmpdir), progress=progress).model_file))
+        half = to_float16(fp32_model, fp16_io=options.fp16_io)
         metrics = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
-        parity = {"agreement_with_fp32": float((ref.argmax(1) == got.argmax(1)).mean()),
-                  "max_abs_diff": float(np.max(np.abs(ref - got))), "images": int(len(images)),
-                  "evaluated_in": "onnxruntime CPU"}
-        if labels is not None:
-            metrics.update(top1=float((got.argmax(1) == labels).mean()), fp32_top1=float((ref.argmax(1) == labels).mean()),
-                           eval_data=describe_source(data, "val"))
-            metrics["top1_drop_pt"] = 100 * (metrics["fp32_top1"] - metrics["top1"])
-        metrics["fp16_parity"] = parity
-        params = {"fp16_io": fp16_io, "data": describe_source(data, "val") if data else None}
+        metrics.update(_parity(src, fp32_model, half, options, progress))
+        params = {"fp16_io": options.fp16_io, "data": options.data.describe("val") if options.data else None}
         manifest = new_manifest(model=src.model, format="onnx", file="model.onnx", precision="fp16", input=src.input,
                                 classes=src.classes, stage="fp16", params=params, parent=src,
                                 architecture=src.manifest.get("architecture"), metrics=metrics,
-                                extra={"fp16": {"io_dtype": "float16" if fp16_io else "float32",
+                                extra={"fp16": {"io_dtype": "float16" if options.fp16_io else "float32",
                                                 "converter": "onnxruntime.transformers.float16",
                                                 "seconds": round(time.perf_counter() - t0, 2)}})
-
-        _finish_metadata(half, manifest["id"], "fp16")
+        finish_metadata(half, manifest["id"], "fp16")
 
         def write(tmp: Path) -> None:
             onnx.save(half, str(tmp / "model.onnx"))
@@ -76,12 +84,39 @@ def convert_fp16(src, out: str | os.PathLike, *, fp16_io: bool = False, data: st
         return write_artifact(out, manifest, write)
 
 
+def _parity(src: Artifact, fp32_model, half, options: Fp16Options, progress: bool) -> dict:
+    """FP16 vs FP32 logits in ONNX Runtime: on --data's held-out split (streamed; with top-1), else 16 digits."""
+    ref_session = create_session(fp32_model, threads=options.threads)
+    half_session = create_session(half, threads=options.threads)
+    dtype = np.float16 if options.fp16_io else np.float32
+
+    def fp32_fn(x):
+        return run_batches(ref_session, x)
+
+    def fp16_fn(x):
+        return run_batches(half_session, x.astype(dtype, copy=False)).astype(np.float32)
+
+    labels = None
+    if options.data is not None:
+        dataset = options.data.dataset(src.input, "val", val_split=options.val_split,
+                                       skip_corrupt=options.skip_corrupt, num_classes=src.num_classes)
+        options.data.check_classes(dataset.classes, src.num_classes, fix="pass data with the model's classes")
+        (ref, got), labels, _ = run_over([fp32_fn, fp16_fn], dataset, progress=progress, desc="FP32 vs FP16")
+    else:
+        images, _desc = parity_images(src.input, "digits", PARITY_IMAGES)
+        images = np.asarray(images, np.float32)
+        ref, got = fp32_fn(images), fp16_fn(images)
+    out: dict = {"fp16_parity": {"agreement_with_fp32": agreement(ref, got),
+                                 "max_abs_diff": float(np.max(np.abs(ref - got))), "images": int(len(ref)),
+                                 "evaluated_in": "onnxruntime CPU"}}
+    if labels is not None:
+        out.update(top1=top1(got, labels), fp32_top1=top1(ref, labels), eval_data=options.data.describe("val"))
+        out["top1_drop_pt"] = 100 * (out["fp32_top1"] - out["top1"])
+    return out
+
+
 def to_float16(model, *, fp16_io: bool = False):
     """A float16 copy of an FP32 ModelProto (inputs/outputs float32 unless ``fp16_io``)."""
-    import onnx
-
-    from ..errors import require
-
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         raise InvalidInput("This model is INT8 (QDQ); FP16 conversion needs the FP32 model. Choose --int8 or --fp16 "
                            "for one artifact (TensorRT can still build INT8 layers with FP16 fallback: "

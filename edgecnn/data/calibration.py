@@ -25,9 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
 from ..errors import DataError
-from .images import IMAGE_SUFFIXES, is_image_file
+from .digits import CLASSES as DIGIT_CLASSES
+from .digits import _arrays as digit_arrays
+from .digits import split_indices as digit_split
+from .folder import load_folder
+from .images import IMAGE_SUFFIXES, is_image_file, preprocess_file, read_image
+from .source import DataSource
+from .synthetic import SyntheticDataset
 
 log = logging.getLogger("edgecnn")
 
@@ -79,8 +87,9 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     if not files:
         if others:
             shown = ", ".join(str(o.relative_to(root)) for o in others[:3])
-            raise DataError(f"Calibration folder '{root}' holds no images, only {len(others)} other file(s) ({shown}"
-                            f"{', ...' if len(others) > 3 else ''}); add images ({', '.join(IMAGE_SUFFIXES[:5])}, ...).")
+            more = ", ..." if len(others) > 3 else ""
+            raise DataError(f"Calibration folder '{root}' holds no images, only {len(others)} other file(s) "
+                            f"({shown}{more}); add images ({', '.join(IMAGE_SUFFIXES[:5])}, ...).")
         raise DataError(f"Calibration folder '{root}' is empty; add a few hundred representative images or build "
                         "one with 'edgecnn calib --data DATASET --n 300 --out DIR'.")
     if others:
@@ -115,49 +124,39 @@ def _check_count(n: int, batch_size: int, where: str, available: int | None = No
     return []
 
 
-def load_calibration(source: str | os.PathLike, input_spec: dict, *, subset_size: int = RECOMMENDED_IMAGES,
+def load_calibration(source: DataSource, input_spec: dict, *, subset_size: int = RECOMMENDED_IMAGES,
                      batch_size: int = 1, seed: int = 0, skip_corrupt: bool = False,
                      progress: bool = False) -> CalibrationSet:
-    """Read up to ``subset_size`` calibration images from ``source`` preprocessed per ``input_spec``."""
+    """Read up to ``subset_size`` calibration images from ``source`` preprocessed per ``input_spec``.
+
+    ``source`` is a :class:`DataSource` (its text form is parsed for callers that still hold one). A folder
+    is scanned once and each chosen image decoded once; the batches are what NNCF (and QAT's range
+    calibration) reuse for the whole quantize run."""
     if subset_size < 1:
         raise DataError(f"subset size must be >= 1, got {subset_size}.")
     if batch_size < 1:
         raise DataError(f"batch size must be >= 1, got {batch_size}.")
-    src = str(source)
-    if src == "digits":
-        from .digits import DigitsDataset
-
-        ds = DigitsDataset(input_spec, split="train")
-        idx = _balanced(np.asarray(ds.targets), subset_size, seed)
-        arrays = [ds[int(i)][0].numpy() for i in idx]
-        warn = _check_count(len(arrays), batch_size, "'digits' (training split)", available=len(ds))
-        return CalibrationSet(_batch(arrays, batch_size), {"source": "digits", "split": "train",
-                              "selection": "class-balanced"}, warnings=warn)
-    if src == "synthetic" or src.startswith("synthetic:"):
-        from .synthetic import SyntheticDataset
-
-        n = subset_size
-        if ":" in src:
-            try:
-                n = min(int(src.split(":", 1)[1]), subset_size)
-            except ValueError:
-                raise DataError(f"'{src}': write synthetic:N with N a number of images.") from None
-        ds = SyntheticDataset(input_spec, n=n, seed=seed)
+    source = DataSource.parse(source)
+    if source.is_folder:
+        return _load_folder(source.path, input_spec, subset_size=subset_size, batch_size=batch_size, seed=seed,
+                            skip_corrupt=skip_corrupt, progress=progress)
+    if source.is_synthetic:
+        ds = SyntheticDataset(input_spec, n=min(source.n or subset_size, subset_size), seed=seed)
         arrays = [ds[i][0].numpy() for i in range(len(ds))]
         if len(arrays) < batch_size:
-            raise DataError(f"'{src}' gives {len(arrays)} image(s), fewer than one batch of {batch_size}.")
-        return CalibrationSet(_batch(arrays, batch_size), {"source": src, "note": "noise: plumbing only, "
+            raise DataError(f"'{source}' gives {len(arrays)} image(s), fewer than one batch of {batch_size}.")
+        return CalibrationSet(_batch(arrays, batch_size), {"source": str(source), "note": "noise: plumbing only, "
                               "no accuracy meaning"})
-    return _load_folder(Path(src), input_spec, subset_size=subset_size, batch_size=batch_size, seed=seed,
-                        skip_corrupt=skip_corrupt, progress=progress)
+    ds = source.dataset(input_spec, "train")   # a labelled set: its training split, never the held-out one
+    idx = _balanced(np.asarray(ds.targets), subset_size, seed)
+    arrays = [ds[int(i)][0].numpy() for i in idx]
+    warn = _check_count(len(arrays), batch_size, f"'{source}' (training split)", available=len(ds))
+    return CalibrationSet(_batch(arrays, batch_size), {"source": str(source), "split": "train",
+                          "selection": "class-balanced"}, warnings=warn)
 
 
 def _load_folder(root: Path, input_spec: dict, *, subset_size: int, batch_size: int, seed: int,
                  skip_corrupt: bool, progress: bool) -> CalibrationSet:
-    from tqdm.auto import tqdm
-
-    from .images import preprocess_file
-
     files = find_images(root)
     chosen = [files[i] for i in _choose(len(files), subset_size, seed)]
     arrays, used, skipped, errors = [], [], [], []
@@ -202,18 +201,21 @@ def _balanced(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.array(_round_robin(labels, seed)[:n], dtype=np.int64))
 
 
-def build_calibration_folder(data: str, n: int, out: str | os.PathLike, *, seed: int = 0,
+def build_calibration_folder(data: DataSource, n: int, out: str | os.PathLike, *, seed: int = 0,
                              val_split: float = 0.2, overwrite: bool = False) -> dict:
-    """Write a class-balanced calibration folder of ``n`` images from ``data`` ('digits' or an ImageFolder).
+    """Write a class-balanced calibration folder of ``n`` images from ``data`` (the digits or an ImageFolder;
+    a :class:`DataSource`, or its text form).
 
     Images come from the *training* split (never the held-out one) and land in ``out/<class>/``; a
     ``calibration.json`` records the source and per-class counts. The folder is written under a
     temporary name and renamed, so a failure leaves nothing half-written.
     """
-    from PIL import Image
-
+    data = DataSource.parse(data)
     if n < 1:
         raise DataError(f"--n must be >= 1, got {n}.")
+    if data.is_synthetic:
+        raise DataError("A calibration folder from synthetic noise would mislead INT8 ranges; pass 'digits' or "
+                        "a folder of labelled images.")
     out = Path(out)
     if out.exists() and (out.is_file() or any(out.iterdir())):
         if not (overwrite and (out / "calibration.json").is_file()):
@@ -222,52 +224,11 @@ def build_calibration_folder(data: str, n: int, out: str | os.PathLike, *, seed:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    counts: dict[str, int] = {}
     try:
-        if data == "digits":
-            from .digits import CLASSES, _arrays, split_indices
-
-            images, labels = _arrays()
-            train_idx, _ = split_indices(labels=labels)
-            pick = train_idx[_balanced(labels[train_idx], n, seed)]
-            classes = CLASSES
-            for i in pick:
-                cls = classes[int(labels[i])]
-                (tmp / cls).mkdir(exist_ok=True)
-                arr = np.clip(images[i] * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                Image.fromarray(arr).save(tmp / cls / f"digits_{int(i):04d}.png")
-                counts[cls] = counts.get(cls, 0) + 1
-            source = {"source": "digits", "split": "train", "note": "8x8 grayscale originals (scikit-learn load_digits)"}
-        elif data == "synthetic" or data.startswith("synthetic"):
-            raise DataError("A calibration folder from synthetic noise would mislead INT8 ranges; pass 'digits' or "
-                            "a folder of labelled images.")
+        if data.is_folder:
+            counts, source = _write_from_folder(data.path, n, tmp, seed=seed, val_split=val_split)
         else:
-            from .folder import load_folder
-            from .images import read_image
-
-            root = Path(data)
-            spec = {"channels": 3, "height": 1, "width": 1, "mean": [0, 0, 0], "std": [1, 1, 1]}
-            ds = load_folder(root, spec, "train", val_split=val_split, seed=seed)
-            bad: list[str] = []
-            used = 0
-            for i in _round_robin(np.array(ds.targets), seed):
-                if used >= n:
-                    break
-                path, y = ds.samples[i]
-                try:
-                    read_image(path, 3)
-                except DataError:
-                    bad.append(str(path))
-                    continue
-                cls = ds.classes[y]
-                (tmp / cls).mkdir(exist_ok=True)
-                shutil.copyfile(path, tmp / cls / f"{used:05d}_{Path(path).name}")
-                counts[cls] = counts.get(cls, 0) + 1
-                used += 1
-            if not used:
-                raise DataError(f"No readable image in '{root}'; check the dataset.")
-            source = {"source": str(root.resolve()), "split": "train", "val_split": val_split,
-                      "skipped_unreadable": bad[:20]}
+            counts, source = _write_from_digits(n, tmp, seed=seed)
         total = sum(counts.values())
         info = {**source, "images": total, "requested": n, "per_class": counts, "seed": seed,
                 "selection": "class-balanced (round-robin over classes)"}
@@ -282,3 +243,42 @@ def build_calibration_folder(data: str, n: int, out: str | os.PathLike, *, seed:
         warnings.warn(f"'{data}' has only {total} usable training images; wrote {total}, not {n}.", stacklevel=2)
     info["out"] = str(out)
     return info
+
+
+def _write_from_digits(n: int, tmp: Path, *, seed: int) -> tuple[dict, dict]:
+    images, labels = digit_arrays()
+    train_idx, _ = digit_split(labels=labels)
+    counts: dict[str, int] = {}
+    for i in train_idx[_balanced(labels[train_idx], n, seed)]:
+        cls = DIGIT_CLASSES[int(labels[i])]
+        (tmp / cls).mkdir(exist_ok=True)
+        arr = np.clip(images[i] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(tmp / cls / f"digits_{int(i):04d}.png")
+        counts[cls] = counts.get(cls, 0) + 1
+    return counts, {"source": "digits", "split": "train", "note": "8x8 grayscale originals (scikit-learn load_digits)"}
+
+
+def _write_from_folder(root: Path, n: int, tmp: Path, *, seed: int, val_split: float) -> tuple[dict, dict]:
+    spec = {"channels": 3, "height": 1, "width": 1, "mean": [0, 0, 0], "std": [1, 1, 1]}
+    ds = load_folder(root, spec, "train", val_split=val_split, seed=seed)
+    counts: dict[str, int] = {}
+    bad: list[str] = []
+    used = 0
+    for i in _round_robin(np.array(ds.targets), seed):
+        if used >= n:
+            break
+        path, y = ds.samples[i]
+        try:
+            read_image(path, 3)
+        except DataError:
+            bad.append(str(path))
+            continue
+        cls = ds.classes[y]
+        (tmp / cls).mkdir(exist_ok=True)
+        shutil.copyfile(path, tmp / cls / f"{used:05d}_{Path(path).name}")
+        counts[cls] = counts.get(cls, 0) + 1
+        used += 1
+    if not used:
+        raise DataError(f"No readable image in '{root}'; check the dataset.")
+    return counts, {"source": str(root.resolve()), "split": "train", "val_split": val_split,
+                    "skipped_unreadable": bad[:20]}
