@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from edgecnn.errors import InvalidInput
 from test_prune import random_artifact
+
+from edgecnn.compress.distill import DistillOptions
+from edgecnn.errors import InvalidInput, OptionError
 
 
 def test_kd_loss_matches_its_definition():
@@ -31,7 +32,7 @@ def test_cross_architecture_student_from_name(resnet18_digits, tmp_path):
     """resnet18 teacher -> lenet5 student built from its name, trained on the real digits."""
     from edgecnn.compress.distill import distill
 
-    art = distill("lenet5", resnet18_digits, tmp_path / "kd", data="digits", epochs=3, progress=False)
+    art = distill("lenet5", resnet18_digits, tmp_path / "kd", DistillOptions(data="digits", epochs=3), progress=False)
     rep = art.manifest["distillation"]
     assert art.model == "lenet5" and art.stage == "distill"
     assert art.input == resnet18_digits.input                      # inherits the teacher's preprocessing
@@ -47,8 +48,8 @@ def test_student_artifact_with_other_normalisation_and_feature_adapter(lenet_dig
     1x1 adapter and resizing."""
     from edgecnn.compress.distill import distill
 
-    art = distill(lenet_digits, resnet18_digits, tmp_path / "kd", data="digits", epochs=1,
-                  feature_layers=[("features.3", "layer1")], feature_weight=0.1, progress=False)
+    options = DistillOptions(data="digits", epochs=1, feature_layers=[("features.3", "layer1")], feature_weight=0.1)
+    art = distill(lenet_digits, resnet18_digits, tmp_path / "kd", options, progress=False)
     rep = art.manifest["distillation"]
     assert rep["input_renormalised"] is True
     assert rep["adapters"] == ["features_3__layer1"]
@@ -63,11 +64,11 @@ def test_student_artifact_with_other_normalisation_and_feature_adapter(lenet_dig
 
 def test_pruned_teacher_as_student_keeps_structure(lenet_digits, tmp_path):
     from edgecnn.compress.distill import distill
-    from edgecnn.compress.prune import prune
+    from edgecnn.compress.prune import PruneOptions, prune
     from edgecnn.models import load_torch_model
 
-    pruned = prune(lenet_digits, tmp_path / "p", ratio=0.5, progress=False)
-    art = distill(pruned, lenet_digits, tmp_path / "kd", data="digits", epochs=1, progress=False)
+    pruned = prune(lenet_digits, tmp_path / "p", PruneOptions(ratio=0.5), progress=False)
+    art = distill(pruned, lenet_digits, tmp_path / "kd", DistillOptions(data="digits", epochs=1), progress=False)
     assert art.manifest["architecture"]["structure"] == pruned.manifest["architecture"]["structure"]
     assert load_torch_model(art).features[3].out_channels == 8
     assert art.metrics["top1"] > 0.85
@@ -80,23 +81,39 @@ def _teacher_with(tmp_path, name, **kw):
 def test_errors(lenet_digits, tmp_path):
     from edgecnn.compress.distill import distill
 
+    one = DistillOptions(data="digits", epochs=1)
     five = _teacher_with(tmp_path, "lenet5", num_classes=5)
     with pytest.raises(InvalidInput, match="teacher predicts 5 classes"):
-        distill(lenet_digits, five, tmp_path / "a", data="digits", epochs=1, progress=False)
+        distill(lenet_digits, five, tmp_path / "a", one, progress=False)
     big = _teacher_with(tmp_path, "lenet5", size=36)
     with pytest.raises(InvalidInput, match="1x32x32 inputs but the teacher .* 1x36x36"):
-        distill(lenet_digits, big, tmp_path / "a", data="digits", epochs=1, progress=False)
+        distill(lenet_digits, big, tmp_path / "a", one, progress=False)
     with pytest.raises(InvalidInput, match="alexnet needs inputs of at least 63x63 but the teacher"):
-        distill("alexnet", lenet_digits, tmp_path / "a", data="digits", epochs=1, progress=False)
+        distill("alexnet", lenet_digits, tmp_path / "a", one, progress=False)
     with pytest.raises(InvalidInput, match="no layer 'features.7'"):
-        distill("lenet5", lenet_digits, tmp_path / "a", data="digits", epochs=1,
-                feature_layers=[("features.7", "features.3")], progress=False)
+        distill("lenet5", lenet_digits, tmp_path / "a",
+                DistillOptions(data="digits", epochs=1, feature_layers=["features.7:features.3"]), progress=False)
     with pytest.raises(InvalidInput, match="not a feature map"):
-        distill("lenet5", lenet_digits, tmp_path / "a", data="digits", epochs=1,
-                feature_layers=[("classifier.1", "classifier.1")], progress=False)
-    with pytest.raises(InvalidInput, match="alpha"):
-        distill("lenet5", lenet_digits, tmp_path / "a", data="digits", epochs=1, alpha=1.5, progress=False)
+        distill("lenet5", lenet_digits, tmp_path / "a",
+                DistillOptions(data="digits", epochs=1, feature_layers=[("classifier.1", "classifier.1")]),
+                progress=False)
+    with pytest.raises(OptionError, match="alpha"):
+        distill("lenet5", lenet_digits, tmp_path / "a", DistillOptions(data="digits", epochs=1, alpha=1.5),
+                progress=False)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": 1}, "trains on data"),
+    ({"data": "digits", "epochs": 0}, "epochs must be >= 1"),
+    ({"data": "digits", "temperature": 0.0}, "temperature must be > 0"),
+    ({"data": "digits", "alpha": -0.1}, "alpha must be in"),
+    ({"data": "digits", "feature_weight": -1.0}, "feature weight"),
+    ({"data": "digits", "feature_layers": ["a:b:c"]}, "STUDENT_LAYER:TEACHER_LAYER"),
+])
+def test_option_rules_live_in_distill_options(kwargs, match):
+    with pytest.raises(OptionError, match=match):
+        DistillOptions(**kwargs).validate()
 
 
 # -- CLI -------------------------------------------------------------------------------------------
@@ -111,7 +128,8 @@ def test_cli_happy_path(cli_run, lenet_digits, tmp_path):
     import json
 
     r = cli_run(["distill", "lenet5", "--teacher", lenet_digits.path, "--data", "digits", "--out", tmp_path / "kd",
-                 "--epochs", "2", "--temperature", "2", "--alpha", "0.5", "--no-progress", "--json", tmp_path / "kd.json"])
+                 "--epochs", "2", "--temperature", "2", "--alpha", "0.5", "--no-progress", "--json",
+                 tmp_path / "kd.json"])
     assert r.exit_code == 0, r.output
     assert "student distilled" in r.output and "wrote" in r.output
     s = json.loads((tmp_path / "kd.json").read_text())
@@ -132,6 +150,7 @@ def test_cli_errors(cli_run, lenet_digits, tmp_path):
     one_line(cli_run(["distill", lenet_digits.path, "--teacher", big.path, *base]), 1, "1x36x36")
     one_line(cli_run(["distill", "lenet", "--teacher", lenet_digits.path, *base]), 1, "Did you mean 'lenet5'")
     one_line(cli_run(["distill", "lenet5", "--teacher", tmp_path / "none", *base]), 1, "does not exist")
-    one_line(cli_run(["distill", "lenet5", "--teacher", lenet_digits.path, "--feature", "a:b:c", *base]), 2, "STUDENT_LAYER:TEACHER_LAYER")
+    one_line(cli_run(["distill", "lenet5", "--teacher", lenet_digits.path, "--feature", "a:b:c", *base]), 2,
+             "STUDENT_LAYER:TEACHER_LAYER")
     one_line(cli_run(["distill", "lenet5", "--teacher", lenet_digits.path, "--alpha", "2", *base]), 2, "alpha")
     assert not (tmp_path / "kd").exists()

@@ -30,7 +30,7 @@ def test_lenet5_is_the_1998_network():
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 6, (5, 5)), (6, 16, (5, 5))]
-    assert [(l.in_features, l.out_features) for l in linears] == [(400, 120), (120, 84), (84, 10)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(400, 120), (120, 84), (84, 10)]
     assert sum(isinstance(m, torch.nn.AvgPool2d) for m in model.modules()) == 2      # S2, S4 subsampling
     assert sum(isinstance(m, torch.nn.Tanh) for m in model.modules()) == 4
     assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.MaxPool2d)) for m in model.modules())
@@ -151,7 +151,8 @@ def test_mismatched_weights_list_the_first_keys(tmp_path):
     assert "\n" not in msg
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "pickled-module", "not-tensors", "bad-safetensors", "missing"])
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "pickled-module", "not-tensors", "bad-safetensors",
+                                  "missing"])
 def test_unreadable_weights_files_fail_clearly(tmp_path, kind):
     path = tmp_path / ("w.safetensors" if kind == "bad-safetensors" else "w.pth")
     if kind == "garbage":
@@ -225,3 +226,33 @@ def test_describe_models_counts_at_a_chosen_input():
     default = {r["name"]: r for r in describe_models(["lenet5", "vgg16"])}
     assert (default["lenet5"]["classes"], default["lenet5"]["params"]) == (10, 61706)
     assert default["vgg16"]["classes"] == 1000 and default["vgg16"]["input"] == [3, 224, 224]
+
+
+@pytest.mark.parametrize("first", ["edgecnn.models.zoo", "edgecnn.models.lenet", "edgecnn.models.registry"])
+def test_registry_is_full_whichever_module_is_imported_first(first):
+    """The builders register from their own modules, imported by the package: no import back from the registry."""
+    import subprocess
+    import sys
+
+    code = f"import {first}; from edgecnn.models.registry import list_models; print(len(list_models()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(len(list_models()))
+
+
+def test_layer_names_and_torch_artifacts(tmp_path):
+    from edgecnn.artifact import Artifact
+    from edgecnn.errors import ArtifactError
+    from edgecnn.models import save_torch_artifact, torch_artifact, unknown_layer
+
+    model = create_model("lenet5", num_classes=10)
+    assert unknown_layer(model, ["features.0", "classifier.5"]) is None
+    assert unknown_layer(model, ["features.0", "features.9"]) == ("features.9", " Did you mean 'features.5'?")
+    assert unknown_layer(model, [""])[0] == ""                    # the root is not a layer
+    spec = get_spec("lenet5")
+    art = save_torch_artifact(model, tmp_path / "l", name="lenet5", input_spec=spec.input_spec(),
+                              classes=[str(i) for i in range(10)], stage="random-init")
+    assert torch_artifact(tmp_path / "l", why="-").id == art.id
+    other = Artifact(path=art.path, manifest={**art.manifest, "format": "onnx"})
+    with pytest.raises(ArtifactError, match="The teacher '.*' is a onnx artifact; use the torch one"):
+        torch_artifact(other, who="The teacher ", why="use the torch one")

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from edgecnn.errors import InvalidInput
+from edgecnn.compress.prune import PruneOptions
+from edgecnn.errors import InvalidInput, OptionError
 
 # Each architecture family's building blocks (plain stack, flatten into Linear, BN, inception concat,
 # basic + bottleneck residual adds, dense concatenation). The other zoo members repeat these blocks
@@ -45,7 +46,7 @@ def test_prune_lenet_ratio_records_everything(lenet_digits, tmp_path):
     from edgecnn.compress.prune import prune
     from edgecnn.models import load_torch_model
 
-    art = prune(lenet_digits, tmp_path / "p", ratio=0.3, data="digits", progress=False)
+    art = prune(lenet_digits, tmp_path / "p", PruneOptions(ratio=0.3, data="digits"), progress=False)
     again = Artifact.load(tmp_path / "p", verify=True)
     rep = again.manifest["pruning"]
     assert again.stage == "prune" and again.manifest["parent"]["id"] == lenet_digits.id
@@ -74,7 +75,7 @@ def test_target_macs_is_reached_on_a_residual_network(tmp_path):
     from edgecnn.compress.prune import prune
 
     src = random_artifact("resnet18", tmp_path / "r18", size=32)
-    art = prune(src, tmp_path / "p", target_macs=0.5, progress=False)
+    art = prune(src, tmp_path / "p", PruneOptions(target_macs=0.5), progress=False)
     ach = art.manifest["pruning"]["achieved"]
     assert ach["macs_ratio"] <= 0.5
     assert ach["macs_ratio"] > 0.4            # the search stops close to the target, not far below it
@@ -88,8 +89,8 @@ def test_target_params_and_global_caps(tmp_path):
     from edgecnn.compress.prune import prune
 
     src = random_artifact("resnet18", tmp_path / "r18", size=32)
-    art = prune(src, tmp_path / "p", target_params=0.4, global_pruning=True, max_layer_ratio=0.5, round_to=4,
-                progress=False)
+    art = prune(src, tmp_path / "p", PruneOptions(target_params=0.4, global_pruning=True, max_layer_ratio=0.5,
+                                                  round_to=4), progress=False)
     rep = art.manifest["pruning"]
     assert rep["achieved"]["params_ratio"] <= 0.4
     for name, (before, after) in rep["layers"].items():
@@ -101,8 +102,8 @@ def test_target_params_and_global_caps(tmp_path):
 def test_steps_with_distillation_finetuning(lenet_digits, tmp_path):
     from edgecnn.compress.prune import prune
 
-    art = prune(lenet_digits, tmp_path / "p", target_macs=0.5, steps=2, finetune_epochs=1, data="digits",
-                distill=True, progress=False)
+    options = PruneOptions(target_macs=0.5, steps=2, finetune_epochs=1, data="digits", distill=True)
+    art = prune(lenet_digits, tmp_path / "p", options, progress=False)
     rep = art.manifest["pruning"]
     assert [s["step"] for s in rep["steps"]] == [1, 2]
     assert rep["steps"][0]["macs_ratio"] <= 0.75 and rep["steps"][1]["macs_ratio"] <= 0.5
@@ -114,8 +115,8 @@ def test_steps_with_distillation_finetuning(lenet_digits, tmp_path):
 def test_taylor_importance_uses_data(lenet_digits, tmp_path):
     from edgecnn.compress.prune import prune
 
-    art = prune(lenet_digits, tmp_path / "t", ratio=0.5, importance="taylor", global_pruning=True, data="digits",
-                progress=False)
+    art = prune(lenet_digits, tmp_path / "t", PruneOptions(ratio=0.5, importance="taylor", global_pruning=True,
+                                                           data="digits"), progress=False)
     assert art.manifest["pruning"]["importance"] == "taylor"
     assert art.manifest["pruning"]["achieved"]["channel_ratio"] == pytest.approx(0.5, abs=0.05)
 
@@ -132,17 +133,44 @@ def test_auto_round_to_per_family():
     assert rt("lenet5", c=1) == 1 and rt("googlenet") == 4 and rt("resnet18") == 8
 
 
-@pytest.mark.parametrize("kwargs, match", [
+OPTION_RULES = [
     ({"ratio": 1.5}, "between 0 and 1"),
     ({"ratio": 0.0}, "between 0 and 1"),
     ({"target_macs": 1.0}, "between 0 and 1"),
     ({}, "Say how much"),
-    ({"ratio": 0.3, "target_macs": 0.5}, "only one"),
+    ({"ratio": 0.3, "target_macs": 0.5}, "exactly one"),
     ({"ratio": 0.3, "importance": "taylr"}, "Did you mean 'taylor'"),
     ({"ratio": 0.3, "importance": "taylor"}, "needs --data"),
     ({"ratio": 0.3, "finetune_epochs": 2}, "needs training data"),
     ({"ratio": 0.3, "distill": True}, "--finetune-epochs"),
+    ({"ratio": 0.3, "distill": True, "finetune_epochs": 1, "data": "digits", "alpha": 1.5}, "alpha"),
     ({"ratio": 0.9}, "--max-layer-ratio"),
+    ({"ratio": 0.3, "steps": 0}, "--steps must be >= 1"),
+    ({"ratio": 0.3, "round_to": 0}, "--round-to must be >= 1"),
+    ({"ratio": 0.3, "lr": 0.0}, "learning rate must be > 0"),
+    ({"ratio": 0.3, "config": {"optimizer": "rmsprop"}}, "optimizer"),
+]
+
+
+@pytest.mark.parametrize("kwargs, match", OPTION_RULES)
+def test_option_rules_live_in_prune_options(kwargs, match):
+    """Every rule on the options is PruneOptions.validate()'s: an OptionError without an artifact or the CLI."""
+    with pytest.raises(OptionError, match=match):
+        PruneOptions(**kwargs).validate()
+
+
+def test_options_from_a_mapping_and_for_the_chain():
+    """The fields the chain fills, read the way a recipe is (kebab-case keys, data parsed once)."""
+    o = PruneOptions.from_mapping({"ratio": 0.5, "importance": "l2", "finetune-epochs": 1, "data": "digits",
+                                   "distill": True, "temperature": 2.0, "seed": 3})
+    assert (o.ratio, o.importance, o.finetune_epochs, o.distill, o.temperature, o.seed) == (0.5, "l2", 1, True, 2.0, 3)
+    assert str(o.data) == "digits" and o.target() == ("ratio", 0.5)
+    with pytest.raises(OptionError, match="Did you mean 'finetune-epochs'"):
+        PruneOptions.from_mapping({"ratio": 0.5, "finetune-epoch": 1})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    *OPTION_RULES[:4],
     ({"ratio": 0.3, "importance": "bn"}, "no BatchNorm"),
     ({"ratio": 0.3, "ignore": ["features.9"]}, "no such layer"),
     ({"ratio": 0.3, "ignore": ["features.0", "features.3", "classifier.1", "classifier.3"]}, "Nothing to prune"),
@@ -152,7 +180,7 @@ def test_bad_requests_raise_clear_errors(lenet_digits, tmp_path, kwargs, match):
     from edgecnn.compress.prune import prune
 
     with pytest.raises(InvalidInput, match=match):
-        prune(lenet_digits, tmp_path / "p", progress=False, **kwargs)
+        prune(lenet_digits, tmp_path / "p", PruneOptions(**kwargs), progress=False)
     assert not (tmp_path / "p").exists()                      # nothing half-written
 
 
@@ -162,15 +190,15 @@ def test_group_frozen_by_ignored_member_is_nothing_to_prune(tmp_path):
     from edgecnn.models import load_torch_model
 
     src = random_artifact("resnet18", tmp_path / "r18", size=32)
-    art = prune(src, tmp_path / "p", ratio=0.3, ignore=["layer1.0.conv2"], progress=False)
+    art = prune(src, tmp_path / "p", PruneOptions(ratio=0.3, ignore=["layer1.0.conv2"]), progress=False)
     layers = art.manifest["pruning"]["layers"]
     assert "conv1" not in layers and "layer1.0.conv2" not in layers and "layer1.0.conv1" in layers
     convs = [n for n, w in _widths(load_torch_model(src)).items() if n != "fc"]
     with pytest.raises(NothingToPrune):
-        prune(src, tmp_path / "q", ratio=0.3, ignore=convs, progress=False)
+        prune(src, tmp_path / "q", PruneOptions(ratio=0.3, ignore=convs), progress=False)
     # a ratio too small to move any layer by one multiple of 8 is refused, not silently ignored
     with pytest.raises(NothingToPrune, match="removed no channel"):
-        prune(src, tmp_path / "q", ratio=0.005, progress=False)
+        prune(src, tmp_path / "q", PruneOptions(ratio=0.005), progress=False)
     assert not (tmp_path / "q").exists()
 
 
@@ -199,7 +227,7 @@ def test_every_zoo_model_prunes_reloads_and_exports(name, tmp_path):
     spec = get_spec(name)
     c = 1 if name == "lenet5" else 3
     src = random_artifact(name, tmp_path / "src", size=max(32, spec.min_input), in_channels=c)
-    art = prune(src, tmp_path / "pruned", ratio=0.3, progress=False)
+    art = prune(src, tmp_path / "pruned", PruneOptions(ratio=0.3), progress=False)
     rep = art.manifest["pruning"]
     assert rep["layers"] and rep["achieved"]["macs_ratio"] < 0.8
     assert art.metrics["reload_max_abs_diff"] == 0.0          # rebuilt from disk == pruned in memory
@@ -251,6 +279,8 @@ def test_cli_happy_path_json(cli_run, lenet_digits, tmp_path):
     (["--ratio", "0.3", "--target-macs", "0.5"], 2, "exactly one"),
     ([], 2, "exactly one"),
     (["--ratio", "0.3", "--importance", "taylor"], 2, "--data"),
+    (["--ratio", "0.9"], 2, "--max-layer-ratio"),                   # PruneOptions' rule, exit 2 through the CLI
+    (["--ratio", "0.3", "--distill"], 2, "--finetune-epochs"),
     (["--ratio", "0.3", "--ignore", "features.0", "--ignore", "features.3", "--ignore", "classifier.1",
       "--ignore", "classifier.3"], 1, "Nothing to prune"),
     (["--ratio", "0.3", "--ignore", "fc"], 1, "no such layer"),

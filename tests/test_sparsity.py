@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from edgecnn.errors import InvalidInput
 from test_prune import random_artifact
+
+from edgecnn.compress.sparsity import SparsifyOptions
+from edgecnn.errors import InvalidInput, OptionError
 
 
 def test_mask_2to4_groups_run_along_input_channels():
@@ -48,7 +49,7 @@ def test_skips_layers_tensorrt_would_not_run_sparse(tmp_path):
     from edgecnn.compress.sparsity import check_2to4, sparsify
 
     src = random_artifact("resnet18", tmp_path / "r18", size=32, in_channels=1)
-    art = sparsify(src, tmp_path / "s", progress=False)
+    art = sparsify(src, tmp_path / "s", SparsifyOptions(), progress=False)
     rep = art.manifest["sparsity"]
     assert "conv1" in rep["skipped"] and "1 input channels" in rep["skipped"]["conv1"]   # the 1-channel stem
     assert "fc" in rep["skipped"] and "10 outputs" in rep["skipped"]["fc"]              # 10 classes
@@ -69,7 +70,7 @@ def test_2to4_survives_onnx_export(tmp_path):
     from edgecnn.export.onnx import export_onnx
 
     src = random_artifact("resnet18", tmp_path / "r18", size=32, in_channels=1)
-    art = sparsify(src, tmp_path / "s", progress=False)
+    art = sparsify(src, tmp_path / "s", SparsifyOptions(), progress=False)
     onnx_art = export_onnx(art, tmp_path / "onnx", progress=False)  # parity on the digits (real images)
     graph = onnx.load(str(onnx_art.model_file)).graph
     inits = {i.name: i for i in graph.initializer}
@@ -85,7 +86,8 @@ def test_finetuning_keeps_the_mask(lenet_digits, tmp_path):
     from edgecnn.compress.sparsity import check_2to4, sparsify
     from edgecnn.models import load_torch_model
 
-    art = sparsify(lenet_digits, tmp_path / "s", pattern="2:4", finetune_epochs=1, data="digits", progress=False)
+    art = sparsify(lenet_digits, tmp_path / "s", SparsifyOptions(pattern="2:4", finetune_epochs=1, data="digits"),
+                   progress=False)
     rep = art.manifest["sparsity"]
     assert list(rep["layers"]) == ["classifier.1"]          # the only 2:4-eligible layer of LeNet-5
     assert check_2to4(art) == []
@@ -104,7 +106,8 @@ def test_mask_keeper_holds_under_adamw():
     from edgecnn.train import TrainConfig, fit
 
     model = create_model("lenet5", num_classes=10, in_channels=1, input_size=32)
-    masks = {n: mask_magnitude(m.weight, 0.6) for n, m in model.named_modules() if hasattr(m, "weight") and m.weight is not None}
+    masks = {n: mask_magnitude(m.weight, 0.6) for n, m in model.named_modules()
+             if hasattr(m, "weight") and m.weight is not None}
     keeper = MaskKeeper(model, masks)
     spec = {"channels": 1, "height": 32, "width": 32}
     fit(model, load_dataset("synthetic:128", spec, "train"), None,
@@ -119,18 +122,41 @@ def test_mask_keeper_holds_under_adamw():
 def test_unstructured(lenet_digits, tmp_path):
     from edgecnn.compress.sparsity import sparsify
 
-    art = sparsify(lenet_digits, tmp_path / "u", pattern="unstructured", sparsity=0.7, progress=False)
+    art = sparsify(lenet_digits, tmp_path / "u", SparsifyOptions(pattern="unstructured", sparsity=0.7), progress=False)
     rep = art.manifest["sparsity"]
     assert set(rep["layers"]) == {"features.0", "features.3", "classifier.1", "classifier.3", "classifier.5"}
     assert all(v == pytest.approx(0.7, abs=0.01) for v in rep["layers"].values())
     assert art.metrics["weight_sparsity"] == pytest.approx(0.7, abs=0.01)
 
 
-@pytest.mark.parametrize("kwargs, match", [
+OPTION_RULES = [
     ({"pattern": "3:4"}, "Unknown sparsity pattern"),
     ({"pattern": "2:4", "sparsity": 0.7}, "50 %"),
     ({"pattern": "unstructured", "sparsity": 1.0}, "between 0 and 1"),
     ({"finetune_epochs": 1}, "needs training data"),
+    ({"finetune_epochs": -1}, "--finetune-epochs must be >= 0"),
+    ({"batch_size": 0}, "batch size must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("kwargs, match", OPTION_RULES)
+def test_option_rules_live_in_sparsify_options(kwargs, match):
+    with pytest.raises(OptionError, match=match):
+        SparsifyOptions(**kwargs).validate()
+
+
+def test_out_and_check_rule():
+    from edgecnn.compress.sparsity import check_mode
+
+    with pytest.raises(OptionError, match="drop --out"):
+        check_mode("somewhere", True)
+    with pytest.raises(OptionError, match="Missing option '--out'"):
+        check_mode(None, False)
+    check_mode(None, True), check_mode("somewhere", False)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    *OPTION_RULES[:4],
     ({"exclude": ["classifier.9"]}, "no such layer"),
     ({"exclude": ["classifier.1"]}, "No layer"),
 ])
@@ -138,7 +164,7 @@ def test_bad_requests(lenet_digits, tmp_path, kwargs, match):
     from edgecnn.compress.sparsity import sparsify
 
     with pytest.raises(InvalidInput, match=match):
-        sparsify(lenet_digits, tmp_path / "s", progress=False, **kwargs)
+        sparsify(lenet_digits, tmp_path / "s", SparsifyOptions(**kwargs), progress=False)
     assert not (tmp_path / "s").exists()
 
 
@@ -151,7 +177,8 @@ def test_cli_help(cli_run):
 def test_cli_sparsify_and_check(cli_run, lenet_digits, tmp_path):
     import json
 
-    r = cli_run(["sparsify", lenet_digits.path, "--out", tmp_path / "s", "--no-progress", "--json", tmp_path / "s.json"])
+    r = cli_run(["sparsify", lenet_digits.path, "--out", tmp_path / "s", "--no-progress", "--json",
+                 tmp_path / "s.json"])
     assert r.exit_code == 0, r.output
     assert "classifier.1" in r.output and "dense (" in r.output
     assert json.loads((tmp_path / "s.json").read_text())["layers"] == {"classifier.1": 0.5}
@@ -166,6 +193,7 @@ def test_cli_sparsify_and_check(cli_run, lenet_digits, tmp_path):
     (["--out", "X", "--pattern", "3:4"], 2, "3:4"),
     (["--out", "X", "--finetune-epochs", "1"], 2, "--data"),
     ([], 2, "--out"),
+    (["--out", "X", "--check"], 2, "drop --out"),
     (["--out", "X", "--exclude", "nope"], 1, "no such layer"),
 ])
 def test_cli_errors(cli_run, lenet_digits, tmp_path, args, code, match):

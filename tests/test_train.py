@@ -8,10 +8,21 @@ import pytest
 import torch
 
 from edgecnn.artifact import Artifact
-from edgecnn.errors import InvalidInput, WeightsError
+from edgecnn.data import DataSource
+from edgecnn.errors import InvalidInput, OptionError, WeightsError
 from edgecnn.evaluation import evaluate, evaluate_module, scores
-from edgecnn.train import (DIGITS_RECIPES, TrainConfig, TrainingDiverged, checkpoint_path, configure, fit, lr_factor,
-                           read_checkpoint, recipe, train)
+from edgecnn.train import (
+    DIGITS_RECIPES,
+    TrainConfig,
+    TrainingDiverged,
+    checkpoint_path,
+    configure,
+    fit,
+    lr_factor,
+    read_checkpoint,
+    recipe,
+    train,
+)
 
 
 def test_lenet5_digits_recipe_reaches_98_percent(lenet_digits):
@@ -43,7 +54,9 @@ def test_recipes_and_configure_priorities():
     assert (r["name"], r["in_channels"], r["input_size"]) == ("digits/lenet5", 1, 32)
     assert recipe("alexnet", "digits")["input_size"] == 64          # smallest multiple of 8 >= min_input 63
     assert recipe("vgg16", "digits")["input_size"] == 32
-    assert recipe("resnet18", "/some/folder") == {"name": "default", "in_channels": None, "input_size": None, "config": {}}
+    assert recipe("resnet18", "/some/folder") == {"name": "default", "in_channels": None, "input_size": None,
+                                                  "config": {}}
+    assert recipe("lenet5", DataSource.parse("digits")) == r                # text or the parsed source
     c = configure("lenet5", "digits")
     assert (c.epochs, c.lr, c.optimizer) == (DIGITS_RECIPES["lenet5"]["epochs"], DIGITS_RECIPES["lenet5"]["lr"], "sgd")
     c = configure("lenet5", "digits", epochs=3, lr=None)                 # None = unset, keeps the recipe's lr
@@ -51,10 +64,41 @@ def test_recipes_and_configure_priorities():
     c = configure("lenet5", "digits", resume={"config": {"epochs": 7, "lr": 0.02}}, epochs=9)
     assert (c.epochs, c.lr) == (9, 0.02)                                 # explicit > checkpoint > recipe
     assert configure("resnet50", "folder").epochs == TrainConfig().epochs
-    with pytest.raises(InvalidInput, match="optimizer must be 'sgd' or 'adamw'"):
+    with pytest.raises(OptionError, match="optimizer must be 'sgd' or 'adamw'"):
         configure("lenet5", "digits", optimizer="rmsprop")
-    with pytest.raises(InvalidInput, match="label smoothing"):
+    with pytest.raises(OptionError, match="label smoothing"):
         configure("lenet5", "digits", label_smoothing=1.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": -1}, "epochs must be >= 0"),
+    ({"batch_size": 0}, "batch size must be >= 1"),
+    ({"optimizer": "rmsprop"}, "optimizer must be 'sgd' or 'adamw'"),
+    ({"lr": 0.0}, "learning rate must be > 0"),
+    ({"weight_decay": -1.0}, "weight decay must be >= 0"),
+    ({"label_smoothing": 1.0}, r"label smoothing must be in \[0, 1\)"),
+    ({"warmup_epochs": -0.5}, "warm-up epochs must be >= 0"),
+    ({"schedule": "step"}, "schedule must be 'cosine' or 'constant'"),
+    ({"num_workers": -1}, "workers must be >= 0"),
+])
+def test_train_config_rules_raise_option_errors(kwargs, match):
+    """The rules live in TrainConfig.validate(), raised without the CLI; a recipe mapping is read the same way."""
+    with pytest.raises(OptionError, match=match):
+        TrainConfig(**kwargs).validate()
+    c = TrainConfig.from_mapping({"epochs": 3, "label-smoothing": 0.1, "optimizer": "adamw"})
+    assert (c.epochs, c.label_smoothing, c.resolved_lr()) == (3, 0.1, 1e-3)
+    with pytest.raises(OptionError, match="Did you mean 'epochs'"):
+        TrainConfig.from_mapping({"epoch": 3})
+
+
+def test_train_option_rules_before_any_work(cli_run, tmp_path):
+    """--resume with --weights is refused by the library (before the checkpoint is read), exit 2 via the CLI."""
+    with pytest.raises(OptionError, match="--resume restores the weights"):
+        train("lenet5", data="digits", out=tmp_path / "x", weights="imagenet", resume=tmp_path / "none.pt")
+    r = cli_run(["train", "lenet5", "--data", "digits", "--out", tmp_path / "x", "--weights", "imagenet",
+                 "--resume", tmp_path / "none.pt"])
+    assert r.exit_code == 2 and "drop --weights" in r.output
+    assert not (tmp_path / "x").exists()
 
 
 def test_lr_schedule_warmup_then_cosine():

@@ -5,16 +5,6 @@ import click
 from ._common import fmt_pct, print_table, write_json
 
 
-def _pair(ctx, param, values):
-    from ..compress.distill import parse_feature_pair
-    from ..errors import InvalidInput
-
-    try:
-        return [parse_feature_pair(v) for v in values]
-    except InvalidInput as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-
-
 @click.command("distill")
 @click.argument("student")
 @click.option("--teacher", required=True, type=click.Path(), help="Torch artifact of the teacher.")
@@ -25,8 +15,9 @@ def _pair(ctx, param, values):
               help="Softmax temperature of both networks in the distillation term.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.9, show_default=True,
               help="Weight of the distillation term; 1 - alpha weighs cross-entropy on the labels.")
-@click.option("--feature", "features", multiple=True, callback=_pair, metavar="S:T",
-              help="Also match student layer S to teacher layer T (MSE; 1x1 conv adapter when channels differ). Repeat.")
+@click.option("--feature", "features", multiple=True, metavar="S:T",
+              help="Also match student layer S to teacher layer T (MSE; 1x1 conv adapter when channels differ). "
+                   "Repeat.")
 @click.option("--feature-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Weight of the feature-map loss.")
 @click.option("--student-weights", default="random", show_default=True,
@@ -49,17 +40,19 @@ def command(student, teacher, data, out, epochs, temperature, alpha, features, f
       edgecnn distill runs/resnet18-pruned --teacher runs/resnet18 --data digits --out runs/r18-p-kd \\
           --feature layer3:layer3
     """
-    from ..compress.distill import distill
+    from ..compress.distill import DistillOptions, distill
 
-    art = distill(student, teacher, out, data=data, epochs=epochs, temperature=temperature, alpha=alpha,
-                  feature_layers=features or None, feature_weight=feature_weight, student_weights=student_weights,
-                  lr=lr, batch_size=batch_size, seed=seed, device=device, progress=progress)
+    options = DistillOptions(data=data, epochs=epochs, temperature=temperature, alpha=alpha, feature_layers=features,
+                             feature_weight=feature_weight, student_weights=student_weights, lr=lr,
+                             batch_size=batch_size, seed=seed, device=device)
+    art = distill(student, teacher, out, options, progress=progress)
     rep = art.manifest["distillation"]
     rows = [["teacher", rep["teacher_model"], fmt_pct(rep["teacher_top1"])]]
     if rep.get("top1_before") is not None:
         rows.append(["student before", rep["student_model"], fmt_pct(rep["top1_before"])])
     rows.append(["student distilled", rep["student_model"], fmt_pct(rep["top1"])])
     print_table(rows, ["", "model", "top-1 (held out)"],
-                title=f"distillation T={temperature} alpha={alpha}" + (f", {len(features)} feature pair(s)" if features else ""))
+                title=f"distillation T={temperature} alpha={alpha}"
+                      + (f", {len(features)} feature pair(s)" if features else ""))
     click.echo(f"wrote {art.path}")
     write_json(json_path, {"artifact": str(art.path), **rep, "history": art.manifest.get("history")})

@@ -28,8 +28,8 @@ def print_summary(s: dict) -> None:
                      f"{100 * (top1['pruned'] - top1['original']):+.2f} pt"])
     req = s["requested"]
     print_table(rows, ["", "original", "pruned", "after/before"],
-                title=f"{s['model']} pruned ({req['kind'].replace('_', '-')} {req['value']}, importance {s['importance']}"
-                      f"{', global' if s['global'] else ''}, round-to {s['round_to']})")
+                title=f"{s['model']} pruned ({req['kind'].replace('_', '-')} {req['value']}, "
+                      f"importance {s['importance']}{', global' if s['global'] else ''}, round-to {s['round_to']})")
     if len(s["steps"]) > 1 or any("top1_finetuned" in st for st in s["steps"]):
         print_table([[st["step"], st["channel_ratio"], f"{st['macs_ratio']:.3f}", f"{st['params_ratio']:.3f}",
                       fmt_pct(st.get("top1_pruned")), fmt_pct(st.get("top1_finetuned"))] for st in s["steps"]],
@@ -39,12 +39,16 @@ def print_summary(s: dict) -> None:
 @click.command("prune")
 @click.argument("artifact", type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output artifact directory.")
-@click.option("--ratio", type=_RATIO, help="Fraction of channels to remove (per layer; across the network with --global).")
-@click.option("--target-macs", type=_RATIO, metavar="F", help="Keep at most this fraction of the original MACs (0.5 = half).")
-@click.option("--target-params", type=_RATIO, metavar="F", help="Keep at most this fraction of the original parameters.")
+@click.option("--ratio", type=_RATIO,
+              help="Fraction of channels to remove (per layer; across the network with --global).")
+@click.option("--target-macs", type=_RATIO, metavar="F",
+              help="Keep at most this fraction of the original MACs (0.5 = half).")
+@click.option("--target-params", type=_RATIO, metavar="F",
+              help="Keep at most this fraction of the original parameters.")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l1", show_default=True,
               help="How channels are ranked: weight L1/L2 norm, BatchNorm scale, or Taylor (gradients; needs --data).")
-@click.option("--global", "global_pruning", is_flag=True, help="Rank channels across the whole network instead of per layer.")
+@click.option("--global", "global_pruning", is_flag=True,
+              help="Rank channels across the whole network instead of per layer.")
 @click.option("--max-layer-ratio", type=_RATIO, default=0.8, show_default=True,
               help="No layer loses more than this fraction of its channels.")
 @click.option("--round-to", type=click.IntRange(min=1), default=None,
@@ -60,7 +64,8 @@ def print_summary(s: dict) -> None:
               help="Distillation temperature.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.9, show_default=True,
               help="Weight of the distillation term (1 - alpha goes to cross-entropy).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Fine-tuning learning rate [default: 0.01, SGD].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Fine-tuning learning rate [default: 0.01, SGD].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--ignore", multiple=True, metavar="LAYER",
               help="Leave this layer (module path) unpruned; repeat. The classifier is always kept.")
@@ -80,22 +85,14 @@ def command(artifact, out, ratio, target_macs, target_params, importance, global
           --finetune-epochs 5 --data digits --distill
       edgecnn prune runs/resnet50 --out runs/resnet50-p --ratio 0.5 --global --importance taylor --data digits
     """
-    from ..compress.prune import prune
+    from ..compress.prune import PruneOptions, prune
 
-    given = [n for n, v in (("--ratio", ratio), ("--target-macs", target_macs), ("--target-params", target_params))
-             if v is not None]
-    if len(given) != 1:
-        raise click.UsageError("Say how much to prune with exactly one of --ratio R (fraction of channels to remove), "
-                               "--target-macs F or --target-params F (fraction of the original to keep)"
-                               + (f"; got {' and '.join(given)}." if given else "."))
-    if (finetune_epochs or importance == "taylor") and not data:
-        raise click.UsageError("--finetune-epochs and --importance taylor need --data (e.g. --data digits).")
-    if distill and not finetune_epochs:
-        raise click.UsageError("--distill fine-tunes against the original: add --finetune-epochs N --data D.")
-    art = prune(artifact, out, ratio=ratio, target_macs=target_macs, target_params=target_params, importance=importance,
-                global_pruning=global_pruning, max_layer_ratio=max_layer_ratio, round_to=round_to, steps=steps,
-                finetune_epochs=finetune_epochs, data=data, distill=distill, temperature=temperature, alpha=alpha, lr=lr,
-                batch_size=batch_size, ignore=ignore, seed=seed, device=device, progress=progress)
+    options = PruneOptions(ratio=ratio, target_macs=target_macs, target_params=target_params, importance=importance,
+                           global_pruning=global_pruning, max_layer_ratio=max_layer_ratio, round_to=round_to,
+                           steps=steps, finetune_epochs=finetune_epochs, data=data, distill=distill,
+                           temperature=temperature, alpha=alpha, lr=lr, batch_size=batch_size, ignore=ignore,
+                           seed=seed, device=device)
+    art = prune(artifact, out, options, progress=progress)
     s = summary(art)
     print_summary(s)
     click.echo(f"wrote {art.path}")

@@ -21,24 +21,40 @@ What this module adds on top of the library:
 * N steps with fine-tuning between them (``edgecnn.train.fit``), optionally distilled from the
   unpruned original (``edgecnn.compress.distill``);
 * the result saved as structure + safetensors (``models.save_torch_artifact``), rebuilt on load.
+
+The stage is ``prune(src, out, PruneOptions(...))``: resolve (artifact, layers, data) -> run (the steps)
+-> record (report + artifact); every rule on the options lives in :meth:`PruneOptions.validate`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Literal
 
-from ..errors import InvalidInput, suggest
+import torch
+import torch_pruning as tp
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..artifact import Artifact, check_out
+from ..errors import InvalidInput, OptionError, suggest
+from ..evaluation import evaluate_module
+from ..models import count_params, get_spec, load_torch_model, save_torch_artifact, torch_artifact, unknown_layer
+from ..models.registry import ModelSpec
+from ..models.structure import describe_structure
+from ..options import check_range
+from ..train import FitOptions, TrainConfig, fit
+from .channels import MacsCounter, all_widths, auto_round_to, layer_report, measure, prunable_widths, width
+from .distill import KnowledgeDistillationLoss, check_kd
 
 log = logging.getLogger("edgecnn")
 
-__all__ = ["prune", "IMPORTANCES", "NothingToPrune", "auto_round_to", "prunable_widths"]
+__all__ = ["prune", "PruneOptions", "IMPORTANCES", "NothingToPrune", "auto_round_to", "prunable_widths"]
 
 IMPORTANCES = {
     "l1": "L1 norm of each channel's weights, summed over the coupled group (Li et al. 2017)",
@@ -47,12 +63,88 @@ IMPORTANCES = {
     "taylor": "first-order Taylor estimate |w * dL/dw| on training batches (Molchanov et al. 2019); needs data",
 }
 DEFAULT_MAX_LAYER_RATIO = 0.8
+TARGETS = ("ratio", "target_macs", "target_params")
 
 
 class NothingToPrune(InvalidInput):
     """The network has no channel the request may remove (everything ignored, too small, ...)."""
 
 
+# -- options ---------------------------------------------------------------------------------------
+@dataclass
+class PruneOptions(FitOptions):
+    """What to prune and how. Exactly one target: ``ratio`` (fraction of prunable channels to remove,
+    per layer or - with ``global_pruning`` - across the network), ``target_macs`` or ``target_params``
+    (fraction of the original to keep, e.g. 0.5 = at most half). ``round_to=None`` picks
+    :func:`auto_round_to`. With ``steps`` > 1 the target is approached linearly, with
+    ``finetune_epochs`` of training on ``data`` after every step, distilled from the unpruned original
+    (``temperature``, ``alpha``) when ``distill`` is set. ``ignore`` names layers to leave whole.
+    Data, learning rate, batch size, seed and device: :class:`~edgecnn.train.FitOptions`."""
+
+    ratio: float | None = None
+    target_macs: float | None = None
+    target_params: float | None = None
+    importance: Literal["l1", "l2", "bn", "taylor"] = "l1"
+    global_pruning: bool = False
+    max_layer_ratio: float = DEFAULT_MAX_LAYER_RATIO
+    round_to: int | None = None
+    steps: int = 1
+    finetune_epochs: int = 0
+    distill: bool = False
+    temperature: float = 4.0
+    alpha: float = 0.9
+    ignore: tuple[str, ...] = ()
+    taylor_batches: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.ignore, str):
+            self.ignore = tuple(self.ignore)
+
+    def target(self) -> tuple[str, float]:
+        """(kind, value) of the one target given: ('ratio' | 'target_macs' | 'target_params', fraction)."""
+        given = [(k, getattr(self, k)) for k in TARGETS if getattr(self, k) is not None]
+        if len(given) != 1:
+            got = " and ".join(f"--{k.replace('_', '-')}" for k, _ in given)
+            raise OptionError("Say how much to prune with exactly one of --ratio R (fraction of channels to remove), "
+                              "--target-macs F or --target-params F (fraction of the original to keep)"
+                              + (f"; got {got}." if given else "."))
+        kind, value = given[0]
+        return kind, float(value)
+
+    def validate(self) -> None:
+        kind, value = self.target()
+        if not 0.0 < value < 1.0:
+            kept = "MACs" if kind == "target_macs" else "parameters"
+            what = ("the fraction of channels to remove, e.g. 0.3" if kind == "ratio" else
+                    f"the fraction of the original {kept} to keep, e.g. 0.5")
+            raise OptionError(f"--{kind.replace('_', '-')} must be between 0 and 1 (exclusive): {what}; got {value}.")
+        if self.importance not in IMPORTANCES:
+            raise OptionError(f"Unknown importance '{self.importance}'.{suggest(self.importance, IMPORTANCES)} "
+                              f"Choose one of {', '.join(IMPORTANCES)}.")
+        check_range("--steps", self.steps, 1, None)
+        self.check_finetune(self.finetune_epochs)
+        if self.importance == "taylor" and self.data is None:
+            raise OptionError("--importance taylor ranks channels by gradients, so it needs --data; or use "
+                              "l1 / l2 / bn.")
+        if self.distill and self.finetune_epochs < 1:
+            raise OptionError("--distill fine-tunes the pruned network against the original; add --finetune-epochs N "
+                              "(and --data).")
+        if self.distill:
+            check_kd(self.temperature, self.alpha)
+        check_range("--max-layer-ratio", self.max_layer_ratio, 0, 1, True, True)
+        if self.round_to is not None:
+            check_range("--round-to", self.round_to, 1, None)
+        if kind == "ratio" and not self.global_pruning and value > self.max_layer_ratio:
+            raise OptionError(f"--ratio {value} removes more of every layer than --max-layer-ratio "
+                              f"{self.max_layer_ratio} allows; raise --max-layer-ratio or lower --ratio.")
+        if isinstance(self.ignore, str):
+            raise OptionError(f"ignore must be a list of layer names, got the text {self.ignore!r}.")
+        check_range("--taylor-batches", self.taylor_batches, 1, None)
+        super().validate()
+
+
+# -- the Torch-Pruning steps -----------------------------------------------------------------------
 @dataclass
 class _Plan:
     """Everything one pruning step needs, independent of which copy of the network it runs on."""
@@ -65,110 +157,14 @@ class _Plan:
     ignored: list[str]
     orig_width: dict[str, int]
     grads: dict | None = None
-    macs_of: object = None                     # fast MACs counter for the search (see _MacsCounter)
+    macs_of: object = None                     # fast MACs counter for the search (see channels.MacsCounter)
     imp_cache: dict = field(default_factory=dict)
 
 
-# -- helpers ---------------------------------------------------------------------------------------
-def _importance(name: str):
-    import torch_pruning as tp
-
-    if name == "l1":
-        return tp.importance.GroupMagnitudeImportance(p=1)
-    if name == "l2":
-        return tp.importance.GroupMagnitudeImportance(p=2)
-    if name == "bn":
-        return tp.importance.BNScaleImportance()
-    if name == "taylor":
-        return tp.importance.GroupTaylorImportance()
-    raise InvalidInput(f"Unknown importance '{name}'.{suggest(name, IMPORTANCES)} Choose one of {', '.join(IMPORTANCES)}.")
-
-
-def _width(module) -> int | None:
-    from torch import nn
-
-    if isinstance(module, nn.Conv2d):
-        return int(module.out_channels)
-    if isinstance(module, nn.Linear):
-        return int(module.out_features)
-    return None
-
-
-def prunable_widths(model, ignored: Sequence[str]) -> dict[str, int]:
-    """Output widths of the Conv2d / Linear layers that are not ignored (nor inside an ignored module)."""
-    prefixes = tuple(n + "." for n in ignored)
-    out = {}
-    for name, module in model.named_modules():
-        w = _width(module)
-        if w is None or name in ignored or name.startswith(prefixes):
-            continue
-        out[name] = w
-    return out
-
-
-def auto_round_to(widths: dict[str, int]) -> int:
-    """The largest of 8, 4, 2, 1 such that one rounding step is at most a quarter of the narrowest layer.
-
-    8 suits INT8 / tensor-core kernels (ResNet, VGG, DenseNet: narrowest layer 32-64); GoogLeNet's
-    16-channel inception reductions get 4, and LeNet-5's 6-channel C1 gets 1 (no rounding).
-    """
-    narrowest = min(widths.values()) if widths else 1
-    for r in (8, 4, 2):
-        if narrowest >= 4 * r:
-            return r
-    return 1
-
-
-def _measure(model, input_shape) -> tuple[int, int]:
-    from ..models import count_macs, count_params
-
-    return count_macs(model, input_shape), count_params(model)
-
-
-class _MacsCounter:
-    """MACs of pruned variants of one network without a traced forward pass.
-
-    Pruning changes channel counts, never spatial sizes, so the output size of every Conv2d / Linear
-    is recorded once; a variant's MACs are then a sum over its layers' current shapes. The counter is
-    only used when it reproduces ``models.count_macs`` exactly on the unpruned network (the number
-    written to the manifest is always ``count_macs``'s).
-    """
-
-    def __init__(self, model, input_shape):
-        import torch
-        from torch import nn
-
-        self.positions: dict[str, int] = {}
-        hooks = []
-        for name, m in model.named_modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                hooks.append(m.register_forward_hook(self._record(name)))
-        try:
-            model.eval()
-            with torch.no_grad():
-                model(torch.zeros(1, *input_shape))
-        finally:
-            for h in hooks:
-                h.remove()
-
-    def _record(self, name):
-        def hook(module, inputs, output):
-            self.positions[name] = int(output.numel() // output.shape[-1 if output.dim() == 2 else 1])
-        return hook
-
-    def __call__(self, model) -> int:
-        from torch import nn
-
-        total = 0
-        for name, m in model.named_modules():
-            if name not in self.positions:
-                continue
-            if isinstance(m, nn.Conv2d):
-                kh, kw = m.kernel_size
-                total += self.positions[name] * m.out_channels * (m.in_channels // m.groups) * kh * kw
-            elif isinstance(m, nn.Linear):
-                total += self.positions[name] * m.out_features * m.in_features
-        return total
+_IMPORTANCE = {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+               "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+               "bn": lambda: tp.importance.BNScaleImportance(),
+               "taylor": lambda: tp.importance.GroupTaylorImportance()}
 
 
 class _CachedImportance:
@@ -180,8 +176,8 @@ class _CachedImportance:
 
     def __call__(self, group):
         item = group[0]
-        key = (self.names.get(id(item.dep.target.module)), getattr(item.dep.handler, "__name__", str(item.dep.handler)),
-               len(item.idxs))
+        handler = item.dep.handler
+        key = (self.names.get(id(item.dep.target.module)), getattr(handler, "__name__", str(handler)), len(item.idxs))
         if key[0] is None:
             return self.inner(group)
         if key not in self.cache:
@@ -203,9 +199,6 @@ def _clone(model, grads: dict | None):
 
 def _taylor_grads(model, train_set, *, batches: int, batch_size: int, seed: int) -> dict:
     """Accumulate dL/dw over a few training batches (eval mode: BatchNorm statistics stay untouched)."""
-    import torch
-    from torch.utils.data import DataLoader
-
     model.eval()
     model.zero_grad(set_to_none=True)
     g = torch.Generator().manual_seed(seed)
@@ -220,36 +213,28 @@ def _taylor_grads(model, train_set, *, batches: int, batch_size: int, seed: int)
     return grads
 
 
-def _edge_pruner_class():
-    import torch_pruning as tp
+class EdgePruner(tp.pruner.BasePruner):
+    """BasePruner that rounds kept channels to the *nearest* multiple (at least one multiple)."""
 
-    class EdgePruner(tp.pruner.BasePruner):
-        """BasePruner that rounds kept channels to the *nearest* multiple (at least one multiple)."""
-
-        def _round_to(self, n_pruned, current_channels, round_to):
-            if current_channels <= round_to:
-                return 0                      # narrower than one multiple: leave the layer whole
-            keep = current_channels - n_pruned
-            keep = max(round_to, int(math.floor(keep / round_to + 0.5)) * round_to)
-            return max(0, current_channels - min(keep, current_channels))
-
-    return EdgePruner
+    def _round_to(self, n_pruned, current_channels, round_to):
+        if current_channels <= round_to:
+            return 0                      # narrower than one multiple: leave the layer whole
+        keep = current_channels - n_pruned
+        keep = max(round_to, int(math.floor(keep / round_to + 0.5)) * round_to)
+        return max(0, current_channels - min(keep, current_channels))
 
 
 def _prune_step(model, ratio: float, plan: _Plan) -> int:
     """Remove ``ratio`` of the current prunable channels of ``model`` in place; returns channels removed."""
-    import torch
-
     modules = dict(model.named_modules())
     ignored_modules = [modules[n] for n in plan.ignored if n in modules]
     names = {id(m): n for n, m in modules.items()}
     example = torch.zeros(1, *plan.input_shape)
     model.eval()
-    Pruner = _edge_pruner_class()
-    importance = _CachedImportance(_importance(plan.importance), names, plan.imp_cache)
+    importance = _CachedImportance(_IMPORTANCE[plan.importance](), names, plan.imp_cache)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pruner = Pruner(model, example, importance=importance, pruning_ratio=float(ratio),
+        pruner = EdgePruner(model, example, importance=importance, pruning_ratio=float(ratio),
                         global_pruning=plan.global_pruning, ignored_layers=ignored_modules,
                         round_to=plan.round_to if plan.round_to > 1 else None)
     if pruner.initial_total_channels == 0:
@@ -264,7 +249,7 @@ def _prune_step(model, ratio: float, plan: _Plan) -> int:
         fn = group[0].dep.handler
         idxs = list(group[0].idxs)
         name = names.get(id(root))
-        current = _width(root)
+        current = width(root)
         orig = plan.orig_width.get(name, current) if name is not None else current
         if current is None or orig is None:
             group.prune()
@@ -294,12 +279,8 @@ def _search_ratio(model, plan: _Plan, *, metric: str, goal: float, base: float, 
     Starts from the uniform-pruning guess MACs ~ (1 - r)^2 (params likewise), brackets the answer by
     doubling steps and bisects; ~6 candidates instead of a dozen. Returns (pruned copy, ratio).
     """
-    from tqdm.auto import tqdm
-
-    from ..models import count_params
-
-    measure = (plan.macs_of or (lambda m: _measure(m, plan.input_shape)[0])) if metric == "macs" else count_params
-    current = measure(model)
+    size = (plan.macs_of or (lambda m: measure(m, plan.input_shape)[0])) if metric == "macs" else count_params
+    current = size(model)
     bar = tqdm(desc=f"search channel ratio for {metric} <= {goal / base:.3f}", disable=not progress, leave=False,
                unit="try")
     results: dict[float, tuple] = {}
@@ -308,7 +289,7 @@ def _search_ratio(model, plan: _Plan, *, metric: str, goal: float, base: float, 
         if r not in results:
             twin = _clone(model, plan.grads)
             _prune_step(twin, r, plan)
-            results[r] = (measure(twin), twin)
+            results[r] = (size(twin), twin)
             bar.update(1)
         return results[r][0] <= goal
 
@@ -333,8 +314,8 @@ def _search_ratio(model, plan: _Plan, *, metric: str, goal: float, base: float, 
                     raise InvalidInput(
                         f"Cannot bring {'MACs' if metric == 'macs' else 'parameters'} down to {goal / base:.3f} of the "
                         f"original: the most this network allows is {results[cand][0] / base:.3f} (--max-layer-ratio "
-                        f"{plan.max_layer_ratio} keeps {1 - plan.max_layer_ratio:.0%} of each layer; the classifier and "
-                        "ignored layers stay whole). Raise --max-layer-ratio, use --global, or ask for less."
+                        f"{plan.max_layer_ratio} keeps {1 - plan.max_layer_ratio:.0%} of each layer; the classifier "
+                        "and ignored layers stay whole). Raise --max-layer-ratio, use --global, or ask for less."
                     )
                 else:
                     lo, d = cand, d * 2
@@ -349,211 +330,175 @@ def _search_ratio(model, plan: _Plan, *, metric: str, goal: float, base: float, 
     return results[hi][1], hi
 
 
-def _layer_report(model, before: dict[str, int]) -> dict[str, list[int]]:
-    after = {n: _width(m) for n, m in model.named_modules() if _width(m) is not None}
-    return {n: [before[n], after[n]] for n in before if n in after and after[n] != before[n]}
-
-
-def _validate(ratio, target_macs, target_params, importance, steps, finetune_epochs, data, distill,
-              max_layer_ratio, round_to, global_pruning) -> tuple[str, float]:
-    given = [(k, v) for k, v in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params))
-             if v is not None]
-    if not given:
-        raise InvalidInput("Say how much to prune: pass --ratio R (fraction of channels to remove), "
-                           "--target-macs F or --target-params F (fraction of the original to keep).")
-    if len(given) > 1:
-        raise InvalidInput(f"Pass only one of --ratio / --target-macs / --target-params (got {', '.join(k for k, _ in given)}).")
-    kind, value = given[0]
-    if not 0.0 < float(value) < 1.0:
-        what = ("the fraction of channels to remove, e.g. 0.3" if kind == "ratio"
-                else f"the fraction of the original {kind.split('_')[1].upper() if kind == 'target_macs' else 'parameters'} to keep, e.g. 0.5")
-        raise InvalidInput(f"--{kind.replace('_', '-')} must be between 0 and 1 (exclusive): {what}; got {value}.")
-    if importance not in IMPORTANCES:
-        raise InvalidInput(f"Unknown importance '{importance}'.{suggest(importance, IMPORTANCES)} "
-                           f"Choose one of {', '.join(IMPORTANCES)}.")
-    if steps < 1:
-        raise InvalidInput(f"--steps must be >= 1, got {steps}.")
-    if finetune_epochs < 0:
-        raise InvalidInput(f"--finetune-epochs must be >= 0, got {finetune_epochs}.")
-    if finetune_epochs > 0 and not data:
-        raise InvalidInput("--finetune-epochs needs training data: pass --data digits or a folder of class sub-folders.")
-    if importance == "taylor" and not data:
-        raise InvalidInput("--importance taylor ranks channels by gradients, so it needs --data; or use l1 / l2 / bn.")
-    if distill and finetune_epochs < 1:
-        raise InvalidInput("--distill fine-tunes the pruned network against the original; add --finetune-epochs N (and --data).")
-    if not 0.0 < max_layer_ratio < 1.0:
-        raise InvalidInput(f"--max-layer-ratio must be between 0 and 1 (exclusive), got {max_layer_ratio}.")
-    if round_to is not None and round_to < 1:
-        raise InvalidInput(f"--round-to must be >= 1, got {round_to}.")
-    if kind == "ratio" and not global_pruning and value > max_layer_ratio:
-        raise InvalidInput(f"--ratio {value} removes more of every layer than --max-layer-ratio {max_layer_ratio} "
-                           "allows; raise --max-layer-ratio or lower --ratio.")
-    return kind, float(value)
-
-
 # -- the stage -------------------------------------------------------------------------------------
-def prune(src, out: str | os.PathLike, *, ratio: float | None = None, target_macs: float | None = None,
-          target_params: float | None = None, importance: str = "l1", global_pruning: bool = False,
-          max_layer_ratio: float = DEFAULT_MAX_LAYER_RATIO, round_to: int | None = None, steps: int = 1,
-          finetune_epochs: int = 0, data: str | None = None, distill: bool = False, temperature: float = 4.0,
-          alpha: float = 0.9, lr: float | None = None, batch_size: int = 64, config=None,
-          ignore: Sequence[str] = (), taylor_batches: int = 4, seed: int = 0, device: str = "auto",
-          val_split: float = 0.2, skip_corrupt: bool = False, progress: bool = True):
-    """The prune stage: remove channels from the torch artifact ``src``; write the result to ``out``.
+@dataclass
+class _PruneJob:
+    """What ``prune`` resolved before the first step: the source, its network and data, the plan."""
 
-    Exactly one target: ``ratio`` (fraction of prunable channels to remove, per layer or - with
-    ``global_pruning`` - across the network), ``target_macs`` or ``target_params`` (fraction of the
-    original to keep, e.g. 0.5 = at most half). ``round_to=None`` picks :func:`auto_round_to`. With
-    ``steps`` > 1 the target is approached linearly, with ``finetune_epochs`` of training (on ``data``) after
-    every step, distilled from the unpruned original when ``distill`` is set.
-    """
-    if out is not None:
-        from ..artifact import check_out
+    src: Artifact
+    spec: ModelSpec
+    model: torch.nn.Module
+    kind: str
+    value: float
+    plan: _Plan
+    widths: dict[str, int]                     # prunable layers before pruning
+    macs0: int
+    params0: int
+    val_set: object = None
+    train_set: object = None                   # fine-tuning (augmented)
+    taylor_set: object = None                  # Taylor gradients (not augmented)
+    top1_0: float | None = None
 
-        check_out(out)
-    from ..artifact import Artifact
-    from ..data import describe_source, load_dataset
-    from ..errors import ArtifactError
-    from ..models import get_spec, load_torch_model, save_torch_artifact
-    from ..models.structure import describe_structure
-    from ..evaluation import evaluate_module
-    from ..train import TrainConfig, fit
 
-    kind, value = _validate(ratio, target_macs, target_params, importance, steps, finetune_epochs, data, distill,
-                            max_layer_ratio, round_to, global_pruning)
-    if not isinstance(src, Artifact):
-        src = Artifact.load(src, formats=("torch",))
-    elif src.format != "torch":
-        raise ArtifactError(f"'{src.path}' is a {src.format} artifact; pruning needs the torch artifact it was exported from.")
-    arch = src.manifest["architecture"]
-    spec = get_spec(arch["name"])
+def prune(src, out: str | os.PathLike, options: PruneOptions, *, progress: bool = True) -> Artifact:
+    """The prune stage: remove channels from the torch artifact ``src`` as ``options`` say; write ``out``."""
+    options.validate()
+    check_out(out)
+    job = _resolve(src, options)
+    model, steps, ft_config, ft_seconds = _run(job, options, progress)
+    return _record(job, options, model, steps, (ft_config, ft_seconds), out)
+
+
+def _resolve(src, options: PruneOptions) -> _PruneJob:
+    """Load the source, check the layers and the data against it, and plan the steps."""
+    kind, value = options.target()
+    src = torch_artifact(src, why="pruning needs the torch artifact it was exported from")
+    spec = get_spec(src.manifest["architecture"]["name"])
     model = load_torch_model(src)
-    input_shape = src.input_shape
-
-    modules = dict(model.named_modules())
-    for name in ignore:
-        if name not in modules or not name:
-            raise InvalidInput(f"--ignore '{name}': {src.model} has no such layer.{suggest(name, [m for m in modules if m])} "
-                               "Name layers by their module path (e.g. layer4.1.conv2 or features.0).")
-    ignored = list(dict.fromkeys([spec.classifier, *spec.prune_ignore, *ignore]))
+    missing = unknown_layer(model, options.ignore)
+    if missing:
+        raise InvalidInput(f"--ignore '{missing[0]}': {src.model} has no such layer.{missing[1]} "
+                           "Name layers by their module path (e.g. layer4.1.conv2 or features.0).")
+    ignored = list(dict.fromkeys([spec.classifier, *spec.prune_ignore, *options.ignore]))
     widths = prunable_widths(model, ignored)
     if not widths:
         raise NothingToPrune(f"Nothing to prune in {src.model}: every convolution / linear layer is ignored "
                              f"({', '.join(ignored)}); drop some --ignore names.")
-    if importance == "bn" and not any(type(m).__name__.startswith("BatchNorm") for m in model.modules()):
+    if options.importance == "bn" and not any(type(m).__name__.startswith("BatchNorm") for m in model.modules()):
         raise InvalidInput(f"--importance bn ranks channels by BatchNorm scale, but {src.model} has no BatchNorm "
                            "layer; use l1, l2 or taylor.")
-    rt = auto_round_to(widths) if round_to is None else int(round_to)
-    all_widths = {n: _width(m) for n, m in model.named_modules() if _width(m) is not None}
-    plan = _Plan(input_shape=input_shape, importance=importance, global_pruning=global_pruning,
-                 max_layer_ratio=float(max_layer_ratio), round_to=rt, ignored=ignored, orig_width=all_widths)
-
-    train_set = val_set = None
-    if data:
-        train_set = load_dataset(data, src.input, "train", augment=finetune_epochs > 0, val_split=val_split, seed=seed,
-                                 skip_corrupt=skip_corrupt, num_classes=src.num_classes)
-        if len(train_set.classes) != src.num_classes:
-            raise InvalidInput(f"Data '{data}' has {len(train_set.classes)} classes but {src.model} predicts "
-                               f"{src.num_classes}; prune with the data the model was trained on.")
-        val_set = load_dataset(data, src.input, "val", val_split=val_split, seed=seed, skip_corrupt=skip_corrupt,
-                               num_classes=src.num_classes)
-        taylor_set = load_dataset(data, src.input, "train", val_split=val_split, seed=seed, skip_corrupt=skip_corrupt,
-                                  num_classes=src.num_classes) if importance == "taylor" else None
-
-    macs0, params0 = _measure(model, input_shape)
+    round_to = auto_round_to(widths) if options.round_to is None else int(options.round_to)
+    plan = _Plan(input_shape=src.input_shape, importance=options.importance, global_pruning=options.global_pruning,
+                 max_layer_ratio=float(options.max_layer_ratio), round_to=round_to, ignored=ignored,
+                 orig_width=all_widths(model))
+    macs0, params0 = measure(model, src.input_shape)
     if kind == "target_macs":
-        counter = _MacsCounter(model, input_shape)
+        counter = MacsCounter(model, src.input_shape)
         plan.macs_of = counter if counter(model) == macs0 else None
-    top1_0 = evaluate_module(model, val_set)["top1"] if val_set is not None else None
-    teacher_loss = None
-    if distill:
-        from .distill import KnowledgeDistillationLoss
+    job = _PruneJob(src=src, spec=spec, model=model, kind=kind, value=value, plan=plan, widths=widths, macs0=macs0,
+                    params0=params0)
+    if options.data is not None:
+        n = src.num_classes
+        job.val_set = options.dataset(src.input, "val", num_classes=n)
+        options.data.check_classes(job.val_set.classes, n, who=src.model,
+                                   fix="prune with the data the model was trained on")
+        if options.finetune_epochs > 0:
+            job.train_set = options.dataset(src.input, "train", num_classes=n, augment=True)
+        if options.importance == "taylor":
+            job.taylor_set = options.dataset(src.input, "train", num_classes=n)
+        job.top1_0 = evaluate_module(model, job.val_set)["top1"]
+    return job
 
-        teacher_loss = KnowledgeDistillationLoss(copy.deepcopy(model), temperature=temperature, alpha=alpha)
-    if config is None:
-        ft_config = TrainConfig(epochs=finetune_epochs, batch_size=batch_size, lr=0.01 if lr is None else lr,
-                                seed=seed, device=device)
-    else:
-        ft_config = dataclasses.replace(config, epochs=finetune_epochs, **({"lr": lr} if lr is not None else {}))
 
-    records = []
-    ft_seconds = 0.0
-    for k in range(1, steps + 1):
-        if importance == "taylor":
-            plan.grads = _taylor_grads(model, taylor_set, batches=taylor_batches, batch_size=batch_size, seed=seed + k)
-        if kind == "ratio":
-            done, goal_k = value * (k - 1) / steps, value * k / steps
+def _run(job: _PruneJob, options: PruneOptions, progress: bool):
+    """The steps, each followed by fine-tuning when asked: (model, step records, fine-tuning config, seconds)."""
+    ft_config = options.train_config(options.finetune_epochs)
+    teacher_loss = (KnowledgeDistillationLoss(copy.deepcopy(job.model), temperature=options.temperature,
+                                              alpha=options.alpha) if options.distill else None)
+    model, records, ft_seconds = job.model, [], 0.0
+    try:
+        for k in range(1, options.steps + 1):
+            model, rec = _step(job, options, model, k, progress)
+            if options.finetune_epochs > 0:
+                result = fit(model, job.train_set, job.val_set, ft_config, loss_fn=teacher_loss, progress=progress)
+                model.to("cpu").eval()
+                ft_seconds += result["seconds"]
+                rec["top1_finetuned"] = evaluate_module(model, job.val_set)["top1"]
+                rec["history"] = result["history"]
+            records.append(rec)
+            log.info("prune step %d/%d: %s", k, options.steps, {k_: v for k_, v in rec.items() if k_ != "history"})
+    finally:
+        if teacher_loss is not None:
+            teacher_loss.close()
+    return model, records, ft_config, ft_seconds
+
+
+def _step(job: _PruneJob, options: PruneOptions, model, k: int, progress: bool):
+    """Prune step ``k`` of ``options.steps`` on a copy of ``model``: (pruned copy, record)."""
+    plan, steps = job.plan, options.steps
+    if options.importance == "taylor":
+        plan.grads = _taylor_grads(model, job.taylor_set, batches=options.taylor_batches,
+                                   batch_size=options.batch_size, seed=options.seed + k)
+    try:
+        if job.kind == "ratio":
+            done, goal_k = job.value * (k - 1) / steps, job.value * k / steps
             step_ratio = 1.0 - (1.0 - goal_k) / (1.0 - done)
             twin = _clone(model, plan.grads)
-            try:
-                _prune_step(twin, step_ratio, plan)
-            except NothingToPrune:
-                raise _nothing(src.model, ignored) from None
+            _prune_step(twin, step_ratio, plan)
             model = twin
         else:
-            metric = "macs" if kind == "target_macs" else "params"
-            base = macs0 if metric == "macs" else params0
-            goal = base * (1.0 - (1.0 - value) * k / steps)
-            try:
-                model, step_ratio = _search_ratio(model, plan, metric=metric, goal=goal, base=base, progress=progress)
-            except NothingToPrune:
-                raise _nothing(src.model, ignored) from None
-        plan.grads = None
-        plan.imp_cache.clear()      # the network changed (and may be fine-tuned next): scores are stale
-        macs, params = _measure(model, input_shape)
-        rec = {"step": k, "channel_ratio": round(step_ratio, 4), "macs": macs, "params": params,
-               "macs_ratio": macs / macs0, "params_ratio": params / params0}
-        if val_set is not None:
-            rec["top1_pruned"] = evaluate_module(model, val_set)["top1"]
-        if finetune_epochs > 0:
-            result = fit(model, train_set, val_set, ft_config, loss_fn=teacher_loss, progress=progress)
-            model.to("cpu").eval()
-            ft_seconds += result["seconds"]
-            rec["top1_finetuned"] = evaluate_module(model, val_set)["top1"]
-            rec["history"] = result["history"]
-        records.append(rec)
-        log.info("prune step %d/%d: %s", k, steps, {k_: v for k_, v in rec.items() if k_ != "history"})
-    if teacher_loss is not None:
-        teacher_loss.close()
+            metric = "macs" if job.kind == "target_macs" else "params"
+            base = job.macs0 if metric == "macs" else job.params0
+            goal = base * (1.0 - (1.0 - job.value) * k / steps)
+            model, step_ratio = _search_ratio(model, plan, metric=metric, goal=goal, base=base, progress=progress)
+    except NothingToPrune:
+        raise _nothing(job.src.model, plan.ignored) from None
+    plan.grads = None
+    plan.imp_cache.clear()      # the network changed (and may be fine-tuned next): scores are stale
+    macs, params = measure(model, plan.input_shape)
+    rec = {"step": k, "channel_ratio": round(step_ratio, 4), "macs": macs, "params": params,
+           "macs_ratio": macs / job.macs0, "params_ratio": params / job.params0}
+    if job.val_set is not None:
+        rec["top1_pruned"] = evaluate_module(model, job.val_set)["top1"]
+    return model, rec
 
-    macs1, params1 = _measure(model, input_shape)
-    layers = _layer_report(model, all_widths)
+
+def _record(job: _PruneJob, options: PruneOptions, model, records: list[dict],
+            finetune: tuple[TrainConfig, float], out) -> Artifact:
+    """The pruning report, the stage parameters and metrics, and the artifact (reloaded and compared)."""
+    src, plan = job.src, job.plan
+    macs1, params1 = measure(model, plan.input_shape)
+    layers = layer_report(model, plan.orig_width)
     if not layers:
         raise NothingToPrune(
-            f"{kind.replace('_', '-')} {value} removed no channel from {src.model} (narrowest prunable layer "
-            f"{min(widths.values())} channels, --round-to {rt}); ask for more, or lower --round-to."
+            f"{job.kind.replace('_', '-')} {job.value} removed no channel from {src.model} (narrowest prunable layer "
+            f"{min(job.widths.values())} channels, --round-to {plan.round_to}); ask for more, or lower --round-to."
         )
-    prunable_before = sum(widths.values())
-    prunable_after = sum(_width(m) for n, m in model.named_modules() if n in widths)
-    fresh = spec.build(num_classes=arch["num_classes"], in_channels=arch["in_channels"], input_size=arch["input_size"])
-    structure = describe_structure(model, fresh)
-    top1 = evaluate_module(model, val_set)["top1"] if val_set is not None else None
-
+    after = sum(w for n, w in all_widths(model).items() if n in job.widths)
+    arch = src.manifest["architecture"]
+    fresh = job.spec.build(num_classes=arch["num_classes"], in_channels=arch["in_channels"],
+                           input_size=arch["input_size"])
+    top1 = evaluate_module(model, job.val_set)["top1"] if job.val_set is not None else None
+    ft_config, ft_seconds = finetune
     report = {
-        "requested": {"kind": kind, "value": value},
-        "achieved": {"channel_ratio": 1.0 - prunable_after / prunable_before, "macs_ratio": macs1 / macs0,
-                     "params_ratio": params1 / params0},
-        "macs": {"before": macs0, "after": macs1},
-        "params": {"before": params0, "after": params1},
-        "importance": importance, "global": global_pruning, "round_to": rt,
-        "round_to_source": "auto" if round_to is None else "user", "max_layer_ratio": max_layer_ratio,
-        "ignored": ignored, "steps": records, "layers": layers,
-        "top1": {"original": top1_0, "pruned": top1} if top1 is not None else None,
+        "requested": {"kind": job.kind, "value": job.value},
+        "achieved": {"channel_ratio": 1.0 - after / sum(job.widths.values()), "macs_ratio": macs1 / job.macs0,
+                     "params_ratio": params1 / job.params0},
+        "macs": {"before": job.macs0, "after": macs1},
+        "params": {"before": job.params0, "after": params1},
+        "importance": options.importance, "global": options.global_pruning, "round_to": plan.round_to,
+        "round_to_source": "auto" if options.round_to is None else "user",
+        "max_layer_ratio": options.max_layer_ratio,
+        "ignored": plan.ignored, "steps": records, "layers": layers,
+        "top1": {"original": job.top1_0, "pruned": top1} if top1 is not None else None,
     }
-    params = {"ratio": ratio, "target_macs": target_macs, "target_params": target_params, "importance": importance,
-              "global": global_pruning, "max_layer_ratio": max_layer_ratio, "round_to": rt, "steps": steps,
-              "finetune_epochs": finetune_epochs, "data": describe_source(data, "train") if data else None,
-              "distill": distill, "temperature": temperature if distill else None, "alpha": alpha if distill else None,
-              "ignore": list(ignore), "seed": seed,
-              "finetune": ({k_: v for k_, v in dataclasses.asdict(ft_config).items() if k_ != "extra"}
-                           | {"lr": ft_config.resolved_lr()}) if finetune_epochs > 0 else None}
-    metrics = {"macs_ratio": macs1 / macs0, "params_ratio": params1 / params0}
+    distill = options.distill
+    params = {"ratio": options.ratio, "target_macs": options.target_macs, "target_params": options.target_params,
+              "importance": options.importance, "global": options.global_pruning,
+              "max_layer_ratio": options.max_layer_ratio, "round_to": plan.round_to, "steps": options.steps,
+              "finetune_epochs": options.finetune_epochs,
+              "data": options.data.describe("train") if options.data is not None else None,
+              "distill": distill, "temperature": options.temperature if distill else None,
+              "alpha": options.alpha if distill else None, "ignore": list(options.ignore), "seed": options.seed,
+              "finetune": ({k: v for k, v in ft_config.as_dict().items() if k != "extra"}
+                           | {"lr": ft_config.resolved_lr()}) if options.finetune_epochs > 0 else None}
+    metrics = {"macs_ratio": macs1 / job.macs0, "params_ratio": params1 / job.params0}
     if top1 is not None:
-        metrics.update(top1=top1, top1_original=top1_0, eval_data=describe_source(data, "val"))
+        metrics.update(top1=top1, top1_original=job.top1_0, eval_data=options.data.describe("val"))
     if ft_seconds:
         metrics["finetune_seconds"] = round(ft_seconds, 2)
     art = save_torch_artifact(model, out, name=src.model, input_spec=src.input, classes=src.classes, stage="prune",
-                              params=params, parent=src, metrics=metrics, structure=structure,
+                              params=params, parent=src, metrics=metrics, structure=describe_structure(model, fresh),
                               extra={"pruning": report})
     art.update_metrics({"reload_max_abs_diff": _reload_check(model, art)})
     return art
@@ -562,10 +507,6 @@ def prune(src, out: str | os.PathLike, *, ratio: float | None = None, target_mac
 def _reload_check(model, art) -> float:
     """Rebuild the saved artifact from disk (structure + safetensors) and compare logits with the
     network that was pruned in memory. Any difference is a bug in the structure description."""
-    import torch
-
-    from ..models import load_torch_model
-
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, *art.input_shape, generator=g)
     model.eval()

@@ -23,16 +23,25 @@ on CPU. :func:`check_2to4` proves the pattern on any model, state_dict or artifa
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from typing import Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
 
-from ..errors import InvalidInput
+import torch
+from torch import nn
+
+from ..artifact import Artifact, check_out, is_artifact
+from ..errors import InvalidInput, OptionError, suggest
+from ..evaluation import evaluate_module
+from ..models import load_torch_model, save_torch_artifact, torch_artifact, unknown_layer
+from ..train import FitOptions, fit
 
 log = logging.getLogger("edgecnn")
 
-__all__ = ["sparsify", "check_2to4", "eligible_layers", "mask_2to4", "mask_magnitude", "PATTERNS"]
+__all__ = ["sparsify", "SparsifyOptions", "check_2to4", "check_mode", "eligible_layers", "mask_2to4",
+           "mask_magnitude", "PATTERNS"]
 
 PATTERNS = ("2:4", "unstructured")
 GROUP = 4
@@ -60,8 +69,6 @@ def _from_groups(groups, like):
 
 def mask_2to4(weight):
     """Boolean mask keeping the 2 largest |w| of every 4 consecutive input channels."""
-    import torch
-
     groups = _groups_view(weight.detach().abs())
     top = groups.topk(KEEP, dim=1).indices
     keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, top, True)
@@ -70,8 +77,6 @@ def mask_2to4(weight):
 
 def mask_magnitude(weight, sparsity: float):
     """Boolean mask zeroing the ``sparsity`` fraction of smallest |w| of this tensor."""
-    import torch
-
     n = weight.numel()
     k = int(round(sparsity * n))
     if k <= 0:
@@ -86,8 +91,6 @@ def mask_magnitude(weight, sparsity: float):
 # -- which layers ----------------------------------------------------------------------------------
 def skip_reason(module, pattern: str) -> str | None:
     """Why TensorRT would not run ``module`` sparse (None when it qualifies)."""
-    from torch import nn
-
     if isinstance(module, nn.Conv2d):
         if module.groups != 1:
             return f"grouped convolution (groups={module.groups})"
@@ -106,8 +109,6 @@ def skip_reason(module, pattern: str) -> str | None:
 
 def eligible_layers(model, pattern: str = "2:4", exclude: Iterable[str] = ()) -> tuple[list[str], dict[str, str]]:
     """(layers to sparsify, {skipped layer: reason}) over every Conv2d / Linear of ``model``."""
-    from torch import nn
-
     exclude = set(exclude)
     chosen, skipped = [], {}
     for name, module in model.named_modules():
@@ -133,16 +134,10 @@ def check_2to4(obj, layers: Iterable[str] | None = None) -> list[dict]:
     weight TensorRT could run sparse). Returns one dict per offending layer: layer, groups,
     violating_groups and the first violating group's (out, in_start, kh, kw) index.
     """
-    import torch
-
-    from ..artifact import Artifact, is_artifact
-
     state, manifest_layers = None, None
     if isinstance(obj, (str, os.PathLike)) and is_artifact(obj):
         obj = Artifact.load(obj, formats=("torch",))
     if isinstance(obj, Artifact):
-        from ..models import load_torch_model
-
         sp = obj.manifest.get("sparsity") or {}
         if sp.get("pattern") == "2:4":
             manifest_layers = list(sp.get("layers", {}))
@@ -154,8 +149,8 @@ def check_2to4(obj, layers: Iterable[str] | None = None) -> list[dict]:
     else:
         state = dict(obj)
         if layers is None and manifest_layers is None:
-            layers = [k[: -len(".weight")] for k, v in state.items()
-                      if k.endswith(".weight") and v.dim() in (2, 4) and v.shape[1] % 16 == 0 and v.shape[0] % 8 == 0]
+            layers = [k[: -len(".weight")] for k, v in state.items() if k.endswith(".weight")
+                      and v.dim() in (2, 4) and v.shape[1] % 16 == 0 and v.shape[0] % 8 == 0]
     layers = list(manifest_layers if layers is None else layers)
     violations = []
     for name in layers:
@@ -164,7 +159,8 @@ def check_2to4(obj, layers: Iterable[str] | None = None) -> list[dict]:
             violations.append({"layer": name, "error": "no such weight"})
             continue
         if w.dim() not in (2, 4) or w.shape[1] % GROUP:
-            violations.append({"layer": name, "error": f"shape {tuple(w.shape)}: input channels not a multiple of 4"})
+            violations.append({"layer": name,
+                               "error": f"shape {tuple(w.shape)}: input channels not a multiple of 4"})
             continue
         nonzero = (_groups_view(w) != 0).sum(dim=1)
         bad = (nonzero > GROUP - KEEP).nonzero().flatten()
@@ -195,8 +191,6 @@ class MaskKeeper:
     """Holds masks on a model while it trains: gradient hooks + forward pre-hooks (see module docstring)."""
 
     def __init__(self, model, masks: dict):
-        import torch
-
         self.masks = masks
         self._handles = []
         modules = dict(model.named_modules())
@@ -205,20 +199,15 @@ class MaskKeeper:
             self._handles.append(module.weight.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype)))
             self._handles.append(module.register_forward_pre_hook(self._pre_hook(mask)))
         self.apply(model)
-        self._torch = torch
 
     @staticmethod
     def _pre_hook(mask):
-        import torch
-
         def hook(module, inputs):
             with torch.no_grad():
                 module.weight.mul_(mask.to(module.weight.device, module.weight.dtype))
         return hook
 
     def apply(self, model) -> None:
-        import torch
-
         modules = dict(model.named_modules())
         with torch.no_grad():
             for name, mask in self.masks.items():
@@ -231,114 +220,127 @@ class MaskKeeper:
         self._handles.clear()
 
 
+# -- options ---------------------------------------------------------------------------------------
+@dataclass
+class SparsifyOptions(FitOptions):
+    """``pattern`` '2:4' (sparsity is then 0.5 by construction) or 'unstructured' (``sparsity`` of each
+    eligible layer's smallest weights, default 0.5); ``finetune_epochs`` > 0 trains on ``data`` with the
+    mask held fixed; ``exclude`` names layers to leave dense. Data, learning rate (default 0.01 SGD),
+    batch size, seed and device: :class:`~edgecnn.train.FitOptions`."""
+
+    pattern: Literal["2:4", "unstructured"] = "2:4"
+    sparsity: float | None = None
+    finetune_epochs: int = 0
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.exclude, str):
+            self.exclude = tuple(self.exclude)
+
+    @property
+    def resolved_sparsity(self) -> float:
+        """The fraction of each layer's weights zeroed: 0.5 for 2:4, else ``sparsity`` (default 0.5)."""
+        return 0.5 if self.pattern == "2:4" or self.sparsity is None else float(self.sparsity)
+
+    def validate(self) -> None:
+        if self.pattern not in PATTERNS:
+            raise OptionError(f"Unknown sparsity pattern '{self.pattern}'.{suggest(self.pattern, PATTERNS)} "
+                              "Choose 2:4 or unstructured.")
+        if self.pattern == "2:4" and self.sparsity not in (None, 0.5):
+            raise OptionError(f"2:4 sparsity is 50 % by definition (2 of every 4 weights); drop --sparsity "
+                              f"{self.sparsity} or use --pattern unstructured.")
+        if not 0.0 < self.resolved_sparsity < 1.0:
+            raise OptionError(f"--sparsity must be between 0 and 1 (fraction of weights to zero), got "
+                              f"{self.resolved_sparsity}.")
+        self.check_finetune(self.finetune_epochs)
+        if isinstance(self.exclude, str):
+            raise OptionError(f"exclude must be a list of layer names, got the text {self.exclude!r}.")
+        super().validate()
+
+
+def check_mode(out, check: bool) -> None:
+    """The rule between ``--out`` and ``--check``: sparsify writes to ``out``; a check writes nothing."""
+    if check and out:
+        raise OptionError("--check only verifies ARTIFACT; drop --out.")
+    if not check and not out:
+        raise OptionError("Missing option '--out' (or pass --check to verify ARTIFACT).")
+
+
 # -- the stage -------------------------------------------------------------------------------------
-def sparsify(src, out: str | os.PathLike, *, pattern: str = "2:4", sparsity: float | None = None,
-             finetune_epochs: int = 0, data: str | None = None, exclude: Iterable[str] = (), lr: float | None = None,
-             batch_size: int = 64, config=None, seed: int = 0, device: str = "auto", val_split: float = 0.2,
-             skip_corrupt: bool = False, progress: bool = True):
-    """The sparsify stage: zero weights of the torch artifact ``src`` in ``pattern``; write to ``out``.
-
-    ``pattern`` '2:4' (sparsity is then 0.5 by construction) or 'unstructured' (``sparsity`` of each
-    eligible layer's smallest weights, default 0.5). ``finetune_epochs`` > 0 trains on ``data`` with the
-    mask held fixed. ``exclude`` names layers to leave dense.
-    """
-    if out is not None:
-        from ..artifact import check_out
-
-        check_out(out)
-    from ..artifact import Artifact
-    from ..data import describe_source, load_dataset
-    from ..errors import ArtifactError
-    from ..models import load_torch_model, save_torch_artifact
-    from ..evaluation import evaluate_module
-    from ..train import TrainConfig, fit
-
-    if pattern not in PATTERNS:
-        from ..errors import suggest
-
-        raise InvalidInput(f"Unknown sparsity pattern '{pattern}'.{suggest(pattern, PATTERNS)} Choose 2:4 or unstructured.")
-    if pattern == "2:4":
-        if sparsity not in (None, 0.5):
-            raise InvalidInput(f"2:4 sparsity is 50 % by definition (2 of every 4 weights); drop --sparsity {sparsity} "
-                               "or use --pattern unstructured.")
-        sparsity = 0.5
-    else:
-        sparsity = 0.5 if sparsity is None else float(sparsity)
-        if not 0.0 < sparsity < 1.0:
-            raise InvalidInput(f"--sparsity must be between 0 and 1 (fraction of weights to zero), got {sparsity}.")
-    if finetune_epochs < 0:
-        raise InvalidInput(f"--finetune-epochs must be >= 0, got {finetune_epochs}.")
-    if finetune_epochs > 0 and not data:
-        raise InvalidInput("--finetune-epochs needs training data: pass --data digits or a folder of class sub-folders.")
-    if not isinstance(src, Artifact):
-        src = Artifact.load(src, formats=("torch",))
-    elif src.format != "torch":
-        raise ArtifactError(f"'{src.path}' is a {src.format} artifact; sparsify the torch artifact it was exported from.")
+def sparsify(src, out: str | os.PathLike, options: SparsifyOptions, *, progress: bool = True) -> Artifact:
+    """The sparsify stage: zero weights of the torch artifact ``src`` as ``options`` say; write ``out``."""
+    check_mode(out, check=False)
+    options.validate()
+    check_out(out)
+    src = torch_artifact(src, why="sparsify the torch artifact it was exported from")
     model = load_torch_model(src)
-    modules = dict(model.named_modules())
-    for name in exclude:
-        if name not in modules or not name:
-            from ..errors import suggest
-
-            raise InvalidInput(f"--exclude '{name}': {src.model} has no such layer.{suggest(name, [m for m in modules if m])}")
-    chosen, skipped = eligible_layers(model, pattern, exclude)
+    missing = unknown_layer(model, options.exclude)
+    if missing:
+        raise InvalidInput(f"--exclude '{missing[0]}': {src.model} has no such layer.{missing[1]}")
+    chosen, skipped = eligible_layers(model, options.pattern, options.exclude)
     if not chosen:
-        raise InvalidInput(f"No layer of {src.model} qualifies for {pattern} sparsity "
+        raise InvalidInput(f"No layer of {src.model} qualifies for {options.pattern} sparsity "
                            f"({'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])}); nothing to do.")
-    masks = {n: (mask_2to4(modules[n].weight) if pattern == "2:4" else mask_magnitude(modules[n].weight, sparsity))
-             for n in chosen}
-
-    val_set = train_set = None
-    top1_0 = None
-    if data:
-        val_set = load_dataset(data, src.input, "val", val_split=val_split, seed=seed, skip_corrupt=skip_corrupt,
-                               num_classes=src.num_classes)
-        if len(val_set.classes) != src.num_classes:
-            raise InvalidInput(f"Data '{data}' has {len(val_set.classes)} classes but {src.model} predicts "
-                               f"{src.num_classes}; use the data the model was trained on.")
-        top1_0 = evaluate_module(model, val_set)["top1"]
+    modules = dict(model.named_modules())
+    masks = {n: (mask_2to4(modules[n].weight) if options.pattern == "2:4"
+                 else mask_magnitude(modules[n].weight, options.resolved_sparsity)) for n in chosen}
+    val_set, top1 = None, {}
+    if options.data is not None:
+        val_set = options.dataset(src.input, "val", num_classes=src.num_classes)
+        options.data.check_classes(val_set.classes, src.num_classes, who=src.model,
+                                   fix="use the data the model was trained on")
+        top1["original"] = evaluate_module(model, val_set)["top1"]
     keeper = MaskKeeper(model, masks)
-    history = None
-    ft = None
+    history = ft = None
     try:
-        top1_masked = evaluate_module(model, val_set)["top1"] if val_set is not None else None
-        if finetune_epochs > 0:
-            train_set = load_dataset(data, src.input, "train", augment=True, val_split=val_split, seed=seed,
-                                     skip_corrupt=skip_corrupt, num_classes=src.num_classes)
-            ft = (TrainConfig(epochs=finetune_epochs, batch_size=batch_size, lr=0.01 if lr is None else lr, seed=seed,
-                              device=device) if config is None
-                  else dataclasses.replace(config, epochs=finetune_epochs, **({"lr": lr} if lr is not None else {})))
+        if val_set is not None:
+            top1["masked"] = evaluate_module(model, val_set)["top1"]
+        if options.finetune_epochs > 0:
+            train_set = options.dataset(src.input, "train", num_classes=src.num_classes, augment=True)
+            ft = options.train_config(options.finetune_epochs)
             history = fit(model, train_set, val_set, ft, progress=progress)["history"]
             model.to("cpu")
         keeper.apply(model)
     finally:
         keeper.close()
     model.eval()
-    if pattern == "2:4":
+    if options.pattern == "2:4":
         bad = check_2to4(model, chosen)
         if bad:  # a bug, not a user error: the mask must hold by construction
             raise RuntimeError(f"2:4 pattern broken after sparsify: {bad[:3]}")
-    per_layer = layer_sparsity(model, chosen)
+    if val_set is not None:
+        top1["final"] = evaluate_module(model, val_set)["top1"]
+    return _record(src, model, out, options, (chosen, skipped), top1, (ft, history))
+
+
+def _record(src: Artifact, model, out, options: SparsifyOptions, layers: tuple[list[str], dict[str, str]],
+            top1: dict, finetune: tuple) -> Artifact:
+    """The sparsity report, the stage parameters and metrics, and the artifact."""
+    chosen, skipped = layers
+    ft, history = finetune
+    modules = dict(model.named_modules())
+    pattern = options.pattern
     total = sum(modules[n].weight.numel() for n in chosen)
     zeros = sum(int((modules[n].weight == 0).sum()) for n in chosen)
-    all_weights = sum(m.weight.numel() for n, m in model.named_modules() if type(m).__name__ in ("Conv2d", "Linear"))
-    top1 = evaluate_module(model, val_set)["top1"] if val_set is not None else None
-    report = {"pattern": pattern, "target_sparsity": sparsity, "group": [KEEP, GROUP] if pattern == "2:4" else None,
+    all_weights = sum(m.weight.numel() for m in model.modules() if type(m).__name__ in ("Conv2d", "Linear"))
+    report = {"pattern": pattern, "target_sparsity": options.resolved_sparsity,
+              "group": [KEEP, GROUP] if pattern == "2:4" else None,
               "axis": "input channels (conv: for every k, r, s; linear: rows)" if pattern == "2:4" else None,
-              "layers": per_layer, "skipped": skipped,
+              "layers": layer_sparsity(model, chosen), "skipped": skipped,
               "sparse_weight_fraction": zeros / total if total else 0.0,
               "covered_weight_fraction": total / all_weights if all_weights else 0.0,
-              "top1": {"original": top1_0, "masked": top1_masked, "final": top1} if top1 is not None else None}
-    params = {"pattern": pattern, "sparsity": sparsity, "finetune_epochs": finetune_epochs,
-              "data": describe_source(data, "train") if data else None, "exclude": list(exclude), "seed": seed,
-              "finetune": dataclasses.asdict(ft) | {"lr": ft.resolved_lr()} if ft is not None else None}
+              "top1": top1 or None}
+    params = {"pattern": pattern, "sparsity": options.resolved_sparsity, "finetune_epochs": options.finetune_epochs,
+              "data": options.data.describe("train") if options.data is not None else None,
+              "exclude": list(options.exclude), "seed": options.seed,
+              "finetune": ft.as_dict() | {"lr": ft.resolved_lr()} if ft is not None else None}
     metrics = {"weight_sparsity": zeros / all_weights if all_weights else 0.0}
-    if top1 is not None:
-        metrics.update(top1=top1, top1_original=top1_0, eval_data=describe_source(data, "val"))
-    structure = (src.manifest.get("architecture") or {}).get("structure")
+    if top1:
+        metrics.update(top1=top1["final"], top1_original=top1["original"], eval_data=options.data.describe("val"))
     extra = {"sparsity": report}
     if history:
         extra["history"] = history
     return save_torch_artifact(model, out, name=src.model, input_spec=src.input, classes=src.classes,
-                               stage="sparsify", params=params, parent=src, metrics=metrics, structure=structure,
-                               extra=extra)
+                               stage="sparsify", params=params, parent=src, metrics=metrics,
+                               structure=(src.manifest.get("architecture") or {}).get("structure"), extra=extra)

@@ -6,11 +6,20 @@ import logging
 import warnings
 from pathlib import Path
 
-from ..errors import InvalidInput
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..artifact import Artifact, is_artifact, new_manifest, write_artifact
+from ..errors import ArtifactError, InvalidInput, suggest
+from . import lenet, zoo  # noqa: F401  (each registers its networks)
 from .registry import ModelSpec, create_model, get_spec, list_models, register
+from .structure import apply_structure
+from .weights import imagenet_state_dict, load_into, read_state_dict
 
 __all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "register", "build_model",
-           "load_torch_model", "save_torch_artifact", "count_params", "count_macs", "architecture_of"]
+           "load_torch_model", "save_torch_artifact", "count_params", "count_macs", "architecture_of",
+           "torch_artifact", "unknown_layer"]
 
 log = logging.getLogger("edgecnn")
 
@@ -21,9 +30,6 @@ def count_params(model) -> int:
 
 def count_macs(model, input_shape: tuple[int, int, int]) -> int:
     """Multiply-accumulates of one forward pass at batch 1 (convolutions and matrix products)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     was_training = model.training
     model.eval()
     try:
@@ -36,7 +42,8 @@ def count_macs(model, input_shape: tuple[int, int, int]) -> int:
     return int(counter.get_total_flops() // 2)
 
 
-def architecture_of(name: str, *, num_classes: int, in_channels: int, input_size, structure: dict | None = None) -> dict:
+def architecture_of(name: str, *, num_classes: int, in_channels: int, input_size,
+                    structure: dict | None = None) -> dict:
     h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     return {"name": name, "num_classes": int(num_classes), "in_channels": int(in_channels),
             "input_size": [int(h), int(w)], "structure": structure or None}
@@ -49,9 +56,6 @@ def build_model(name: str, *, weights: str = "random", num_classes: int | None =
     Returns (model, info) where info records the weights source and anything adapted on load.
     With an artifact as weights and no explicit num_classes, its classes are kept.
     """
-    from ..artifact import Artifact, is_artifact
-    from .weights import imagenet_state_dict, load_into, read_state_dict
-
     spec = get_spec(name)
     info: dict = {"weights": weights}
     if weights == "random":
@@ -62,14 +66,13 @@ def build_model(name: str, *, weights: str = "random", num_classes: int | None =
     if is_artifact(weights):
         art = Artifact.load(weights, formats=("torch",))
         if art.model != name:
-            raise InvalidInput(f"Artifact '{weights}' holds {art.model}, not {name}; pass a {name} artifact or use MODEL {art.model}.")
+            raise InvalidInput(f"Artifact '{weights}' holds {art.model}, not {name}; pass a {name} artifact or use "
+                               f"MODEL {art.model}.")
         model = load_torch_model(art)
         info.update(parent=art, classes=art.classes)
         if num_classes is not None and num_classes != art.num_classes:
-            from .weights import load_into as _reload
-
             fresh = spec.build(num_classes=num_classes, in_channels=art.input_shape[0], input_size=art.input_shape[1:])
-            info["report"] = _reload(fresh, spec, model.state_dict(), source=f"artifact {weights}")
+            info["report"] = load_into(fresh, spec, model.state_dict(), source=f"artifact {weights}")
             model = fresh
             info.pop("classes")
         return model, info
@@ -90,13 +93,29 @@ def _classes_in(state: dict, spec: ModelSpec) -> int | None:
     return int(w.shape[0]) if w is not None else None
 
 
+def torch_artifact(src, *, why: str, who: str = "") -> Artifact:
+    """``src`` (an Artifact or its directory) as a torch artifact; another format fails with ``why`` (the fix).
+
+    ``who`` names the role in the message (e.g. "The teacher ")."""
+    if not isinstance(src, Artifact):
+        return Artifact.load(src, formats=("torch",))
+    if src.format != "torch":
+        raise ArtifactError(f"{who}'{src.path}' is a {src.format} artifact; {why}.")
+    return src
+
+
+def unknown_layer(model, names) -> tuple[str, str] | None:
+    """(name, ' Did you mean ...?') for the first of ``names`` that is not a module path of ``model``, else None."""
+    modules = [n for n, _ in model.named_modules() if n]
+    known = set(modules)
+    for name in names:
+        if name not in known:
+            return name, suggest(name, modules)
+    return None
+
+
 def load_torch_model(artifact):
     """Rebuild the network of a torch artifact (including a pruned structure) and load its tensors."""
-    from safetensors.torch import load_file
-
-    from ..errors import ArtifactError
-    from .structure import apply_structure
-
     arch = artifact.manifest.get("architecture") or {}
     if "name" not in arch:
         raise ArtifactError(f"'{artifact.path}' has no architecture record; re-create the artifact.")
@@ -112,7 +131,8 @@ def load_torch_model(artifact):
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0:3]
-        raise ArtifactError(f"{artifact.model_file} does not match its manifest's architecture ({' '.join(first)[:300]}); re-create the artifact.") from exc
+        raise ArtifactError(f"{artifact.model_file} does not match its manifest's architecture "
+                            f"({' '.join(first)[:300]}); re-create the artifact.") from exc
     model.eval()
     return model
 
@@ -121,10 +141,6 @@ def save_torch_artifact(model, out, *, name: str, input_spec: dict, classes: lis
                         params: dict | None = None, parent=None, metrics: dict | None = None,
                         structure: dict | None = None, precision: str = "fp32", extra: dict | None = None):
     """Write ``model`` as a torch artifact: model.safetensors + manifest (architecture, structure, input)."""
-    from safetensors.torch import save_file
-
-    from ..artifact import new_manifest, write_artifact
-
     arch = architecture_of(name, num_classes=len(classes), in_channels=input_spec["channels"],
                            input_size=(input_spec["height"], input_spec["width"]), structure=structure)
     shape = (input_spec["channels"], input_spec["height"], input_spec["width"])
@@ -147,8 +163,6 @@ def describe_models(names=None, *, input_size=None, in_channels=None, num_classe
 
     Models are built on torch's meta device: shapes only, no weights allocated or initialised and no
     arithmetic, so listing the whole zoo (VGG-19: 144 M parameters) takes a second instead of minutes."""
-    import torch
-
     rows = []
     for name in names or list_models():
         spec = get_spec(name)
@@ -157,6 +171,7 @@ def describe_models(names=None, *, input_size=None, in_channels=None, num_classe
         classes = num_classes or (10 if spec.family == "lenet" else 1000)
         with torch.device("meta"):
             model = spec.build(num_classes=classes, in_channels=c, input_size=hw)
-        rows.append({"name": name, "family": spec.family, "input": [c, *hw], "classes": classes, "min_input": spec.min_input,
-                     "params": count_params(model), "macs": count_macs(model, (c, *hw)), "paper": spec.paper})
+        rows.append({"name": name, "family": spec.family, "input": [c, *hw], "classes": classes,
+                     "min_input": spec.min_input, "params": count_params(model), "macs": count_macs(model, (c, *hw)),
+                     "paper": spec.paper})
     return rows

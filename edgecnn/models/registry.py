@@ -1,11 +1,15 @@
 """The model registry: one :class:`ModelSpec` per network, the single source of truth for building a
 model and for everything that must agree with it (preprocessing, export shapes, calibration, pruning).
+
+The registry holds the type and the table only; each family registers its networks from its own module
+(:mod:`.lenet`, :mod:`.zoo`), and ``edgecnn.models`` imports those modules, so importing any part of the
+package fills the table and no builder module is imported back from here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import InvalidInput, UnknownModel, suggest
 
@@ -101,19 +105,11 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def _ensure_loaded() -> None:
-    # Always import both (cached after the first time): testing `if not _REGISTRY` lost lenet5 whenever
-    # edgecnn.models.zoo had been imported directly before the first lookup.
-    from . import lenet, zoo  # noqa: F401  (registration side effects)
-
-
 def list_models() -> list[str]:
-    _ensure_loaded()
     return list(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -52,9 +52,11 @@ def apply_structure(model: nn.Module, structure: dict) -> nn.Module:
                 "the artifact does not belong to this model - re-create it."
             )
         if isinstance(module, nn.Conv2d):
-            module.in_channels, module.out_channels, module.groups = dims["in_channels"], dims["out_channels"], dims["groups"]
+            module.in_channels, module.out_channels = dims["in_channels"], dims["out_channels"]
+            module.groups = dims["groups"]
             kh, kw = module.kernel_size
-            module.weight = nn.Parameter(torch.empty(dims["out_channels"], dims["in_channels"] // dims["groups"], kh, kw))
+            module.weight = nn.Parameter(torch.empty(dims["out_channels"], dims["in_channels"] // dims["groups"],
+                                                     kh, kw))
             if module.bias is not None:
                 module.bias = nn.Parameter(torch.empty(dims["out_channels"]))
         elif isinstance(module, nn.BatchNorm2d):

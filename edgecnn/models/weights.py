@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
+import torchvision
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import WeightsError
 from .registry import ModelSpec
+from .zoo import _get
 
 log = logging.getLogger("edgecnn")
 
@@ -24,24 +29,22 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read tensors from a .safetensors or torch-saved file without unpickling arbitrary objects."""
     path = Path(path)
     if not path.exists():
-        raise WeightsError(f"Weights file '{path}' does not exist; pass a .pth/.pt/.safetensors file, an artifact, 'imagenet' or 'random'.")
+        raise WeightsError(f"Weights file '{path}' does not exist; pass a .pth/.pt/.safetensors file, an artifact, "
+                           "'imagenet' or 'random'.")
     if path.is_dir():
-        raise WeightsError(f"'{path}' is a directory but not an edgecnn artifact (no manifest.json); pass a weights file or an artifact.")
+        raise WeightsError(f"'{path}' is a directory but not an edgecnn artifact (no manifest.json); pass a weights "
+                           "file or an artifact.")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise WeightsError(f"Cannot read weights file '{path}': not a valid safetensors file ({_short(exc)}).") from exc
+            raise WeightsError(f"Cannot read weights file '{path}': not a valid safetensors file "
+                               f"({_short(exc)}).") from exc
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
         text = str(exc)
         if "Unsupported global" in text:
-            import re
-
             found = re.search(r"GLOBAL (\S+)", text)
             what = f" ({found.group(1)})" if found else ""
             raise WeightsError(
@@ -64,8 +67,6 @@ def _detail(exc: Exception) -> str:
 
 
 def _short(exc: Exception) -> str:
-    import re
-
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()   # torch colours parts of its messages
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
@@ -88,9 +89,8 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
 def imagenet_cache_file(spec: ModelSpec) -> tuple[Path, str]:
     """(path in torch hub's checkpoint cache, download URL) of ``spec``'s published ImageNet weights."""
     if spec.torchvision is None:
-        raise WeightsError(f"{spec.name} has no published ImageNet weights; pass --weights FILE, an artifact, or 'random' and train it.")
-    import torchvision
-
+        raise WeightsError(f"{spec.name} has no published ImageNet weights; pass --weights FILE, an artifact, or "
+                           "'random' and train it.")
     url = torchvision.models.get_model_weights(spec.torchvision).DEFAULT.url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
 
@@ -105,7 +105,8 @@ def imagenet_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
         match = torch.hub.HASH_REGEX.search(cached.name)
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1) if match else None, progress=True)
+            torch.hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1) if match else None,
+                                           progress=True)
         except Exception as exc:  # URLError, socket errors, HTTP errors, hash mismatch
             raise WeightsError(
                 f"Could not download ImageNet weights for {spec.name} ({_short(exc)}). If this machine is offline, "
@@ -149,7 +150,8 @@ def load_into(model: nn.Module, spec: ModelSpec, state: dict[str, torch.Tensor],
     if head_mismatch:
         for k in head_keys:
             state.pop(k, None)
-        report["reinitialised"].append(f"{spec.classifier} (classifier re-initialised for {_out_features(model, spec)} classes)")
+        report["reinitialised"].append(
+            f"{spec.classifier} (classifier re-initialised for {_out_features(model, spec)} classes)")
     missing = [k for k in own if k not in state and not (head_mismatch and k.startswith(head))]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
@@ -171,7 +173,5 @@ def load_into(model: nn.Module, spec: ModelSpec, state: dict[str, torch.Tensor],
 
 
 def _out_features(model: nn.Module, spec: ModelSpec) -> int:
-    from .zoo import _get
-
     head = _get(model, spec.classifier)
     return int(getattr(head, "out_features", getattr(head, "out_channels", 0)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import torchvision
 from torch import nn
 
 from .registry import ModelSpec, register
@@ -43,8 +44,6 @@ def replace_stem(model: nn.Module, first_conv: str, in_channels: int) -> nn.Modu
 
 
 def _tv_builder(tv_name: str, first_conv: str, extra: dict, *, num_classes: int, in_channels: int, input_size):
-    import torchvision
-
     model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes, **extra)
     return replace_stem(model, first_conv, in_channels)
 
