@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
+
+from .envinfo import fingerprint
 from .errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -61,15 +64,10 @@ def atomic_write_json(path: Path, data) -> None:
 
 
 def _json_default(obj):
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
@@ -158,13 +156,15 @@ class Artifact:
             )
         mpath = path / MANIFEST
         if not mpath.is_file():
-            raise ArtifactError(f"'{path}' has no {MANIFEST}, so it is not an edgecnn artifact; pass a directory written by an edgecnn command.")
+            raise ArtifactError(f"'{path}' has no {MANIFEST}, so it is not an edgecnn artifact; pass a directory "
+                                "written by an edgecnn command.")
         try:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{mpath} is not valid JSON ({exc}); re-create the artifact.") from exc
         if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-            raise ArtifactError(f"{mpath} is not an edgecnn manifest (schema {SCHEMA!r} expected); re-create the artifact.")
+            raise ArtifactError(f"{mpath} is not an edgecnn manifest (schema {SCHEMA!r} expected); re-create the "
+                                "artifact.")
         missing = [k for k in _REQUIRED if k not in manifest]
         if missing:
             raise ArtifactError(f"{mpath} lacks {', '.join(missing)}; re-create the artifact.")
@@ -177,7 +177,8 @@ class Artifact:
                     f"{_how_to_get(formats)}."
                 )
         if not art.model_file.exists():
-            raise ArtifactError(f"Artifact '{path}' lists {art.manifest['file']} but the file is missing; re-create the artifact.")
+            raise ArtifactError(f"Artifact '{path}' lists {art.manifest['file']} but the file is missing; re-create "
+                                "the artifact.")
         if verify:
             art.verify()
         return art
@@ -187,9 +188,11 @@ class Artifact:
         for rel, digest in self.manifest.get("files", {self.manifest["file"]: self.sha256}).items():
             f = self.path / rel
             if not f.exists():
-                raise ArtifactError(f"{f} is listed in {MANIFEST} but missing; the artifact is incomplete - re-create it.")
+                raise ArtifactError(f"{f} is listed in {MANIFEST} but missing; the artifact is incomplete - "
+                                    "re-create it.")
             if sha256_file(f) != digest:
-                raise ArtifactError(f"{f} does not match its sha256 in {MANIFEST} (modified or corrupted); re-create the artifact.")
+                raise ArtifactError(f"{f} does not match its sha256 in {MANIFEST} (modified or corrupted); "
+                                    "re-create the artifact.")
 
     def update_metrics(self, metrics: dict) -> None:
         """Merge measured metrics into the manifest (atomically rewritten)."""
@@ -219,8 +222,6 @@ def new_manifest(
     extra: dict | None = None,
 ) -> dict:
     """Build a manifest dict; lineage and metrics-so-far are inherited from ``parent``."""
-    from .envinfo import fingerprint
-
     if format not in FORMATS:
         raise ValueError(f"unknown artifact format {format!r}")
     lineage: list[dict] = []

@@ -1,12 +1,13 @@
 """Latency you can trust on a shared machine: interleaved, warmed-up, pinned, fingerprinted.
 
 Why interleaving: on a shared or thermally throttling machine absolute times drift by tens of percent
-within minutes (FIELD-NOTES: up to ~35 % in an hour here), so "A measured, then B measured" compares
-the machine's moods, not A and B. ``measure_latency`` runs all candidates in one process in rounds
-(A B C, B C A, C A B, ... - the order rotates so nobody always runs first), each round a short timed
-block per candidate. Every round yields a paired ratio candidate/first measured under the same load;
+within minutes (up to ~35 % within an hour on the shared machine this was developed on), so "A measured,
+then B measured" compares the machine's moods, not A and B. ``measure_latency`` runs all candidates in
+one process in rounds (A B C, B C A, C A B, ... - the order rotates so nobody always runs first), each
+round a short timed block per candidate. Every round yields a paired ratio candidate/first measured under the same load;
 the reported ratio is the median of those paired ratios (``ratio_p50`` keeps the ratio of the overall
-medians) and its spread is the inter-quartile range of the per-round ratios. A candidate measured against itself must come out at ~1.0 (tested).
+medians) and its spread is the inter-quartile range of the per-round ratios. A candidate measured
+against itself must come out at ~1.0 (tested).
 
 Also: warm-up before timing (int = iterations, float = seconds), a minimum timed duration *and* a
 minimum number of repeats, a thread count pinned for every runtime, a short untimed pre-roll at the
@@ -27,8 +28,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .errors import InvalidInput
+from .artifact import Artifact
+from .data.source import DataSource
+from .envinfo import fingerprint, fingerprint_key
+from .errors import InvalidInput, OptionError
+from .runtime import open_runner
 
 SCHEMA = "edgecnn.bench/1"
 PREROLL_BELOW_S = 0.02     # models faster than this get an untimed pre-roll at the start of each block
@@ -59,7 +65,8 @@ class LatencyStats:
         p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
         mean = float(ms.mean())
         return cls(p50=p50, p90=p90, p99=p99, mean=mean, std=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
-                   min=float(ms.min()), max=float(ms.max()), throughput=batch_size * 1e3 / mean if mean > 0 else math.inf,
+                   min=float(ms.min()), max=float(ms.max()),
+                   throughput=batch_size * 1e3 / mean if mean > 0 else math.inf,
                    n=int(len(ms)), batch_size=int(batch_size))
 
     def to_dict(self) -> dict:
@@ -134,11 +141,8 @@ def _unique_labels(labels: list[str]) -> list[str]:
 
 def _open_candidates(items: Sequence, labels: Sequence[str] | None, *, device: str, threads: int,
                      runner_options: dict | None) -> list[_Candidate]:
-    from .artifact import Artifact
-    from .runtime import open_runner
-
     if labels is not None and len(labels) != len(items):
-        raise InvalidInput(f"{len(labels)} labels for {len(items)} candidates; give one label per artifact.")
+        raise OptionError(f"{len(labels)} labels for {len(items)} artifacts; give one --label per artifact.")
     cands: list[_Candidate] = []
     try:
         for i, item in enumerate(items):
@@ -165,18 +169,18 @@ def _open_candidates(items: Sequence, labels: Sequence[str] | None, *, device: s
     return cands
 
 
-def bench_inputs(input_spec: dict, batch_size: int, data: str = "digits") -> np.ndarray:
-    """``batch_size`` images (float32 N,C,H,W): held-out digits preprocessed with ``input_spec`` (the
-    same images for every candidate, cycled when the batch is larger than the split), or noise."""
-    if data.startswith("synthetic"):
+def bench_inputs(input_spec: dict, batch_size: int, data: DataSource | str = "digits") -> np.ndarray:
+    """``batch_size`` images (float32 N,C,H,W): held-out images of ``data`` (default: the digits)
+    preprocessed with ``input_spec`` (the same images for every candidate, cycled when the batch is larger
+    than the split), or seeded noise for a synthetic source."""
+    source = DataSource.parse(data)
+    if source.is_synthetic:
         rng = np.random.default_rng(0)
         shape = (batch_size, int(input_spec["channels"]), int(input_spec["height"]), int(input_spec["width"]))
         return rng.standard_normal(shape, dtype=np.float32)
-    from .data import load_dataset
-
-    dataset = load_dataset(data, input_spec, "val")
+    dataset = source.dataset(input_spec, "val")
     if len(dataset) == 0:
-        raise InvalidInput(f"Data '{data}' has no held-out images to benchmark with; pass --data digits.")
+        raise InvalidInput(f"Data '{source}' has no held-out images to benchmark with; pass --data digits.")
     idx = np.resize(np.arange(len(dataset)), batch_size)
     return np.stack([np.asarray(dataset[int(i)][0], dtype=np.float32) for i in idx])
 
@@ -251,7 +255,7 @@ def _quantiles(values: list[float]) -> dict | None:
 
 def measure_latency(artifacts: Sequence, *, batch_sizes: Sequence[int] = (1,), warmup: int | float = 10,
                     min_time_s: float = 5.0, min_repeats: int = 20, threads: int | None = None, device: str = "cpu",
-                    interleave: bool = True, progress: bool = True, data: str = "digits",
+                    interleave: bool = True, progress: bool = True, data: DataSource | str = "digits",
                     labels: Sequence[str] | None = None, block_time_s: float = 0.1,
                     runner_options: dict | None = None) -> dict:
     """Latency of each artifact at each batch size; ratios against the first one.
@@ -261,16 +265,59 @@ def measure_latency(artifacts: Sequence, *, batch_sizes: Sequence[int] = (1,), w
     a benchmark script. ``threads`` None pins every runtime to the number of physical cores.
     ``warmup``: int = iterations, float = seconds, per candidate and batch size. Each candidate runs at
     least ``min_time_s`` seconds of timed inference and ``min_repeats`` runs. ``runner_options`` maps a
-    format to extra runner options (e.g. ``{"onnx": {"opt_level": "extended"}}``).
+    format to extra runner options (e.g. ``{"onnx": {"opt_level": "extended"}}``). ``data`` is a
+    DataSource or its text: the images every candidate runs on.
 
     Returns a JSON-able dict: settings, environment fingerprint, candidates and one result per
-    (candidate, batch size) with ``latency_ms`` (LatencyStats), ``ratio`` (interleaved: median of the paired per-round ratios, else its p50 / the first's p50),
-    ``speedup`` (the inverse) and, interleaved, ``ratio_rounds`` (median and IQR of the per-round ratios).
+    (candidate, batch size) with ``latency_ms`` (LatencyStats), ``ratio`` (interleaved: median of the
+    paired per-round ratios, else its p50 / the first's p50), ``speedup`` (the inverse) and, interleaved,
+    ``ratio_rounds`` (median and IQR of the per-round ratios).
     """
-    from tqdm.auto import tqdm
+    batch_sizes, threads = _check_settings(artifacts, batch_sizes, warmup, min_time_s, min_repeats, threads)
+    source = DataSource.parse(data)
+    t_start = time.perf_counter()
+    cands = _open_candidates(artifacts, labels, device=device, threads=threads, runner_options=runner_options)
+    results: list[dict] = []
+    try:
+        fallback_spec = next((c.input_spec for c in cands if c.input_spec), None)
+        if fallback_spec is None:
+            raise InvalidInput("None of the candidates has an input spec; pass at least one edgecnn artifact.")
+        inputs_cache: dict = {}
+        for b in batch_sizes:
+            timers = []
+            for c in cands:
+                spec = c.input_spec or fallback_spec
+                key = (repr(sorted(spec.items())), b)
+                if key not in inputs_cache:
+                    inputs_cache[key] = bench_inputs(spec, b, source)
+                timers.append(_Timer(c, inputs_cache[key], block_time_s))
+            rounds = _time_candidates(timers, warmup=warmup, min_time_s=min_time_s, min_repeats=min_repeats,
+                                      interleave=interleave, desc=f"bench batch {b}", progress=progress)
+            results += _summarise(timers, b, rounds, interleave)
+    finally:
+        for c in cands:
+            if c.owned:
+                c.runner.close()
+    env = fingerprint(with_gpu=device != "cpu")
+    return {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"batch_sizes": batch_sizes, "warmup": warmup,
+                     "warmup_unit": "s" if isinstance(warmup, float) else "runs",
+                     "min_time_s": min_time_s, "min_repeats": min_repeats, "threads": threads, "device": device,
+                     "interleave": interleave, "block_time_s": block_time_s, "data": str(source)},
+        "environment": env,
+        "fingerprint_key": fingerprint_key(env),
+        "baseline": cands[0].label,
+        "candidates": [c.describe() for c in cands],
+        "results": results,
+        "seconds": round(time.perf_counter() - t_start, 2),
+    }
 
-    from .envinfo import fingerprint, fingerprint_key
 
+def _check_settings(artifacts, batch_sizes, warmup, min_time_s: float, min_repeats: int,
+                    threads: int | None) -> tuple[list[int], int]:
+    """(batch sizes, threads) after checking every setting; InvalidInput names the bad one."""
     if not artifacts:
         raise InvalidInput("Nothing to benchmark; pass at least one artifact.")
     batch_sizes = [int(b) for b in batch_sizes]
@@ -282,75 +329,47 @@ def measure_latency(artifacts: Sequence, *, batch_sizes: Sequence[int] = (1,), w
         raise InvalidInput(f"min time must be >= 0 s and min repeats >= 1, got {min_time_s} s / {min_repeats}.")
     if threads is not None and threads < 1:
         raise InvalidInput(f"threads must be >= 1, got {threads}.")
-    threads = int(threads or physical_cores())
-    t_start = time.perf_counter()
-    cands = _open_candidates(artifacts, labels, device=device, threads=threads, runner_options=runner_options)
-    results: list[dict] = []
-    inputs_cache: dict = {}
+    return batch_sizes, int(threads or physical_cores())
+
+
+def _time_candidates(timers: list[_Timer], *, warmup: int | float, min_time_s: float, min_repeats: int,
+                     interleave: bool, desc: str, progress: bool) -> int:
+    """Warm every candidate up, then time blocks until each has its minimum time and runs (gc off). Interleaved:
+    rounds of one block per candidate, the order rotating; else candidate after candidate. Returns the rounds."""
+    for t in timers:
+        t.warm(warmup)
+    bar = tqdm(total=100, desc=desc, unit="%", leave=False, disable=not progress)
+
+    def advance() -> None:
+        pct = int(100 * sum(t.progress(min_time_s, min_repeats) for t in timers) / len(timers))
+        if pct > bar.n:
+            bar.update(pct - bar.n)
+
+    rounds = 0
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        fallback_spec = next((c.input_spec for c in cands if c.input_spec), None)
-        if fallback_spec is None:
-            raise InvalidInput("None of the candidates has an input spec; pass at least one edgecnn artifact.")
-        for b in batch_sizes:
-            timers = []
-            for c in cands:
-                spec = c.input_spec or fallback_spec
-                key = (repr(sorted(spec.items())), b)
-                if key not in inputs_cache:
-                    inputs_cache[key] = bench_inputs(spec, b, data)
-                timers.append(_Timer(c, inputs_cache[key], block_time_s))
+        if interleave:
+            while rounds < MIN_ROUNDS or not all(t.done(min_time_s, min_repeats) for t in timers):
+                k = rounds % len(timers)
+                for t in timers[k:] + timers[:k]:
+                    t.run_block()
+                rounds += 1
+                advance()
+        else:
             for t in timers:
-                t.warm(warmup)
-            bar = tqdm(total=100, desc=f"bench batch {b}", unit="%", leave=False, disable=not progress)
-
-            def advance() -> None:
-                pct = int(100 * sum(t.progress(min_time_s, min_repeats) for t in timers) / len(timers))
-                if pct > bar.n:
-                    bar.update(pct - bar.n)
-
-            rounds = 0
-            gc.collect()
-            gc_was_enabled = gc.isenabled()
-            gc.disable()
-            try:
-                if interleave:
-                    while rounds < MIN_ROUNDS or not all(t.done(min_time_s, min_repeats) for t in timers):
-                        k = rounds % len(timers)
-                        for t in timers[k:] + timers[:k]:
-                            t.run_block()
-                        rounds += 1
-                        advance()
-                else:
-                    for t in timers:
-                        n = 0
-                        while n < MIN_ROUNDS or not t.done(min_time_s, min_repeats):
-                            t.run_block()
-                            n += 1
-                            advance()
-                        rounds = max(rounds, n)
-            finally:
-                if gc_was_enabled:
-                    gc.enable()
-                bar.close()
-            results += _summarise(timers, b, rounds, interleave)
+                n = 0
+                while n < MIN_ROUNDS or not t.done(min_time_s, min_repeats):
+                    t.run_block()
+                    n += 1
+                    advance()
+                rounds = max(rounds, n)
     finally:
-        for c in cands:
-            if c.owned:
-                c.runner.close()
-    env = fingerprint(with_gpu=device != "cpu")
-    return {
-        "schema": SCHEMA,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {"batch_sizes": batch_sizes, "warmup": warmup, "warmup_unit": "s" if isinstance(warmup, float) else "runs",
-                     "min_time_s": min_time_s, "min_repeats": min_repeats, "threads": threads, "device": device,
-                     "interleave": interleave, "block_time_s": block_time_s, "data": data},
-        "environment": env,
-        "fingerprint_key": fingerprint_key(env),
-        "baseline": cands[0].label,
-        "candidates": [c.describe() for c in cands],
-        "results": results,
-        "seconds": round(time.perf_counter() - t_start, 2),
-    }
+        if gc_was_enabled:
+            gc.enable()
+        bar.close()
+    return rounds
 
 
 def _summarise(timers: list[_Timer], batch_size: int, rounds: int, interleave: bool) -> list[dict]:
@@ -410,6 +429,7 @@ def environment_line(result: dict) -> str:
     env, st = result["environment"], result["settings"]
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if k != "edgecnn")
     mode = "interleaved" if st["interleave"] else "sequential"
-    return (f"{env.get('cpu')} ({env.get('cpu_count')} CPUs, {', '.join(env.get('cpu_flags') or []) or 'no SIMD flags'}); "
+    flags = ", ".join(env.get("cpu_flags") or []) or "no SIMD flags"
+    return (f"{env.get('cpu')} ({env.get('cpu_count')} CPUs, {flags}); "
             f"{st['threads']} threads, {mode}, >= {st['min_time_s']} s and >= {st['min_repeats']} runs per candidate; "
             f"{versions}")

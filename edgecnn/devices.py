@@ -12,44 +12,38 @@ shipped with edgecnn. ``--device`` also accepts a path to a YAML file written in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Literal
 
-from .errors import InvalidInput, suggest
+from .errors import InvalidInput, OptionError, suggest
+from .options import Options, bounded, read_yaml_mapping
 
-TARGETS = ("jetson", "gpu", "cpu")
-RUNTIMES = ("tensorrt", "onnxruntime")
+Target = Literal["jetson", "gpu", "cpu"]
+RuntimeName = Literal["tensorrt", "onnxruntime"]
+TARGETS: tuple[str, ...] = typing.get_args(Target)
+RUNTIMES: tuple[str, ...] = typing.get_args(RuntimeName)
 PRECISIONS = ("fp32", "fp16", "int8")
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "devices"
+EXAMPLE = "devices/jetson-orin-nano.yaml"
+#: the profile each target deploys to when no --device is given (THE place that says so)
+DEFAULT_DEVICES = {"jetson": "jetson-orin-nano", "gpu": "x86-gpu", "cpu": "x86-cpu"}
 
-# key -> (types, required)
-_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
-    "name": ((str,), True),
-    "description": ((str,), True),
-    "target": ((str,), True),
-    "runtime": ((str,), True),
-    "arch": ((str,), True),
-    "gpu": ((str, type(None)), False),
-    "compute_capability": ((list,), True),
-    "dla_cores": ((int,), True),
-    "dla_version": ((str, type(None)), False),
-    "precisions": ((list,), True),
-    "memory_gb": ((int, float), True),
-    "default_workspace_gb": ((int, float, type(None)), False),
-    "tensorrt": ((dict, type(None)), True),
-    "software": ((list,), True),
-    "notes": ((list,), False),
-    "sources": ((list,), False),
-}
 _TRT_KEYS = ("min", "max", "default")
 _SOFTWARE_KEYS = ("jetpack", "l4t", "tensorrt", "cuda", "cudnn", "onnxruntime")
 
 
 class UnknownDevice(InvalidInput):
     """A device name with no profile."""
+
+
+class ProfileError(InvalidInput):
+    """A device profile file that is not a valid profile (names the file, the key and the fix)."""
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -68,26 +62,109 @@ def version_floor(text: str) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class DeviceProfile:
-    """One deployment target. See ``devices/*.yaml`` for the documented fields."""
+class DeviceProfile(Options):
+    """One deployment target. See ``devices/*.yaml`` for the documented fields.
+
+    Read with the shared options loader (:meth:`read`): unknown or missing keys and wrong types fail
+    naming the file and the key, :meth:`validate` holds the rules that tie the fields together."""
+
+    ERROR: ClassVar[type[Exception]] = ProfileError
 
     name: str
     description: str
-    target: str
-    runtime: str
+    target: Target
+    runtime: RuntimeName
     arch: str
     compute_capability: tuple[str, ...]
-    dla_cores: int
+    dla_cores: int = bounded(dataclasses.MISSING, 0)
     precisions: tuple[str, ...]
-    memory_gb: float
-    tensorrt: dict | None
+    memory_gb: float = bounded(dataclasses.MISSING, 0, lo_open=True)
+    tensorrt: dict | None          # required: null for an ONNX Runtime device
     software: tuple[dict, ...]
     gpu: str | None = None
     dla_version: str | None = None
-    default_workspace_gb: float | None = None
+    default_workspace_gb: float | None = bounded(None, 0, lo_open=True)
     notes: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
+
+    # -- reading -------------------------------------------------------------------------------
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [k for k in super().keys() if k != "path"]
+
+    @classmethod
+    def required_keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+
+    @classmethod
+    def read(cls, path: Path) -> DeviceProfile:
+        """The profile in YAML file ``path``: the shared options loader checks keys and types, then
+        :meth:`validate` the rules between fields. Keys are written as in the shipped files (snake_case)."""
+        data = read_yaml_mapping(path, what="Device profile", example=EXAMPLE, error=ProfileError)
+        where = f"Device profile {path}"
+        known = cls.keys()
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            k = unknown[0]
+            raise ProfileError(f"{where} has unknown key '{k}'.{suggest(str(k), known)} "
+                               f"Allowed keys: {', '.join(known)}.")
+        missing = [k for k in cls.required_keys() if k not in data]
+        if missing:
+            raise ProfileError(f"{where} lacks the required key '{missing[0]}'; add it.")
+        profile = dataclasses.replace(cls.from_mapping(data, where=where, validate=False), path=Path(path))
+        profile.validate()
+        return profile
+
+    def __post_init__(self) -> None:
+        """One form for comparing and printing: capabilities, versions and texts as strings."""
+        def texts(row):
+            return {k: str(v) for k, v in row.items()} if isinstance(row, dict) else row
+
+        for key, value in (("compute_capability", tuple(str(c) for c in self.compute_capability)),
+                           ("tensorrt", texts(self.tensorrt)), ("software", tuple(texts(r) for r in self.software)),
+                           ("precisions", tuple(self.precisions)), ("notes", tuple(str(n) for n in self.notes)),
+                           ("sources", tuple(str(n) for n in self.sources))):
+            object.__setattr__(self, key, value)
+
+    def validate(self) -> None:
+        """The rules between fields; ProfileError names the file, the key and the fix."""
+        where = f"Device profile {self.path}"
+        if self.path is not None and self.name != self.path.stem:
+            raise ProfileError(f"{where}: name '{self.name}' must match the file name '{self.path.stem}'.")
+        if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
+            raise ProfileError(f"{where}: 'precisions' must list some of {', '.join(PRECISIONS)}, "
+                               f"got {list(self.precisions)}.")
+        if any(not re.fullmatch(r"\d+\.\d+", c) for c in self.compute_capability):
+            raise ProfileError(f"{where}: 'compute_capability' entries look like \"8.7\", got "
+                               f"{list(self.compute_capability)}.")
+        if self.dla_cores and not self.dla_version:
+            raise ProfileError(f"{where}: a device with DLA cores needs 'dla_version' (\"1.0\" Xavier, \"2.0\" Orin).")
+        if self.runtime == "tensorrt":
+            self._check_tensorrt(where)
+        elif self.tensorrt is not None:
+            raise ProfileError(f"{where}: an onnxruntime device takes 'tensorrt: null'.")
+        for row in self.software:
+            if not isinstance(row, dict) or any(k not in _SOFTWARE_KEYS for k in row):
+                raise ProfileError(f"{where}: each 'software' entry is a mapping with keys among "
+                                   f"{', '.join(_SOFTWARE_KEYS)}; got {row!r}.")
+
+    def _check_tensorrt(self, where: str) -> None:
+        trt = self.tensorrt
+        if not isinstance(trt, dict) or not self.compute_capability:
+            raise ProfileError(f"{where}: a TensorRT device needs 'tensorrt: {{min, max, default}}' and "
+                               "'compute_capability'.")
+        if any(k not in _TRT_KEYS for k in trt) or any(k not in trt for k in _TRT_KEYS):
+            raise ProfileError(f"{where}: 'tensorrt' takes exactly the keys min, max, default "
+                               f"(got {', '.join(map(str, trt))}).")
+        try:
+            lo, hi, dv = version_floor(trt["min"]), parse_version(trt["max"]), version_floor(trt["default"])
+        except ValueError as exc:
+            raise ProfileError(f"{where}: {exc} in 'tensorrt'; write versions as \"8.5\" or \"10.x\".") from None
+        if not lo <= dv <= hi:
+            raise ProfileError(f"{where}: tensorrt default {trt['default']} is outside min {trt['min']} .. "
+                               f"max {trt['max']}.")
 
     # -- facts ---------------------------------------------------------------------------------
     @property
@@ -146,8 +223,8 @@ class DeviceProfile:
                                "with DLA cores (see 'edgecnn devices').")
         if not 0 <= core < self.dla_cores:
             cores = "0" if self.dla_cores == 1 else f"0-{self.dla_cores - 1}"
-            raise InvalidInput(f"{self.name} has {self.dla_cores} DLA core(s) (index {cores}); --dla-core {core} does not "
-                               f"exist - pass --dla-core {cores.split('-')[0]}.")
+            raise InvalidInput(f"{self.name} has {self.dla_cores} DLA core(s) (index {cores}); --dla-core {core} "
+                               f"does not exist - pass --dla-core {cores.split('-')[0]}.")
 
     def check_precision(self, precision: str) -> None:
         """Raise InvalidInput when this device cannot run ``precision``."""
@@ -164,14 +241,8 @@ class DeviceProfile:
 
     def summary(self) -> dict:
         """A JSON-able description (what 'edgecnn devices --json' writes)."""
-        return {
-            "name": self.name, "description": self.description, "target": self.target, "runtime": self.runtime,
-            "arch": self.arch, "gpu": self.gpu, "compute_capability": list(self.compute_capability),
-            "dla_cores": self.dla_cores, "dla_version": self.dla_version, "precisions": list(self.precisions),
-            "memory_gb": self.memory_gb, "default_workspace_gb": self.default_workspace_gb,
-            "tensorrt": dict(self.tensorrt) if self.tensorrt else None, "software": [dict(r) for r in self.software],
-            "notes": list(self.notes), "sources": list(self.sources), "path": str(self.path) if self.path else None,
-        }
+        return {**self.as_dict(), "tensorrt": dict(self.tensorrt) if self.tensorrt else None,
+                "software": [dict(r) for r in self.software], "path": str(self.path) if self.path else None}
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -217,84 +288,11 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
         if text not in files:
             raise UnknownDevice(f"Unknown device '{text}'.{suggest(text, files)} Run 'edgecnn devices' to list them.")
         path = files[text]
-    return _parse(path)
-
-
-def _parse(path: Path) -> DeviceProfile:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"Device profile {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the file.") from exc
-    where = f"Device profile {path}"
-    if not isinstance(data, dict):
-        raise InvalidInput(f"{where} must be a mapping of keys to values; see devices/jetson-orin-nano.yaml.")
-    unknown = [k for k in data if k not in _SCHEMA]
-    if unknown:
-        k = unknown[0]
-        raise InvalidInput(f"{where} has unknown key '{k}'.{suggest(str(k), _SCHEMA)} "
-                           f"Allowed keys: {', '.join(_SCHEMA)}.")
-    for key, (types, required) in _SCHEMA.items():
-        if key not in data:
-            if required:
-                raise InvalidInput(f"{where} lacks the required key '{key}'; add it.")
-            continue
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, types):
-            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise InvalidInput(f"{where}: '{key}' must be {want}, got {type(value).__name__} {value!r}.")
-    if data["name"] != path.stem:
-        raise InvalidInput(f"{where}: name '{data['name']}' must match the file name '{path.stem}'.")
-    _check_choice(where, "target", data["target"], TARGETS)
-    _check_choice(where, "runtime", data["runtime"], RUNTIMES)
-    precisions = data["precisions"]
-    if not precisions or any(p not in PRECISIONS for p in precisions):
-        raise InvalidInput(f"{where}: 'precisions' must list some of {', '.join(PRECISIONS)}, got {precisions}.")
-    cc = [str(c) for c in data["compute_capability"]]
-    if any(not re.fullmatch(r"\d+\.\d+", c) for c in cc):
-        raise InvalidInput(f"{where}: 'compute_capability' entries look like \"8.7\", got {cc}.")
-    if data["dla_cores"] < 0:
-        raise InvalidInput(f"{where}: 'dla_cores' must be >= 0.")
-    if data["dla_cores"] and not data.get("dla_version"):
-        raise InvalidInput(f"{where}: a device with DLA cores needs 'dla_version' (\"1.0\" Xavier, \"2.0\" Orin).")
-    trt = data["tensorrt"]
-    if data["runtime"] == "tensorrt":
-        if not isinstance(trt, dict) or not cc:
-            raise InvalidInput(f"{where}: a TensorRT device needs 'tensorrt: {{min, max, default}}' and 'compute_capability'.")
-        bad = [k for k in trt if k not in _TRT_KEYS]
-        if bad or any(k not in trt for k in _TRT_KEYS):
-            raise InvalidInput(f"{where}: 'tensorrt' takes exactly the keys min, max, default (got {', '.join(map(str, trt))}).")
-        try:
-            lo, hi = version_floor(str(trt["min"])), parse_version(str(trt["max"]))
-            dv = version_floor(str(trt["default"]))
-        except ValueError as exc:
-            raise InvalidInput(f"{where}: {exc} in 'tensorrt'; write versions as \"8.5\" or \"10.x\".") from None
-        if not lo <= dv <= hi:
-            raise InvalidInput(f"{where}: tensorrt default {trt['default']} is outside min {trt['min']} .. max {trt['max']}.")
-        trt = {k: str(trt[k]) for k in _TRT_KEYS}
-    elif trt is not None:
-        raise InvalidInput(f"{where}: an onnxruntime device takes 'tensorrt: null'.")
-    for row in data["software"]:
-        if not isinstance(row, dict) or any(k not in _SOFTWARE_KEYS for k in row):
-            raise InvalidInput(f"{where}: each 'software' entry is a mapping with keys among {', '.join(_SOFTWARE_KEYS)}; got {row!r}.")
-    return DeviceProfile(
-        name=data["name"], description=data["description"], target=data["target"], runtime=data["runtime"],
-        arch=data["arch"], compute_capability=tuple(cc), dla_cores=int(data["dla_cores"]),
-        precisions=tuple(precisions), memory_gb=float(data["memory_gb"]), tensorrt=trt,
-        software=tuple({k: str(v) for k, v in row.items()} for row in data["software"]),
-        gpu=data.get("gpu"), dla_version=data.get("dla_version"),
-        default_workspace_gb=(float(data["default_workspace_gb"]) if data.get("default_workspace_gb") is not None else None),
-        notes=tuple(str(n) for n in data.get("notes") or ()), sources=tuple(str(s) for s in data.get("sources") or ()),
-        path=path,
-    )
-
-
-def _check_choice(where: str, key: str, value: str, choices) -> None:
-    if value not in choices:
-        raise InvalidInput(f"{where}: '{key}' must be one of {', '.join(choices)}, got {value!r}.{suggest(value, choices)}")
+    return DeviceProfile.read(path)
 
 
 def default_device(target: str) -> str:
-    """The profile ``deploy --target`` uses when no --device is given."""
-    return {"jetson": "jetson-orin-nano", "gpu": "x86-gpu", "cpu": "x86-cpu"}[target]
+    """The profile a ``target`` (jetson | gpu | cpu) deploys to when no --device is given."""
+    if target not in DEFAULT_DEVICES:
+        raise OptionError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}.{suggest(target, TARGETS)}")
+    return DEFAULT_DEVICES[target]

@@ -25,6 +25,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import onnx
+from onnx import numpy_helper
+
+from .artifact import Artifact, is_artifact
+from .compress.qdq import validate_qdq
+from .devices import load_profile, parse_version
 from .errors import ArtifactError, InvalidInput
 
 # -- ONNX-TensorRT parser support ------------------------------------------------------------------
@@ -130,21 +136,32 @@ class DoctorReport:
         d["ok"] = self.ok
         return d
 
+    def require_buildable(self, *, gpu_fallback: bool, source) -> None:
+        """Raise InvalidInput when the build would fail (the first error), or when layers fall off the DLA
+        and --gpu-fallback was not given. ``source`` is what the user passed (named in the hint)."""
+        if self.errors:
+            f = self.errors[0]
+            raise InvalidInput(f"Pre-flight check failed for {self.device} (TensorRT {self.tensorrt}): "
+                               f"{len(self.errors)} problem(s), first: {f.op} ({f.node}): {f.problem} - {f.fix}. "
+                               f"Full table: edgecnn doctor {source} --device {self.device}.")
+        if self.fallbacks and not gpu_fallback:
+            f = self.fallbacks[0]
+            raise InvalidInput(f"{len(self.fallbacks)} layer(s) cannot run on DLA core {self.dla_core} (first: {f.op}: "
+                               f"{f.problem}); add --gpu-fallback to run them on the GPU, or see 'edgecnn doctor "
+                               f"{source} --device {self.device} --dla-core {self.dla_core}'.")
+
 
 # -- ONNX graph facts ------------------------------------------------------------------------------
 def _load(path: Path):
-    import onnx
-
     try:
         return onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
-        raise ArtifactError(f"Cannot read ONNX model '{path}' ({str(exc).splitlines()[0][:200]}); re-export it.") from exc
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ArtifactError(f"Cannot read ONNX model '{path}' ({first}); re-export it.") from exc
 
 
 def describe_onnx(path: str | Path) -> dict:
     """Input name/shape, batch (None when dynamic), opset, Q/DQ and FP16 presence, op counts."""
-    import onnx
-
     model = _load(Path(path))
     g = model.graph
     inits = {i.name for i in g.initializer}
@@ -167,8 +184,6 @@ def describe_onnx(path: str | Path) -> dict:
 
 
 def _attrs(node) -> dict:
-    import onnx
-
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
@@ -176,8 +191,6 @@ class _Graph:
     """Shapes (from ONNX shape inference) and constness of every tensor, for rule checks."""
 
     def __init__(self, model):
-        import onnx
-
         try:
             model = onnx.shape_inference.infer_shapes(model)
         except Exception:  # noqa: BLE001 - shapes are a help, not a requirement
@@ -211,15 +224,13 @@ class _Graph:
         return len(s) if s is not None else None
 
     def array(self, name: str):
-        import onnx.numpy_helper as nh
-
         if name in self.inits:
-            return nh.to_array(self.inits[name])
+            return numpy_helper.to_array(self.inits[name])
         node = self.producer.get(name)
         if node is not None and node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value":
-                    return nh.to_array(a.t)
+                    return numpy_helper.to_array(a.t)
         return None
 
 
@@ -232,8 +243,8 @@ def _check_parser(model, graph: _Graph, trt: tuple[int, int], out: list[Finding]
         if node.domain not in ("", "ai.onnx"):
             fix = ("export Q/DQ instead of FakeQuantize (edgecnn quantize does)" if "FakeQuantize" in op
                    else "replace it with standard ONNX ops, or register a TensorRT plugin of that name")
-            out.append(Finding("error", name, f"{node.domain}:{op}", f"custom-domain op; TensorRT {ver} has no importer",
-                               fix))
+            out.append(Finding("error", name, f"{node.domain}:{op}",
+                               f"custom-domain op; TensorRT {ver} has no importer", fix))
             continue
         if op in NEVER_SUPPORTED:
             out.append(Finding("error", name, op, f"not supported by the TensorRT {ver} ONNX parser",
@@ -265,7 +276,8 @@ def _check_restrictions(node, graph: _Graph, trt: tuple[int, int], out: list[Fin
                                "fold the weights into an initializer (onnxslim / constant folding)"))
         k = a.get("kernel_shape") or (graph.shapes.get(node.input[1], [])[2:] if len(node.input) > 1 else [])
         if k and len(k) not in (2, 3):
-            out.append(Finding("error", name, op, f"{len(k)}D convolution; TensorRT runs 2D and 3D only", "use a 2D conv"))
+            out.append(Finding("error", name, op, f"{len(k)}D convolution; TensorRT runs 2D and 3D only",
+                               "use a 2D conv"))
     elif op in ("MaxPool", "AveragePool", "LpPool"):
         k = a.get("kernel_shape", [])
         if len(k) not in (2, 3):
@@ -286,7 +298,8 @@ def _check_restrictions(node, graph: _Graph, trt: tuple[int, int], out: list[Fin
                 out.append(Finding("error", name, op, "non-zero zero point; TensorRT needs zero point 0",
                                    "quantize symmetrically (preset=performance in NNCF)"))
     elif op == "TopK" and trt < (8, 6) and len(node.input) > 1 and not graph.is_constant(node.input[1]):
-        out.append(Finding("error", name, op, "K computed at run time; TensorRT < 8.6 needs a constant K", "make K constant"))
+        out.append(Finding("error", name, op, "K computed at run time; TensorRT < 8.6 needs a constant K",
+                           "make K constant"))
 
 
 # DLA: ONNX op -> checker; ops absent here do not run on the DLA through TensorRT.
@@ -303,8 +316,8 @@ def _check_dla(model, graph: _Graph, profile, trt: tuple[int, int], batch: int, 
         out.append(Finding("fallback", "-", "batch", f"batch {batch} > 4096, the DLA maximum", "use a smaller batch"))
     for tensor, shape in graph.shapes.items():
         if shape and any(d and d > 8192 for d in shape[1:]):
-            out.append(Finding("fallback", tensor, "shape", f"a non-batch dimension of {shape} exceeds 8192 (DLA limit)",
-                               "reduce the tensor size"))
+            out.append(Finding("fallback", tensor, "shape",
+                               f"a non-batch dimension of {shape} exceeds 8192 (DLA limit)", "reduce the tensor size"))
             break
 
 
@@ -390,8 +403,8 @@ def _dla_problem(node, graph: _Graph, op: str, orin: bool, trt: tuple[int, int])
         return None if orin else f"{op} runs on the DLA of Orin (NVDLA v2) only, not Xavier"
     if op in ("QuantizeLinear", "DequantizeLinear"):
         if trt < (10, 0):
-            return ("Q/DQ (explicit quantization) layers do not run on the DLA in TensorRT 8.x; INT8 on DLA there needs "
-                    "calibration scales (NVIDIA's DLA-SW qdq-translator) - or deploy FP16 on the DLA")
+            return ("Q/DQ (explicit quantization) layers do not run on the DLA in TensorRT 8.x; INT8 on DLA there "
+                    "needs calibration scales (NVIDIA's DLA-SW qdq-translator) - or deploy FP16 on the DLA")
         return None
     if op == "Flatten":
         return "Flatten makes a 2D tensor; NVIDIA's Orin DLA op table lists it as not exposed to DLA"
@@ -399,11 +412,7 @@ def _dla_problem(node, graph: _Graph, op: str, orin: bool, trt: tuple[int, int])
 
 
 def _qdq_findings(model) -> list[Finding]:
-    """The quantization checker's TensorRT rules (edgecnn.compress.qdq), when that module is present."""
-    try:
-        from .compress.qdq import validate_qdq
-    except ImportError:  # pragma: no cover - the zero-point checks above still run
-        return []
+    """The quantization checker's TensorRT rules (edgecnn.compress.qdq)."""
     out = []
     for v in validate_qdq(model, rules="tensorrt"):
         if v.severity == "error" and v.rule in ("zero-point-missing", "unsigned", "zero-point-nonzero"):
@@ -417,9 +426,6 @@ def diagnose(src, device: str, *, tensorrt: str | None = None, dla_core: int | N
              precision: str | None = None, batch: int | None = None) -> DoctorReport:
     """Check ``src`` (an ONNX artifact or .onnx path) against ``device`` at TensorRT ``tensorrt``
     (default: the profile's default version). Returns a DoctorReport; raises only for bad arguments."""
-    from .artifact import Artifact, is_artifact
-    from .devices import load_profile, parse_version
-
     profile = load_profile(device)
     if isinstance(src, Artifact):
         art = src
@@ -447,11 +453,13 @@ def diagnose(src, device: str, *, tensorrt: str | None = None, dla_core: int | N
             raise InvalidInput(f"--tensorrt {version!r} is not a version; write it like 8.5 or 10.3.") from None
         trt = (trt[0], 0) if trt[1] == 999 else trt
         if not profile.trt_in_range(version):
-            raise InvalidInput(f"{profile.name} ships TensorRT {profile.trt_range_text}; --tensorrt {version} is outside it.")
+            raise InvalidInput(f"{profile.name} ships TensorRT {profile.trt_range_text}; --tensorrt {version} is "
+                               "outside it.")
         top, how = max_opset(trt)
         if info["opset"] > top:
-            findings.append(Finding("error", "-", f"opset {info['opset']}", f"TensorRT {version} reads ONNX up to opset "
-                                    f"{top} ({how})", f"re-export with --opset {min(top, 17)}"))
+            findings.append(Finding("error", "-", f"opset {info['opset']}",
+                                    f"TensorRT {version} reads ONNX up to opset {top} ({how})",
+                                    f"re-export with --opset {min(top, 17)}"))
         if trt >= (10, 0) and info["opset"] < 9:
             findings.append(Finding("error", "-", f"opset {info['opset']}", "TensorRT 10+ reads opset 9 and newer",
                                     "re-export with --opset 17"))
@@ -464,22 +472,28 @@ def diagnose(src, device: str, *, tensorrt: str | None = None, dla_core: int | N
         for node in model.graph.node:
             if node.domain not in ("", "ai.onnx", "com.microsoft"):
                 findings.append(Finding("error", node.name or node.output[0], f"{node.domain}:{node.op_type}",
-                                        "custom-domain op; ONNX Runtime has no kernel for it", "export standard ONNX ops"))
+                                        "custom-domain op; ONNX Runtime has no kernel for it",
+                                        "export standard ONNX ops"))
     if not profile.supports(precision):
         others = ", ".join(profile.precisions)
-        findings.append(Finding("error", "-", f"precision {precision}", f"{profile.name} does not run {precision.upper()}"
-                                f" ({', '.join(profile.compute_capability) or profile.runtime})", f"deploy one of: {others}"))
+        hardware = ", ".join(profile.compute_capability) or profile.runtime
+        findings.append(Finding("error", "-", f"precision {precision}",
+                                f"{profile.name} does not run {precision.upper()} ({hardware})",
+                                f"deploy one of: {others}"))
     if dla_core is not None:
         profile.check_dla_core(dla_core)
         if precision == "fp32":
             findings.append(Finding("error", "-", "precision fp32", "DLA runs FP16 or INT8 only", "add --fp16"))
         if info["dynamic_batch"]:
-            findings.append(Finding("warning", info["input_name"], "dynamic batch", "DLA needs static shapes; the engine is "
-                                    "built for one batch size (min = opt = max)", "pick it with --batch N,N,N"))
+            findings.append(Finding("warning", info["input_name"], "dynamic batch", "DLA needs static shapes; the "
+                                    "engine is built for one batch size (min = opt = max)",
+                                    "pick it with --batch N,N,N"))
         _check_dla(model, graph, profile, trt, batch or info["batch"] or 1, findings)
-    coverage = ("ONNX ops vs onnx-tensorrt docs/operators.md (8.4, 8.5, 10.15 tables + changelog); static restrictions "
-                "only" + ("; DLA rules per TensorRT 'DLA Supported Layers and Restrictions' and NVIDIA's Orin DLA op "
-                          "matrix (convolution-buffer limits are only known to the builder)" if dla_core is not None else ""))
+    coverage = ("ONNX ops vs onnx-tensorrt docs/operators.md (8.4, 8.5, 10.15 tables + changelog); static "
+                "restrictions only")
+    if dla_core is not None:
+        coverage += ("; DLA rules per TensorRT 'DLA Supported Layers and Restrictions' and NVIDIA's Orin DLA op "
+                     "matrix (convolution-buffer limits are only known to the builder)")
     return DoctorReport(artifact=str(art.path if art is not None else path), device=profile.name, tensorrt=version,
                         jetpack=jetpack, precision=precision, dla_core=dla_core, opset=info["opset"], ops=info["ops"],
                         findings=findings, coverage=coverage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from functools import lru_cache
 from importlib import metadata
 
@@ -45,7 +46,8 @@ def cpu_flags() -> list[str]:
 def fingerprint(*, with_gpu: bool = True) -> dict:
     """A JSON-able description of this machine and the library versions in use.
 
-    GPU fields are filled only when torch is already imported (so this stays cheap) or with_gpu asks.
+    GPU fields come from torch when this process has already imported it (every stage that ran a torch
+    or TensorRT model has; a fingerprint never pays for a torch import). ``with_gpu`` False leaves them out.
     """
     info: dict = {
         "python": platform.python_version(),
@@ -58,18 +60,21 @@ def fingerprint(*, with_gpu: bool = True) -> dict:
     }
     info["versions"]["edgecnn"] = package_version("edgecnn") or "dev"
     if with_gpu:
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                idx = torch.cuda.current_device()
-                major, minor = torch.cuda.get_device_capability(idx)
-                info["gpu"] = torch.cuda.get_device_name(idx)
-                info["compute_capability"] = f"{major}.{minor}"
-                info["cuda"] = torch.version.cuda
-        except Exception:  # noqa: BLE001 - a fingerprint must never fail the caller
-            pass
+        info.update(_gpu_facts(sys.modules.get("torch")))
     return info
+
+
+def _gpu_facts(torch) -> dict:
+    """Name, compute capability and CUDA version of the current GPU, from an imported torch (or {})."""
+    try:
+        if torch is not None and torch.cuda.is_available():
+            idx = torch.cuda.current_device()
+            major, minor = torch.cuda.get_device_capability(idx)
+            return {"gpu": torch.cuda.get_device_name(idx), "compute_capability": f"{major}.{minor}",
+                    "cuda": torch.version.cuda}
+    except Exception:  # noqa: BLE001 - a fingerprint must never fail the caller
+        pass
+    return {}
 
 
 def fingerprint_key(info: dict) -> dict:

@@ -160,6 +160,30 @@ def test_verify_detects_wrong_outputs(lenet_onnx13, lenet_qdq, tmp_path):
     assert r.returncode == 1 and "VERIFY FAILED" in r.stdout and "would pass" in r.stdout
 
 
+def test_golden_images_from_a_folder(tmp_path):
+    """The golden set comes from real images: the digits (default) or an image folder, one image per class
+    first; synthetic noise is refused."""
+    from PIL import Image
+
+    from edgecnn.deploy import golden_images
+    from edgecnn.errors import DataError
+
+    spec = {"channels": 1, "height": 32, "width": 32, "mean": [0.5], "std": [0.5]}
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (40, 36), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    g = golden_images(spec, 3, tmp_path / "imgs")
+    assert g.classes == ["cat", "dog"] and g.labels[:2] == [0, 1] and len(g.images) == len(g.names) == 3
+    assert all(img.mode == "L" and img.size == (36, 40) for img in g.images)       # as read; run.py preprocesses
+    digits = golden_images(spec, 12)
+    assert digits.labels[:10] == list(range(10)) and digits.names[3] == "03-digit3.png"
+    assert all(img.size == (32, 32) for img in digits.images)
+    with pytest.raises(DataError, match="real images"):
+        golden_images(spec, 3, "synthetic")
+
+
 def test_precision_rules():
     orin, cpu = load_profile("jetson-orin-nano"), load_profile("x86-cpu")
     assert resolve_precision("fp32", "fp16", orin, "tensorrt") == "fp16"

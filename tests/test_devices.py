@@ -96,7 +96,7 @@ software:
 @pytest.mark.parametrize("edit, message", [
     (lambda t: t + "dla_core: 1\n", r"unknown key 'dla_core'. Did you mean 'dla_cores'"),
     (lambda t: t.replace("memory_gb: 8\n", ""), "lacks the required key 'memory_gb'"),
-    (lambda t: t.replace("dla_cores: 0", "dla_cores: two"), "'dla_cores' must be int"),
+    (lambda t: t.replace("dla_cores: 0", "dla_cores: two"), "'dla-cores' must be a whole number, got 'two'"),
     (lambda t: t.replace('default: "10.3"', 'default: "11.0"'), "default 11.0 is outside"),
     (lambda t: t.replace("target: jetson", "target: jetsn"), "'target' must be one of .*Did you mean 'jetson'"),
     (lambda t: t.replace("[fp32, fp16]", "[fp32, bf16]"), "'precisions' must list"),
@@ -178,3 +178,14 @@ def test_wheel_ships_every_profile(tmp_path):
     shipped = {Path(n).name for n in names if "/data/share/edgecnn/devices/" in n}
     assert shipped == {f.name for f in (root / "devices").glob("*.yaml")} and len(shipped) >= 10
     assert "edgecnn/deploy_templates/build_engine.sh" in names or any(n.endswith("verify.sh") for n in names)
+
+
+def test_default_device_per_target():
+    """default_device is the one place that maps a target to the profile it deploys to."""
+    from edgecnn.devices import TARGETS, default_device
+    from edgecnn.errors import OptionError
+
+    for target in TARGETS:
+        assert load_profile(default_device(target)).target == target
+    with pytest.raises(OptionError, match="--target must be one of jetson, gpu, cpu, got 'jetsn'. Did you mean"):
+        default_device("jetsn")

@@ -4,7 +4,6 @@ everywhere; real engine builds and runs are marked ``tensorrt`` and skip (with t
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgecnn.devices import load_profile
-from edgecnn.errors import DeviceMismatch, InvalidInput, MissingDependency
+from edgecnn.errors import DeviceMismatch, InvalidInput, MissingDependency, OptionError
 from edgecnn.runtime.tensorrt import (EngineOptions, check_engine_compatible, families_in_range, plan_engine,
                                       trt_family, trtexec_args)
 
@@ -114,7 +113,7 @@ def test_plan_engine_defaults(lenet_onnx13, lenet_qdq):
     ("x86-cpu", {}, "runs onnxruntime, not TensorRT"),
 ])
 def test_plan_engine_rejects(lenet_onnx13, device, kw, message):
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises((InvalidInput, OptionError), match=message):   # OptionError: options that contradict each other
         plan_engine(lenet_onnx13, load_profile(device), **kw)
 
 
@@ -133,11 +132,14 @@ def test_engine_compatibility():
         check_engine_compatible(meta, trt_version="8.5.2.2", compute_capability="8.6", gpu="RTX 3090")
 
 
-def test_importable_without_tensorrt_or_torch():
-    code = ("import sys, edgecnn.runtime.tensorrt, edgecnn.doctor, edgecnn.deploy, edgecnn.devices;"
-            "print(json.dumps(['tensorrt' in sys.modules, 'torch' in sys.modules]))")
-    out = subprocess.run([sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == [False, False]
+def test_importable_without_tensorrt():
+    """TensorRT is optional: with ``import tensorrt`` failing, every module that builds, checks or ships engines
+    still imports (the MissingDependency comes when an engine is built or run)."""
+    code = ("import sys; sys.modules['tensorrt'] = None\n"
+            "import edgecnn.runtime.tensorrt, edgecnn.doctor, edgecnn.deploy, edgecnn.devices, edgecnn.cli.cmd_build\n"
+            "print(sys.modules['tensorrt'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "None", out.stderr
 
 
 def _fake_engine_artifact(src, out: Path, version: str = "8.5.2.2"):

@@ -59,9 +59,6 @@ def command(artifacts, batch_sizes, threads, warmup, min_time, min_repeats, devi
     """
     from ..bench import environment_line, measure_latency, results_table
 
-    if labels and len(labels) != len(artifacts):
-        raise click.BadParameter(f"{len(labels)} labels for {len(artifacts)} artifacts; give one --label per artifact.",
-                                 param_hint="--label")
     result = measure_latency(list(artifacts), batch_sizes=batch_sizes, warmup=warmup, min_time_s=min_time,
                              min_repeats=min_repeats, threads=threads, device=device, interleave=interleave,
                              data=data, labels=list(labels) or None,

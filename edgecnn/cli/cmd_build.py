@@ -29,7 +29,8 @@ BATCH = BatchProfile()
 
 
 def precision_option(f):
-    f = click.option("--int8", "precision", flag_value="int8", help="INT8 from the model's Q/DQ nodes (no calibrator).")(f)
+    f = click.option("--int8", "precision", flag_value="int8",
+                     help="INT8 from the model's Q/DQ nodes (no calibrator).")(f)
     f = click.option("--fp16", "precision", flag_value="fp16", help="Build FP16 (from an FP32 or FP16 ONNX).")(f)
     return f
 
@@ -56,8 +57,6 @@ def command(artifact, device, precision, batch, dla_core, gpu_fallback, timing_c
     """
     from ..runtime.tensorrt import build_engine
 
-    if gpu_fallback and dla_core is None:
-        raise click.UsageError("--gpu-fallback only applies with --dla-core N.")
     art = build_engine(artifact, out, device=device, precision=precision, batch=batch, dla_core=dla_core,
                        gpu_fallback=gpu_fallback, timing_cache=timing_cache, workspace_gb=workspace,
                        preflight=not no_preflight)

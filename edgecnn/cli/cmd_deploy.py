@@ -26,7 +26,8 @@ from .cmd_build import BATCH
               help="TensorRT builder workspace (default: the profile's).")
 @click.option("--golden", type=click.IntRange(min=1, max=360), default=10, show_default=True,
               help="Number of real digit images in the golden set.")
-@click.option("--no-build", is_flag=True, help="--target gpu: do not build the engine here even if TensorRT is present.")
+@click.option("--no-build", is_flag=True,
+              help="--target gpu: do not build the engine here even if TensorRT is present.")
 @click.option("--host", default=None, metavar="USER@HOST", help="Copy the bundle there over ssh, build and verify it.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="ssh port (with --host).")
 @click.option("--identity", type=click.Path(dir_okay=False), default=None, help="ssh private key (with --host).")
@@ -47,10 +48,6 @@ def command(artifact, target, device, out, precision, runtime, tensorrt, batch, 
     """
     from ..deploy import deploy
 
-    if host is None and (port or identity or remote_dir or ssh_option):
-        raise click.UsageError("--port, --identity, --remote-dir and --ssh-option need --host USER@HOST.")
-    if gpu_fallback and dla_core is None:
-        raise click.UsageError("--gpu-fallback only applies with --dla-core N.")
     result = deploy(artifact, target=target, device=device, out=out, host=host, port=port, identity=identity,
                     remote_dir=remote_dir, remote_python=remote_python, ssh_option=ssh_option,
                     remote_timeout=remote_timeout, precision=precision, runtime=runtime, tensorrt=tensorrt,

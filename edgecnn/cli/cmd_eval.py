@@ -7,14 +7,16 @@ from ._common import fmt_pct, print_table, write_json
 
 @click.command("eval")
 @click.argument("artifact", type=click.Path(exists=False))
-@click.option("--data", required=True, help="'digits' (bundled held-out split), a folder (its val/ split), or 'synthetic[:N]'.")
+@click.option("--data", required=True,
+              help="'digits' (bundled held-out split), a folder (its val/ split), or 'synthetic[:N]'.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N (runner dependent).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads for the runner.")
 @click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
               help="Held-out fraction when DATA is one folder of class sub-folders (same seed as train).")
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images (counted) instead of failing.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result as JSON (top1/top5 as fractions).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Write the result as JSON (top1/top5 as fractions).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def command(artifact, data, batch_size, device, threads, val_split, skip_corrupt, json_path, quiet):
     """Score ARTIFACT (torch, onnx or engine) on the held-out split of DATA: top-1, top-5, per-class

@@ -54,7 +54,8 @@ def command(artifact, out, opset, dynamic_batch, batch_size, simplify, fold_bn, 
         ["input", f"{info['input_name']} {shape} ({'dynamic' if info['dynamic_batch'] else 'static'} batch)"],
         ["output", f"{info['output_name']} {'x'.join(str(d) for d in info['output_shape'])}"],
         ["BatchNorm folded", f"{info['bn_folded']} (left in graph: {info['bn_remaining']})"],
-        ["simplified", f"{'yes' if info['simplified'] else 'no'} ({info['nodes_before_simplify']} -> {info['nodes']} nodes)"],
+        ["simplified", f"{'yes' if info['simplified'] else 'no'} "
+                       f"({info['nodes_before_simplify']} -> {info['nodes']} nodes)"],
         ["onnx.checker", "passed"],
     ]
     for rewrite in info.get("rewrites") or []:

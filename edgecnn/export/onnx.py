@@ -8,14 +8,15 @@ The steps, in order, and why:
 2. **Fold BatchNorm into the preceding convolution, in place** (eval statistics). The legacy exporter
    would fold most pairs itself, but doing it in torch makes the graph independent of exporter
    details, tells us how many pairs were folded, and is the same helper quantization needs before
-   NNCF (FIELD-NOTES: unfolded BN makes INT8 no faster than FP32). Pre-activation BatchNorms (DenseNet)
+   NNCF (an unfolded BatchNorm leaves float ops between the quantized convolutions and costs INT8 its
+   speed-up). Pre-activation BatchNorms (DenseNet)
    have no convolution in front and stay in the graph; the manifest counts them.
 3. **Make the graph exportable.** torch's legacy exporter cannot export an AdaptiveAvgPool2d whose
    output size does not divide its input size (AlexNet/VGG below 224 px, where a 1x1 map is pooled to
    7x7). With the input size fixed by the manifest, such a pool is an exact constant linear map; we
    replace it by two MatMuls with the pooling matrices.
 4. **Export with the legacy (TorchScript) exporter**, ``dynamo=False``: fast, works for every zoo
-   model and for NNCF-quantized models (FIELD-NOTES), and honours opset 17.
+   model and for NNCF-quantized models, and honours opset 17.
 5. **Simplify** with onnxslim, then **onnx.checker**.
 6. **Parity** torch vs ONNX Runtime on the same real images. FP32 must agree within 1e-4 max abs; a
    difference above 1 % of the largest logit means the graph is wrong and the export fails.
@@ -32,8 +33,17 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxslim
+import torch
+from torch import fx, nn
+from tqdm.auto import tqdm
 
-from ..errors import EdgeCnnError, InvalidInput, require
+from ..artifact import Artifact, check_out, new_manifest, write_artifact
+from ..data.source import DataSource
+from ..errors import EdgeCnnError, InvalidInput
+from ..models import load_torch_model
+from ..runtime.onnxrt import create_session, ort_version
 
 log = logging.getLogger("edgecnn")
 
@@ -44,6 +54,10 @@ MIN_OPSET = 11          # Gemm/Flatten/Pad semantics the zoo relies on
 PARITY_ATOL_FP32 = 1e-4
 PARITY_MAX_REL = 1e-2
 PARITY_IMAGES = 16
+try:
+    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as MAX_OPSET
+except ImportError:  # pragma: no cover - private constant moved
+    MAX_OPSET = 20
 
 
 class ExportError(EdgeCnnError):
@@ -73,9 +87,6 @@ def fold_batchnorm(model) -> list[str]:
     would switch NNCF to its experimental backend). A convolution whose output is also used elsewhere,
     or a module called more than once, is left alone. Returns ``["conv_name+bn_name", ...]``.
     """
-    import torch
-    from torch import fx, nn
-
     model.eval()
     try:
         graph = fx.symbolic_trace(model).graph
@@ -115,8 +126,6 @@ def fold_batchnorm(model) -> list[str]:
 
 def _pool_matrix(n_in: int, n_out: int):
     """Rows average the bins of torch's adaptive pooling: bin i covers [floor(i*n/o), ceil((i+1)*n/o))."""
-    import torch
-
     m = torch.zeros(n_out, n_in, dtype=torch.float64)
     for i in range(n_out):
         start, end = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
@@ -124,30 +133,25 @@ def _pool_matrix(n_in: int, n_out: int):
     return m.float()
 
 
-def _fixed_adaptive_pool(h_in: int, w_in: int, h_out: int, w_out: int):
-    import torch
-    from torch import nn
+class FixedAdaptiveAvgPool2d(nn.Module):
+    """AdaptiveAvgPool2d for one known input size, as ``A_h @ x @ A_w^T`` (exact, exportable)."""
 
-    class FixedAdaptiveAvgPool2d(nn.Module):
-        """AdaptiveAvgPool2d for one known input size, as ``A_h @ x @ A_w^T`` (exact, exportable)."""
+    def __init__(self, h_in: int, w_in: int, h_out: int, w_out: int):
+        super().__init__()
+        self.register_buffer("rows", _pool_matrix(h_in, h_out))
+        self.register_buffer("cols_t", _pool_matrix(w_in, w_out).t().contiguous())
 
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("rows", _pool_matrix(h_in, h_out))
-            self.register_buffer("cols_t", _pool_matrix(w_in, w_out).t().contiguous())
+    def forward(self, x):
+        return torch.matmul(torch.matmul(self.rows, x), self.cols_t)
 
-        def forward(self, x):
-            return torch.matmul(torch.matmul(self.rows, x), self.cols_t)
 
-    return FixedAdaptiveAvgPool2d()
+def _fixed_adaptive_pool(h_in: int, w_in: int, h_out: int, w_out: int) -> FixedAdaptiveAvgPool2d:
+    return FixedAdaptiveAvgPool2d(h_in, w_in, h_out, w_out)
 
 
 def make_exportable(model, input_shape: tuple[int, int, int]) -> list[str]:
     """Replace adaptive average pools the legacy exporter rejects (output size not a divisor of the
     input size) by an exact fixed-size equivalent, in place. Returns a description of each rewrite."""
-    import torch
-    from torch import nn
-
     seen: dict[str, set] = {}
 
     def recorder(name: str):
@@ -155,7 +159,8 @@ def make_exportable(model, input_shape: tuple[int, int, int]) -> list[str]:
             seen.setdefault(name, set()).add(tuple(args[0].shape[-2:]))
         return hook
 
-    hooks = [m.register_forward_pre_hook(recorder(n)) for n, m in model.named_modules() if type(m) is nn.AdaptiveAvgPool2d]
+    hooks = [m.register_forward_pre_hook(recorder(n)) for n, m in model.named_modules()
+             if type(m) is nn.AdaptiveAvgPool2d]
     if not hooks:
         return []
     param = next(model.parameters(), None)
@@ -226,9 +231,6 @@ def to_onnx(model, path: str | Path, *, input_shape: tuple[int, int, int], opset
             metadata: dict | None = None) -> dict:
     """Export an eval-mode module to ``path`` (legacy exporter), simplify it, check it. Returns a
     description of the graph (opset, input/output names and shapes, op counts, simplification)."""
-    import onnx
-    import torch
-
     path = Path(path)
     example = torch.zeros(batch_size, *input_shape)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
@@ -249,8 +251,6 @@ def to_onnx(model, path: str | Path, *, input_shape: tuple[int, int, int], opset
     ops_before = len(proto.graph.node)
     simplified, simplify_error, t1 = False, None, time.perf_counter()
     if simplify:
-        import onnxslim
-
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -297,34 +297,30 @@ def to_onnx(model, path: str | Path, *, input_shape: tuple[int, int, int], opset
 # --------------------------------------------------------------------------------------------------
 # Parity
 # --------------------------------------------------------------------------------------------------
-def parity_images(input_spec: dict, data: str = "digits", n: int = PARITY_IMAGES) -> tuple[np.ndarray, dict]:
+def parity_images(input_spec: dict, data: DataSource | str = "digits",
+                  n: int = PARITY_IMAGES) -> tuple[np.ndarray, dict]:
     """``n`` real images preprocessed with ``input_spec`` (float32 N,C,H,W) and what they are.
 
-    'digits' (or 'auto') takes evenly spaced held-out digits, resized to the model's input and
-    replicated to its channels: real pixels at any input spec. A folder takes its held-out split.
-    Synthetic noise is refused: agreement on noise says nothing about agreement on images.
+    The digits (default) give evenly spaced held-out digits, resized to the model's input and replicated
+    to its channels: real pixels at any input spec. A folder gives its held-out split. Synthetic noise
+    is refused: agreement on noise says nothing about agreement on images.
     """
-    from ..data import describe_source, load_dataset
-
+    source = DataSource.parse(data)
     if n < 1:
         raise InvalidInput(f"parity needs at least 1 image, got {n}.")
-    if data == "auto":
-        data = "digits"
-    if data.startswith("synthetic"):
+    if source.is_synthetic:
         raise InvalidInput("Parity must be measured on real images, not synthetic noise; pass --parity-data digits "
                            "(default) or a folder of images.")
-    dataset = load_dataset(data, input_spec, "val")
+    dataset = source.dataset(input_spec, "val")
     total = len(dataset)
     if total == 0:
-        raise InvalidInput(f"Parity data '{data}' has no held-out images; pass --parity-data digits.")
+        raise InvalidInput(f"Parity data '{source}' has no held-out images; pass --parity-data digits.")
     idx = np.unique(np.linspace(0, total - 1, num=min(n, total)).round().astype(int))
     images = np.stack([np.asarray(dataset[int(i)][0], dtype=np.float32) for i in idx])
-    return images, {**describe_source(data, "val"), "indices": idx.tolist()}
+    return images, {**source.describe("val"), "indices": idx.tolist()}
 
 
 def torch_outputs(model, images: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
-    import torch
-
     model.eval()
     outs = []
     with torch.inference_mode():
@@ -352,8 +348,6 @@ def measure_parity(onnx_path: str | Path, images: np.ndarray, reference: np.ndar
     """Run ``images`` through ONNX Runtime (CPU, full graph optimisation, as users run it) and compare
     with ``reference`` (the torch outputs). ``batch_size`` set = the graph has that static batch; else
     the whole set runs as one batch and the first image alone as a second (dynamic batch exercised)."""
-    from ..runtime.onnxrt import create_session
-
     session = create_session(onnx_path, threads=threads)
     name = session.get_inputs()[0].name
     if batch_size:
@@ -374,45 +368,19 @@ def measure_parity(onnx_path: str | Path, images: np.ndarray, reference: np.ndar
 # The stage
 # --------------------------------------------------------------------------------------------------
 def export_onnx(src, out, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True, batch_size: int = 1,
-                simplify: bool = True, fold_bn: bool = True, parity_data: str | None = "digits",
+                simplify: bool = True, fold_bn: bool = True, parity_data: DataSource | str | None = "digits",
                 parity_images_n: int = PARITY_IMAGES, parity_max_rel: float | None = PARITY_MAX_REL,
                 model=None, precision: str | None = None, progress: bool = True):
     """Export torch artifact ``src`` to an ONNX artifact at ``out`` (format onnx, file model.onnx).
 
     ``model`` replaces the network loaded from ``src`` (e.g. an in-memory pruned or quantized module
-    whose lineage is ``src``); it is copied, never modified. ``parity_data`` is 'digits' (default; also
-    'auto'), an image folder, or None to skip the parity measurement (not recommended). Parity above
-    ``parity_max_rel`` (relative to the largest logit) fails the export with ParityError.
+    whose lineage is ``src``); it is copied, never modified. ``parity_data`` is a DataSource or its text
+    ('digits', the default, or an image folder), or None to skip the parity measurement (not
+    recommended). Parity above ``parity_max_rel`` (relative to the largest logit) fails the export with
+    ParityError.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..artifact import Artifact, check_out, new_manifest, write_artifact
-    from ..models import load_torch_model
-
-    onnx = require("onnx", purpose="exporting to ONNX")
-    if simplify:
-        require("onnxslim", purpose="simplifying the exported graph (or pass --no-simplify)")
-    onnxruntime = require("onnxruntime", purpose="checking the exported graph against torch")
-
-    if out is not None:
-        check_out(out)
-    if not isinstance(src, Artifact):
-        src = Artifact.load(src, formats=("torch",))
-    elif src.format != "torch":
-        raise InvalidInput(f"'{src.path}' is a {src.format} artifact; export needs a torch artifact "
-                           "(the one written by 'edgecnn train' or a compression stage).")
-    try:
-        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
-    except ImportError:  # pragma: no cover - private constant moved
-        max_opset = 20
-    if not MIN_OPSET <= opset <= max_opset:
-        raise InvalidInput(f"opset {opset} is not supported by the exporter; pass --opset between {MIN_OPSET} "
-                           f"and {max_opset} (default {DEFAULT_OPSET}).")
-    if batch_size < 1:
-        raise InvalidInput(f"batch size must be >= 1, got {batch_size}.")
+    src, data, ort = _resolve_export(src, out, opset=opset, batch_size=batch_size, parity_data=parity_data)
     precision = precision or src.precision
-    input_shape = src.input_shape
     steps = tqdm(total=5, desc="export", disable=not progress, leave=False, unit="step")
 
     def step(name: str) -> None:
@@ -420,73 +388,99 @@ def export_onnx(src, out, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = T
         log.info("export %s: %s", src.model, name)
 
     t_start = time.perf_counter()
-    step("load")
-    if model is None:
-        net = load_torch_model(src)
-    else:
-        net = copy.deepcopy(model)
-    net = net.to("cpu").eval()
-    images = reference = data_desc = None
-    if parity_data is not None:
-        images, data_desc = parity_images(src.input, parity_data, parity_images_n)
-        reference = torch_outputs(net, images)
-        if reference.ndim != 2 or reference.shape[1] != src.num_classes:
-            raise InvalidInput(f"The model outputs shape {list(reference.shape)} but '{src.path}' declares "
-                               f"{src.num_classes} classes; pass the model that belongs to this artifact.")
-    else:
-        warnings.warn("parity check skipped (parity_data=None): nothing proves the ONNX graph matches torch.",
-                      stacklevel=2)
-    steps.update()
-    step("fold BatchNorm")
-    folded = fold_batchnorm(net) if fold_bn else []
-    rewrites = make_exportable(net, input_shape)
-    steps.update()
-
-    params = {"opset": opset, "dynamic_batch": dynamic_batch, "batch_size": batch_size, "simplify": simplify,
-              "fold_bn": fold_bn, "parity_data": parity_data, "parity_images": parity_images_n if parity_data else 0,
-              "source_model": "artifact" if model is None else "in-memory module"}
-    metrics = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
-    manifest = new_manifest(model=src.model, format="onnx", file="model.onnx", precision=precision, input=src.input,
-                            classes=src.classes, stage="export", params=params, parent=src,
-                            architecture=src.manifest.get("architecture"), metrics=metrics)
-    metadata = {"edgecnn.model": src.model, "edgecnn.id": manifest["id"], "edgecnn.precision": precision,
-                "edgecnn.classes": ",".join(src.classes)}
-
-    def write(tmp: Path) -> None:
-        step("export + simplify")
-        info = to_onnx(net, tmp / "model.onnx", input_shape=input_shape, opset=opset, dynamic_batch=dynamic_batch,
-                       batch_size=batch_size, simplify=simplify, metadata=metadata)
-        info.update(bn_folded=len(folded), bn_folded_pairs=folded, rewrites=rewrites,
-                    onnx_version=onnx.__version__, onnxruntime_version=onnxruntime.__version__)
-        manifest["onnx"] = info
-        steps.update()
-        step("parity")
-        parity = None
-        if images is not None:
-            parity = measure_parity(tmp / "model.onnx", images, reference,
-                                    batch_size=None if dynamic_batch else batch_size,
-                                    threads=torch.get_num_threads())
-            parity.update(n_images=int(len(images)), data=data_desc, precision=precision)
-            if precision == "fp32":
-                parity["atol"] = PARITY_ATOL_FP32
-                parity["within_atol"] = parity["max_abs"] <= PARITY_ATOL_FP32
-            if parity_max_rel is not None and parity["max_rel"] > parity_max_rel:
-                raise ParityError(
-                    f"ONNX Runtime disagrees with torch on {len(images)} real images: max abs error "
-                    f"{parity['max_abs']:.3g} = {100 * parity['max_rel']:.2g}% of the largest logit (limit "
-                    f"{100 * parity_max_rel:.2g}%), top-1 agreement {100 * parity['top1_agreement']:.0f}%. "
-                    "The exported graph is wrong; retry with --no-fold-bn / --no-simplify / another --opset "
-                    "to find the step that breaks it.")
-            if precision == "fp32" and not parity["within_atol"]:
-                warnings.warn(f"ONNX parity max abs error {parity['max_abs']:.3g} exceeds {PARITY_ATOL_FP32:g} "
-                              f"(logits up to {parity['reference_max_abs']:.3g}; {parity['max_rel']:.2g} relative).",
-                              stacklevel=3)
-        manifest["metrics"]["parity"] = parity
-        info["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
-        steps.update()
-        step("write")
-
     try:
+        step("load")
+        net = (load_torch_model(src) if model is None else copy.deepcopy(model)).to("cpu").eval()
+        reference = _parity_reference(src, net, data, parity_images_n)
+        steps.update()
+        step("fold BatchNorm")
+        folded = fold_batchnorm(net) if fold_bn else []
+        rewrites = make_exportable(net, src.input_shape)
+        steps.update()
+        params = {"opset": opset, "dynamic_batch": dynamic_batch, "batch_size": batch_size, "simplify": simplify,
+                  "fold_bn": fold_bn, "parity_data": None if data is None else str(data),
+                  "parity_images": parity_images_n if data is not None else 0,
+                  "source_model": "artifact" if model is None else "in-memory module"}
+        manifest = new_manifest(model=src.model, format="onnx", file="model.onnx", precision=precision,
+                                input=src.input, classes=src.classes, stage="export", params=params, parent=src,
+                                architecture=src.manifest.get("architecture"),
+                                metrics={k: v for k, v in src.metrics.items() if k in ("params", "macs")})
+        metadata = {"edgecnn.model": src.model, "edgecnn.id": manifest["id"], "edgecnn.precision": precision,
+                    "edgecnn.classes": ",".join(src.classes)}
+
+        def write(tmp: Path) -> None:
+            step("export + simplify")
+            info = to_onnx(net, tmp / "model.onnx", input_shape=src.input_shape, opset=opset,
+                           dynamic_batch=dynamic_batch, batch_size=batch_size, simplify=simplify, metadata=metadata)
+            info.update(bn_folded=len(folded), bn_folded_pairs=folded, rewrites=rewrites,
+                        onnx_version=onnx.__version__, onnxruntime_version=ort)
+            manifest["onnx"] = info
+            steps.update()
+            step("parity")
+            manifest["metrics"]["parity"] = _record_parity(
+                tmp / "model.onnx", reference, precision=precision, parity_max_rel=parity_max_rel,
+                batch_size=None if dynamic_batch else batch_size)
+            info["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
+            steps.update()
+            step("write")
+
         return write_artifact(out, manifest, write)
     finally:
         steps.close()
+
+
+def _resolve_export(src, out, *, opset: int, batch_size: int, parity_data) -> tuple[Artifact, DataSource | None, str]:
+    """The torch artifact, the parity data and ONNX Runtime's version; every option checked before any work."""
+    ort = ort_version()                      # parity runs the graph in ONNX Runtime: fail now if it is missing
+    if out is not None:
+        check_out(out)
+    if not isinstance(src, Artifact):
+        src = Artifact.load(src, formats=("torch",))
+    elif src.format != "torch":
+        raise InvalidInput(f"'{src.path}' is a {src.format} artifact; export needs a torch artifact "
+                           "(the one written by 'edgecnn train' or a compression stage).")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise InvalidInput(f"opset {opset} is not supported by the exporter; pass --opset between {MIN_OPSET} "
+                           f"and {MAX_OPSET} (default {DEFAULT_OPSET}).")
+    if batch_size < 1:
+        raise InvalidInput(f"batch size must be >= 1, got {batch_size}.")
+    return src, DataSource.optional(parity_data), ort
+
+
+def _parity_reference(src: Artifact, net, data: DataSource | None, n: int) -> tuple | None:
+    """(images, torch outputs, data description) measured before anything changes the network."""
+    if data is None:
+        warnings.warn("parity check skipped (parity_data=None): nothing proves the ONNX graph matches torch.",
+                      stacklevel=3)
+        return None
+    images, desc = parity_images(src.input, data, n)
+    reference = torch_outputs(net, images)
+    if reference.ndim != 2 or reference.shape[1] != src.num_classes:
+        raise InvalidInput(f"The model outputs shape {list(reference.shape)} but '{src.path}' declares "
+                           f"{src.num_classes} classes; pass the model that belongs to this artifact.")
+    return images, reference, desc
+
+
+def _record_parity(onnx_path: Path, reference: tuple | None, *, precision: str, parity_max_rel: float | None,
+                   batch_size: int | None) -> dict | None:
+    """Parity of the written graph against the torch outputs; ParityError when it computes something else."""
+    if reference is None:
+        return None
+    images, expected, desc = reference
+    parity = measure_parity(onnx_path, images, expected, batch_size=batch_size, threads=torch.get_num_threads())
+    parity.update(n_images=int(len(images)), data=desc, precision=precision)
+    if precision == "fp32":
+        parity["atol"] = PARITY_ATOL_FP32
+        parity["within_atol"] = parity["max_abs"] <= PARITY_ATOL_FP32
+    if parity_max_rel is not None and parity["max_rel"] > parity_max_rel:
+        raise ParityError(
+            f"ONNX Runtime disagrees with torch on {len(images)} real images: max abs error "
+            f"{parity['max_abs']:.3g} = {100 * parity['max_rel']:.2g}% of the largest logit (limit "
+            f"{100 * parity_max_rel:.2g}%), top-1 agreement {100 * parity['top1_agreement']:.0f}%. "
+            "The exported graph is wrong; retry with --no-fold-bn / --no-simplify / another --opset "
+            "to find the step that breaks it.")
+    if precision == "fp32" and not parity["within_atol"]:
+        warnings.warn(f"ONNX parity max abs error {parity['max_abs']:.3g} exceeds {PARITY_ATOL_FP32:g} "
+                      f"(logits up to {parity['reference_max_abs']:.3g}; {parity['max_rel']:.2g} relative).",
+                      stacklevel=4)
+    return parity

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..artifact import Artifact
 from ..errors import ArtifactError
 
 # artifact format -> "module:Class"; other modules add to this with register_runner.
@@ -62,8 +63,6 @@ class Runner:
 
 def open_runner(artifact, *, device: str = "cpu", threads: int | None = None, **options) -> Runner:
     """Load ``artifact`` (an Artifact or a path) into the runner for its format."""
-    from ..artifact import Artifact
-
     if not isinstance(artifact, Artifact):
         artifact = Artifact.load(artifact)
     target = _RUNNERS.get(artifact.format)

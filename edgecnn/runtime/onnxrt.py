@@ -23,6 +23,11 @@ def _ort():
     return require("onnxruntime", purpose="running ONNX models")
 
 
+def ort_version() -> str:
+    """The installed ONNX Runtime's version (MissingDependency when it is not installed)."""
+    return _ort().__version__
+
+
 def session_options(*, threads: int | None = None, inter_threads: int = 1, opt_level: str = "all",
                     spinning: bool | None = None, sequential: bool = True):
     """SessionOptions with every knob that matters for latency set explicitly.
@@ -188,12 +193,13 @@ class OrtRunner(Runner):
             raise InvalidInput(f"'{self.artifact.path}' takes a batch of images (N, C, H, W) with C,H,W = {want}; "
                                f"got an array of shape {tuple(batch.shape)}.")
         if any(d is not None and d != b for d, b in zip(self.image_shape, batch.shape[1:])):
-            raise InvalidInput(f"'{self.artifact.path}' takes images of C,H,W = {want} (its manifest's input spec); got "
-                               f"{'x'.join(map(str, batch.shape[1:]))}. Preprocess with the artifact's input spec.")
+            raise InvalidInput(f"'{self.artifact.path}' takes images of C,H,W = {want} (its manifest's input spec); "
+                               f"got {'x'.join(map(str, batch.shape[1:]))}. Preprocess with the artifact's input spec.")
         if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
-            raise InvalidInput(f"'{self.artifact.path}' was exported with a fixed batch size of {self.fixed_batch}, so it "
-                               f"cannot run a batch of {batch.shape[0]}; use batch size {self.fixed_batch} (--batch-size "
-                               f"{self.fixed_batch}) or re-export with a dynamic batch (edgecnn export --dynamic-batch).")
+            raise InvalidInput(f"'{self.artifact.path}' was exported with a fixed batch size of {self.fixed_batch}, "
+                               f"so it cannot run a batch of {batch.shape[0]}; use batch size {self.fixed_batch} "
+                               f"(--batch-size {self.fixed_batch}) or re-export with a dynamic batch "
+                               "(edgecnn export --dynamic-batch).")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 

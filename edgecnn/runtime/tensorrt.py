@@ -11,8 +11,8 @@ Three TensorRT generations differ in ways a build must respect:
 * 11.x - every network is strongly typed: the FP16/INT8 builder flags and trtexec's --fp16/--int8/--best
   are gone; precision comes from the ONNX tensor types (an FP16 ONNX, or Q/DQ nodes for INT8).
 
-``tensorrt`` is imported inside functions only, so this module (and ``edgecnn --help``) works without
-it; a missing package raises MissingDependency with the install command. GPU buffers are torch CUDA
+``tensorrt`` (and ModelOpt, for FP16 on 11.x) is imported inside functions only, so this module works
+without it; a missing package raises MissingDependency with the install command. GPU buffers are torch CUDA
 tensors, so no pycuda is needed. An engine is a raw plan file: its manifest records the TensorRT
 version, GPU and compute capability, and loading it anywhere else fails with DeviceMismatch before
 TensorRT is asked to deserialize it.
@@ -21,12 +21,21 @@ TensorRT is asked to deserialize it.
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import onnx
+import torch
+from tqdm.auto import tqdm
 
-from ..errors import ArtifactError, DeviceMismatch, InvalidInput, MissingDependency
+from ..artifact import Artifact, check_out, new_manifest, write_artifact
+from ..devices import load_profile, parse_version
+from ..doctor import describe_onnx, diagnose
+from ..errors import ArtifactError, DeviceMismatch, InvalidInput, MissingDependency, OptionError
+from ..options import Options, bounded
 from .base import Runner
 
 log = logging.getLogger("edgecnn")
@@ -47,8 +56,6 @@ def trt_version_tuple(version: str) -> tuple[int, ...]:
 
 def trt_family(version: str) -> str:
     """The trtexec/API generation of a TensorRT version: '8.0' (8.0-8.3), '8.4' (8.4-8.6), '10' (9.x-10.x), '11'."""
-    from ..devices import parse_version
-
     major, minor = parse_version(version)
     if major < 8:
         raise InvalidInput(f"TensorRT {version} is too old for edgecnn (8.0 or newer is needed).")
@@ -59,7 +66,8 @@ def trt_family(version: str) -> str:
     return "11"
 
 
-FAMILY_RANGES = {"8.0": ((8, 0), (8, 3)), "8.4": ((8, 4), (8, 6)), "10": ((9, 0), (10, 999)), "11": ((11, 0), (11, 999))}
+FAMILY_RANGES = {"8.0": ((8, 0), (8, 3)), "8.4": ((8, 4), (8, 6)), "10": ((9, 0), (10, 999)),
+                 "11": ((11, 0), (11, 999))}
 
 
 def families_in_range(lo: tuple[int, int], hi: tuple[int, int]) -> list[str]:
@@ -68,6 +76,22 @@ def families_in_range(lo: tuple[int, int], hi: tuple[int, int]) -> list[str]:
 
 
 # -- what to build -------------------------------------------------------------------------------
+@dataclass
+class EngineRequest(Options):
+    """What a user asks of an engine (``edgecnn build`` and the TensorRT part of ``edgecnn deploy``).
+    :meth:`validate` holds the option rules; :func:`plan_engine` checks them against the model and device."""
+
+    precision: Literal["fp32", "fp16", "int8"] | None = None
+    batch: tuple[int, int, int] | None = None
+    dla_core: int | None = bounded(None, 0)
+    gpu_fallback: bool = False
+    workspace_gb: float | None = bounded(None, 0, lo_open=True)
+
+    def validate(self) -> None:
+        if self.gpu_fallback and self.dla_core is None:
+            raise OptionError("--gpu-fallback only applies to DLA builds; add --dla-core N or drop --gpu-fallback.")
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """Everything that decides an engine, independent of how it is built (Python API or trtexec)."""
@@ -95,7 +119,8 @@ class EngineOptions:
         return asdict(self)
 
 
-def trtexec_args(opts: EngineOptions, version: str, *, onnx: str = "model.onnx", engine: str = ENGINE_FILE) -> list[str]:
+def trtexec_args(opts: EngineOptions, version: str, *, onnx: str = "model.onnx",
+                 engine: str = ENGINE_FILE) -> list[str]:
     """trtexec arguments that build ``opts`` on TensorRT ``version``.
 
     8.0-8.3: --explicitBatch, --workspace=MiB. 8.4-8.6: --memPoolSize=workspace:MiB (--workspace is
@@ -139,28 +164,18 @@ def trtexec_args(opts: EngineOptions, version: str, *, onnx: str = "model.onnx",
 def plan_engine(src, profile, *, precision: str | None = None, batch: tuple[int, int, int] | None = None,
                 dla_core: int | None = None, gpu_fallback: bool = False, workspace_gb: float | None = None,
                 timing_cache: str | None = None) -> EngineOptions:
-    """Validate a build request against the model and the device; raise InvalidInput naming the fix."""
-    from ..doctor import describe_onnx
-
+    """Validate a build request against the model and the device; raise InvalidInput naming the fix
+    (OptionError for options that contradict each other whatever the model)."""
+    req = EngineRequest().merged(dict(precision=precision, batch=batch, dla_core=dla_core, gpu_fallback=gpu_fallback,
+                                      workspace_gb=workspace_gb), where="build")
     if not profile.uses_tensorrt:
         raise InvalidInput(f"{profile.name} runs {profile.runtime}, not TensorRT; pick a TensorRT device "
                            "(see 'edgecnn devices') or deploy with --target cpu.")
     info = describe_onnx(src.model_file)
-    model_precision = src.precision
-    precision = precision or model_precision
-    profile.check_precision(precision)
-    if precision == "int8" and not info["qdq"]:
-        raise InvalidInput(f"INT8 needs a Q/DQ-quantized model, but '{src.path}' has no QuantizeLinear/DequantizeLinear "
-                           "nodes; quantize it first ('edgecnn quantize') - edgecnn does not use implicit calibration.")
-    if info["qdq"] and precision != "int8":
-        raise InvalidInput(f"'{src.path}' is a Q/DQ (INT8) model; build it with --int8 (or deploy the FP32 model).")
-    if model_precision == "fp16" and precision == "fp32":
-        raise InvalidInput(f"'{src.path}' is an FP16 model; build it with --fp16.")
+    precision = _engine_precision(src, profile, req.precision, info)
     profile.check_dla_core(dla_core)
     if dla_core is not None and precision == "fp32":
         raise InvalidInput("DLA runs FP16 or INT8 only; add --fp16 (or --int8 with a Q/DQ model) to use --dla-core.")
-    if gpu_fallback and dla_core is None:
-        raise InvalidInput("--gpu-fallback only applies to DLA builds; add --dla-core N or drop --gpu-fallback.")
     dynamic = info["dynamic_batch"]
     if batch is not None:
         lo, opt, hi = batch
@@ -174,14 +189,28 @@ def plan_engine(src, profile, *, precision: str | None = None, batch: tuple[int,
     elif dynamic:
         batch = (1, 1, 1) if dla_core is not None else (1, 1, 16)
     ws = workspace_gb if workspace_gb is not None else (profile.default_workspace_gb or 1.0)
-    if ws <= 0:
-        raise InvalidInput(f"--workspace must be > 0 GB, got {ws}.")
     if ws > profile.memory_gb:
-        raise InvalidInput(f"--workspace {ws} GB exceeds {profile.name}'s {profile.memory_gb:g} GB of memory; use less.")
+        raise InvalidInput(f"--workspace {ws} GB exceeds {profile.name}'s {profile.memory_gb:g} GB of memory; "
+                           "use less.")
     return EngineOptions(precision=precision, input_name=info["input_name"], input_chw=tuple(info["input_chw"]),
                          batch=batch if dynamic else None, static_batch=int(info["batch"] or 1), dla_core=dla_core,
                          gpu_fallback=gpu_fallback, workspace_mb=int(round(ws * 1024)), timing_cache=timing_cache,
                          fp16_fallback=profile.supports("fp16"), model_is_fp16=info["fp16"])
+
+
+def _engine_precision(src, profile, requested: str | None, info: dict) -> str:
+    """The precision the engine computes in: the model's unless asked, and only what the model allows."""
+    precision = requested or src.precision
+    profile.check_precision(precision)
+    if precision == "int8" and not info["qdq"]:
+        raise InvalidInput(f"INT8 needs a Q/DQ-quantized model, but '{src.path}' has no QuantizeLinear/"
+                           "DequantizeLinear nodes; quantize it first ('edgecnn quantize') - edgecnn does not use "
+                           "implicit calibration.")
+    if info["qdq"] and precision != "int8":
+        raise InvalidInput(f"'{src.path}' is a Q/DQ (INT8) model; build it with --int8 (or deploy the FP32 model).")
+    if src.precision == "fp16" and precision == "fp32":
+        raise InvalidInput(f"'{src.path}' is an FP16 model; build it with --fp16.")
+    return precision
 
 
 # -- local machine -------------------------------------------------------------------------------
@@ -198,8 +227,6 @@ def import_tensorrt(purpose: str):
 
 def local_gpu() -> dict:
     """{'gpu': name, 'compute_capability': 'M.m', 'index': i} of the current CUDA device, or MissingDependency."""
-    import torch
-
     if not torch.cuda.is_available():
         raise MissingDependency("TensorRT needs an NVIDIA GPU with a working CUDA driver, and torch sees none here; "
                                 "run this on the target machine, or deploy a bundle (edgecnn deploy) and build there.")
@@ -217,18 +244,21 @@ def check_engine_compatible(meta: dict, *, trt_version: str, compute_capability:
     """
     built = str(meta.get("version") or "")
     if not built:
-        raise ArtifactError(f"{where} does not record the TensorRT version that built it; rebuild it with 'edgecnn build'.")
+        raise ArtifactError(f"{where} does not record the TensorRT version that built it; rebuild it with "
+                            "'edgecnn build'.")
     a, b = trt_version_tuple(built), trt_version_tuple(trt_version)
     n = min(len(a), len(b))
     if a[:n] != b[:n]:
         raise DeviceMismatch(
-            f"{where} was built with TensorRT {built} but this machine has TensorRT {trt_version}; engines only load in "
-            f"the TensorRT version that built them - rebuild it here with 'edgecnn build' from its ONNX parent.")
+            f"{where} was built with TensorRT {built} but this machine has TensorRT {trt_version}; engines only "
+            f"load in the TensorRT version that built them - rebuild it here with 'edgecnn build' from its ONNX "
+            "parent.")
     want = meta.get("compute_capability")
     if want and compute_capability and want != compute_capability:
         raise DeviceMismatch(
             f"{where} was built for compute capability {want} ({meta.get('gpu') or 'unknown GPU'}) but this GPU is "
-            f"{gpu or 'a GPU'} with compute capability {compute_capability}; rebuild it on this machine with 'edgecnn build'.")
+            f"{gpu or 'a GPU'} with compute capability {compute_capability}; rebuild it on this machine with "
+            "'edgecnn build'.")
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -255,8 +285,6 @@ class _Logger:
 
 def _progress_monitor(trt):
     """tqdm bars for TensorRT's top-level build phases (IProgressMonitor exists from TensorRT 10)."""
-    from tqdm.auto import tqdm
-
     class Monitor(trt.IProgressMonitor):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
@@ -350,8 +378,7 @@ def serialize_network(trt, onnx_path: Path, opts: EngineOptions, *, cache: bytes
 def _fp16_onnx_for_strong_typing(onnx_path: Path, tmp: Path) -> Path:
     """TensorRT 11 takes precision from the graph: convert an FP32 ONNX to FP16 with ModelOpt AutoCast."""
     try:
-        import onnx
-        from modelopt.onnx.autocast import convert_to_mixed_precision  # noqa: PLC0415
+        from modelopt.onnx.autocast import convert_to_mixed_precision  # noqa: PLC0415 - heavy, optional (NVIDIA)
     except ImportError as exc:
         raise MissingDependency(
             f"TensorRT 11 builds strongly typed networks only, so FP16 needs an FP16 ONNX; ModelOpt converts it "
@@ -372,14 +399,7 @@ def build_engine(src, out, *, device: str, precision: str | None = None, batch: 
     and refuses models with ops this TensorRT cannot parse.
     """
     if out is not None:
-        from ..artifact import check_out
-
         check_out(out)
-    import tempfile
-
-    from ..artifact import Artifact, new_manifest, write_artifact
-    from ..devices import load_profile
-
     profile = load_profile(device)
     if not isinstance(src, Artifact):
         src = Artifact.load(src, formats=("onnx",))
@@ -394,23 +414,14 @@ def build_engine(src, out, *, device: str, precision: str | None = None, batch: 
         raise DeviceMismatch(f"TensorRT {trt.__version__} is outside what {profile.name} ships "
                              f"({profile.trt_range_text}); install a TensorRT in that range or edit the profile.")
     if preflight:
-        from ..doctor import diagnose
-
         report = diagnose(src, profile.name, tensorrt=trt.__version__, dla_core=dla_core, precision=opts.precision)
-        if report.errors:
-            first = report.errors[0]
-            raise InvalidInput(f"Pre-flight check failed for TensorRT {trt.__version__} on {profile.name}: "
-                               f"{len(report.errors)} problem(s), first: {first.op} ({first.node}): {first.problem}. "
-                               f"Run 'edgecnn doctor {src.path} --device {profile.name}' for the full table.")
-        if report.fallbacks and not gpu_fallback:
-            raise InvalidInput(f"{len(report.fallbacks)} layer(s) cannot run on the DLA (first: {report.fallbacks[0].op}); "
-                               "add --gpu-fallback to run them on the GPU, or see 'edgecnn doctor ... --dla-core N'.")
+        report.require_buildable(gpu_fallback=gpu_fallback, source=src.path)
     gpu = local_gpu()
     if gpu["compute_capability"] not in profile.compute_capability:
         raise DeviceMismatch(
             f"This GPU ({gpu['gpu']}, compute capability {gpu['compute_capability']}) is not a {profile.name} "
-            f"(compute capability {', '.join(profile.compute_capability)}); an engine only runs on the GPU it was built "
-            f"on - build on the device itself (see 'edgecnn deploy') or pass a matching --device.")
+            f"(compute capability {', '.join(profile.compute_capability)}); an engine only runs on the GPU it was "
+            f"built on - build on the device itself (see 'edgecnn deploy') or pass a matching --device.")
     cache_in = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     onnx_path = src.model_file
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -450,13 +461,11 @@ class TensorRTRunner(Runner):
 
     def _load(self) -> None:
         trt = import_tensorrt("running engines")
-        import torch
-
         meta = self.artifact.manifest.get("tensorrt") or {}
         gpu = local_gpu()
         check_engine_compatible(meta, trt_version=trt.__version__, compute_capability=gpu["compute_capability"],
                                 gpu=gpu["gpu"], where=f"Engine '{self.artifact.path}'")
-        self._trt, self._torch = trt, torch
+        self._trt = trt
         dev = self.device if str(self.device).startswith("cuda") else f"cuda:{gpu['index']}"
         self._dev = torch.device(dev)
         self._logger = _Logger(trt)
@@ -472,12 +481,13 @@ class TensorRTRunner(Runner):
         self._tensor_api = hasattr(self._engine, "num_io_tensors")     # 8.5+
         self._inputs, self._outputs = self._io_names()
         if len(self._inputs) != 1:
-            raise ArtifactError(f"'{self.artifact.path}' has {len(self._inputs)} inputs; edgecnn runs single-input classifiers.")
+            raise ArtifactError(f"'{self.artifact.path}' has {len(self._inputs)} inputs; edgecnn runs single-input "
+                                "classifiers.")
         self._max_batch = int(meta.get("max_batch") or self._profile_max_batch())
 
     @property
     def description(self) -> str:
-        return f"tensorrt {self._trt.__version__} on {self._torch.cuda.get_device_name(self._dev)}"
+        return f"tensorrt {self._trt.__version__} on {torch.cuda.get_device_name(self._dev)}"
 
     def _io_names(self) -> tuple[list[str], list[str]]:
         trt, eng = self._trt, self._engine
@@ -503,7 +513,7 @@ class TensorRTRunner(Runner):
     def _dtype(self, name: str):
         eng = self._engine
         dt = eng.get_tensor_dtype(name) if self._tensor_api else eng.get_binding_dtype(eng.get_binding_index(name))
-        return self._torch.from_numpy(np.empty(0, dtype=self._trt.nptype(dt))).dtype
+        return torch.from_numpy(np.empty(0, dtype=self._trt.nptype(dt))).dtype
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -511,7 +521,7 @@ class TensorRTRunner(Runner):
         return np.concatenate(outs) if outs else np.zeros((0, self.artifact.num_classes), np.float32)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        torch, ctx, eng = self._torch, self._context, self._engine
+        ctx, eng = self._context, self._engine
         name = self._inputs[0]
         xin = torch.from_numpy(x).to(self._dev).to(self._dtype(name)).contiguous()
         buffers = {name: xin}
