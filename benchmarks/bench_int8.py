@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     import torch
 
     from edgecnn.bench import markdown_table, measure_latency, physical_cores
-    from edgecnn.compress.quantize import quantize
+    from edgecnn.compress.quantize import QuantizeOptions, quantize
     from edgecnn.data.calibration import load_calibration
     from edgecnn.export.onnx import export_onnx
     from edgecnn.models import build_model, get_spec, save_torch_artifact
@@ -114,7 +114,8 @@ def main(argv=None) -> int:
         fp32 = export_onnx(src, tmp / "fp32", progress=False)
         steps["export"] = time.perf_counter() - t
         t = time.perf_counter()
-        int8 = quantize(fp32, tmp / "int8", calib=args.calib, subset_size=args.subset, target="cpu", progress=False)
+        int8 = quantize(fp32, tmp / "int8", QuantizeOptions(calib=args.calib, subset_size=args.subset, target="cpu"),
+                        progress=False)
         steps["edgecnn_quantize"] = time.perf_counter() - t
         candidates, labels, notes = [src, fp32, int8], ["torch FP32", "ORT FP32", "edgecnn INT8 (ORT)"], []
         try:
@@ -129,13 +130,14 @@ def main(argv=None) -> int:
         except ImportError:
             notes.append("OpenVINO not installed: its column is missing (pip install 'edgecnn[openvino]').")
         try:
-            from edgecnn.compress.prune import prune
+            from edgecnn.compress.prune import PruneOptions, prune
 
             t = time.perf_counter()
-            pruned = prune(src, tmp / "pruned", ratio=args.prune_ratio, progress=False)
+            pruned = prune(src, tmp / "pruned", PruneOptions(ratio=args.prune_ratio), progress=False)
             pruned_fp32 = export_onnx(pruned, tmp / "pruned-fp32", progress=False)
-            pruned_int8 = quantize(pruned_fp32, tmp / "pruned-int8", calib=args.calib, subset_size=args.subset,
-                                   target="cpu", progress=False)
+            pruned_int8 = quantize(pruned_fp32, tmp / "pruned-int8",
+                                   QuantizeOptions(calib=args.calib, subset_size=args.subset, target="cpu"),
+                                   progress=False)
             steps["prune_and_quantize"] = time.perf_counter() - t
             candidates.append(pruned_int8)
             labels.append(f"edgecnn pruned-{int(100 * args.prune_ratio)}% + INT8 (ORT)")

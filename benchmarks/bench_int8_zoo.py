@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
     from edgecnn.bench import measure_latency
     from edgecnn.compress.qdq import summarize, validate_qdq
-    from edgecnn.compress.quantize import quantize
+    from edgecnn.compress.quantize import QuantizeOptions, quantize
     from edgecnn.export.onnx import export_onnx
     from edgecnn.models import build_model, get_spec, save_torch_artifact
 
@@ -69,8 +69,8 @@ def main(argv=None) -> int:
             arts = [fp32]
             for target in ("cpu", "tensorrt"):
                 t = time.perf_counter()
-                art = quantize(fp32, tmp / f"{name}-int8-{target}", calib=args.calib, subset_size=args.subset,
-                               target=target, progress=False)
+                art = quantize(fp32, tmp / f"{name}-int8-{target}",
+                               QuantizeOptions(calib=args.calib, subset_size=args.subset, target=target), progress=False)
                 v = summarize(validate_qdq(art.model_file))
                 row[target] = {"quantize_s": round(time.perf_counter() - t, 1), "passes_tensorrt_rules": v["passed"],
                                "errors": v["errors"], "warnings": v["warnings"], "by_rule": v["by_rule"],

@@ -48,7 +48,7 @@ def _random_artifact(name: str, out: Path, *, size, in_channels, num_classes):
 
 def latency(args) -> int:
     from edgecnn.bench import environment_line, markdown_table, measure_latency
-    from edgecnn.compress.prune import prune
+    from edgecnn.compress.prune import PruneOptions, prune
     from edgecnn.export.onnx import export_onnx
 
     t_all = time.perf_counter()
@@ -56,7 +56,7 @@ def latency(args) -> int:
         tmp = Path(tmp)
         src = _random_artifact(args.model, tmp / "original", size=args.size, in_channels=3, num_classes=1000)
         t = time.perf_counter()
-        pruned = prune(src, tmp / "pruned", ratio=args.ratio, importance=args.importance, progress=False)
+        pruned = prune(src, tmp / "pruned", PruneOptions(ratio=args.ratio, importance=args.importance), progress=False)
         prune_s = time.perf_counter() - t
         rep = pruned.manifest["pruning"]
         onnx_orig = export_onnx(src, tmp / "original-onnx", progress=False)
@@ -116,7 +116,7 @@ def zoo(args) -> int:
     import numpy as np
     import torch
 
-    from edgecnn.compress.prune import prune
+    from edgecnn.compress.prune import PruneOptions, prune
     from edgecnn.export.onnx import export_onnx
     from edgecnn.models import get_spec, list_models, load_torch_model
     from edgecnn.runtime import open_runner
@@ -133,7 +133,7 @@ def zoo(args) -> int:
                 tmp = Path(tmp)
                 src = _random_artifact(name, tmp / "src", size=size, in_channels=c, num_classes=10)
                 t = time.perf_counter()
-                art = prune(src, tmp / "pruned", ratio=0.3, progress=False)
+                art = prune(src, tmp / "pruned", PruneOptions(ratio=0.3), progress=False)
                 row["prune_s"] = round(time.perf_counter() - t, 2)
                 rep = art.manifest["pruning"]
                 model = load_torch_model(art)

@@ -14,17 +14,17 @@ class EdgeCnnError(Exception):
     """Base class of every error that is the user's to fix (bad input, missing file, ...)."""
 
 
-class OptionError(EdgeCnnError):
-    """Bad or conflicting options (command line, recipe, policy or device profile). The rules live once,
-    in the library; the CLI turns this into a usage error (exit 2)."""
-
-
 class UnknownModel(EdgeCnnError):
     """A model name that is not in the registry."""
 
 
 class InvalidInput(EdgeCnnError):
     """An argument or file whose content is not usable."""
+
+
+class OptionError(InvalidInput):
+    """Bad or conflicting options (command line, recipe, policy or device profile). The rules live once,
+    in the library; the CLI turns this into a usage error (exit 2)."""
 
 
 class DataError(InvalidInput):

@@ -206,8 +206,9 @@ class Options:
             key = cls.normalise_key(raw_key)
             if key in cls.IGNORED_KEYS:
                 continue
-            if key not in known:
-                hint = suggest(kebab(key), [kebab(k) for k in known])
+            if key not in known:   # suggest in the spelling the user wrote (snake_case or kebab-case)
+                style = (lambda k: k) if "_" in str(raw_key) else kebab
+                hint = suggest(style(key), [style(k) for k in known])
                 raise error(f"{where}: unknown option '{raw_key}'.{hint} Known options: "
                             f"{', '.join(kebab(k) for k in known)}.")
             values[key] = coerce(fields_by_name[key], hints[key], value, where, error)

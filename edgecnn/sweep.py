@@ -18,13 +18,38 @@ Rules that keep the answer honest:
 
 from __future__ import annotations
 
+import json
 import logging
 import operator
+import platform
 import re
+import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar, Literal
 
-from .errors import InvalidInput
+import matplotlib
+import torch
+from tqdm.auto import tqdm
+
+from .artifact import Artifact, atomic_file, atomic_write_json, atomic_write_text, is_artifact
+from .bench import measure_latency
+from .compress.chain import ChainPlan, run_chain
+from .compress.fp16 import Fp16Options
+from .compress.prune import PruneOptions
+from .compress.quantize import QuantizeOptions
+from .compress.source import load_original
+from .data.calibration import load_calibration
+from .data.source import DataSource
+from .deploy import deploy
+from .devices import default_device
+from .errors import InvalidInput, OptionError, suggest
+from .evaluation import predict
+from .models import get_spec
+from .options import Options
+from .runtime import open_runner
+from .runtime.tensorrt import build_engine
 
 log = logging.getLogger("edgecnn")
 
@@ -59,8 +84,6 @@ class Condition:
 
 def parse_budget(text: str | None) -> list[Condition]:
     """'top1_drop<=0.5, speedup>=2' -> conditions. Unknown keys are an error with a suggestion."""
-    from .errors import suggest
-
     if not text:
         return []
     conds = []
@@ -70,10 +93,10 @@ def parse_budget(text: str | None) -> list[Condition]:
             continue
         m = re.fullmatch(r"([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|pt|ms|mb|x)?", part, re.I)
         if not m:
-            raise InvalidInput(f"Cannot read budget '{part}'; write KEY<=VALUE or KEY>=VALUE, e.g. 'top1_drop<=0.5'.")
+            raise OptionError(f"Cannot read budget '{part}'; write KEY<=VALUE or KEY>=VALUE, e.g. 'top1_drop<=0.5'.")
         key = m.group(1).lower()
         if key not in BUDGET_KEYS:
-            raise InvalidInput(f"Unknown budget key '{key}'.{suggest(key, BUDGET_KEYS)} Known: {', '.join(BUDGET_KEYS)}.")
+            raise OptionError(f"Unknown budget key '{key}'.{suggest(key, BUDGET_KEYS)} Known: {', '.join(BUDGET_KEYS)}.")
         conds.append(Condition(key, m.group(2), float(m.group(3))))
     return conds
 
@@ -125,21 +148,19 @@ def choose(candidates: list[Candidate], budget: list[Condition]) -> Candidate | 
 def parse_list(text: str, *, kind: str, choices: tuple[str, ...] | None = None) -> list:
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     if not items:
-        raise InvalidInput(f"--{kind} needs at least one value.")
+        raise OptionError(f"--{kind} needs at least one value.")
     if choices is None:
         try:
             values = [float(t) for t in items]
         except ValueError:
-            raise InvalidInput(f"--{kind} takes comma-separated numbers, e.g. 0,0.3,0.5; got '{text}'.") from None
+            raise OptionError(f"--{kind} takes comma-separated numbers, e.g. 0,0.3,0.5; got '{text}'.") from None
         bad = [v for v in values if not 0.0 <= v < 1.0]
         if bad:
-            raise InvalidInput(f"--{kind} ratios must be in [0, 1); got {bad[0]:g}.")
+            raise OptionError(f"--{kind} ratios must be in [0, 1); got {bad[0]:g}.")
         return sorted(set(values))
-    from .errors import suggest
-
     for t in items:
         if t not in choices:
-            raise InvalidInput(f"Unknown {kind} '{t}'.{suggest(t, choices)} Choose from {', '.join(choices)}.")
+            raise OptionError(f"Unknown {kind} '{t}'.{suggest(t, choices)} Choose from {', '.join(choices)}.")
     return list(dict.fromkeys(items))
 
 
@@ -182,10 +203,8 @@ def markdown(report: dict) -> str:
 
 def plot(report: dict, path: Path) -> None:
     """Accuracy vs latency, all measured candidates, front connected, one marker per precision."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # heavy: only when a plot is drawn
 
     cands = [Candidate(**c) for c in report["candidates"]]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
@@ -212,8 +231,6 @@ def plot(report: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from .artifact import atomic_file
-
     try:
         with atomic_file(path) as tmp:
             fig.savefig(tmp, format="png")
@@ -225,17 +242,75 @@ def as_dicts(candidates: list[Candidate]) -> list[dict]:
     return [asdict(c) for c in candidates]
 
 
-# -- the stage -------------------------------------------------------------------------------------
-def _settings(original, *, data, calib, finetune_epochs, distill, target, device, subset_size) -> dict:
-    """What a candidate's content depends on; a resumed sweep must have been made with the same."""
-    return {"original_sha256": original.sha256, "model": original.model, "data": data, "calib": str(calib),
-            "finetune_epochs": finetune_epochs, "distill": distill, "target": target, "device": device,
-            "subset_size": subset_size}
+# -- options -----------------------------------------------------------------------------------------
+@dataclass
+class SweepOptions(Options):
+    """What a sweep builds and how it measures; the CLI, a script and the tests all fill this one object."""
+
+    ERROR: ClassVar[type[Exception]] = OptionError
+    data: DataSource | None = None
+    out: str | None = None
+    prune_ratios: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    target: Literal["cpu", "gpu", "jetson"] = "cpu"
+    device: str | None = None
+    calib: DataSource | None = None          # default: the training split of data
+    budget: str | None = None
+    weights: str | None = None
+    finetune_epochs: int = 0
+    distill: bool = False
+    subset_size: int = 300
+    threads: int | None = None
+    min_time_s: float = 1.0
+    fresh: bool = False
+    deploy_out: str | None = None
+
+    def validate(self) -> None:
+        if self.data is None:
+            raise OptionError("A sweep scores candidates on labelled data: pass --data (e.g. --data digits).")
+        if self.target not in TARGETS:
+            raise OptionError(f"Unknown target '{self.target}'.{suggest(self.target, TARGETS)} "
+                              f"Choose from {', '.join(TARGETS)}.")
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise OptionError(f"Unknown precision '{bad[0]}'; choose from {', '.join(PRECISIONS)}.")
+        if any(not 0.0 <= r < 1.0 for r in self.prune_ratios):
+            raise OptionError("prune ratios must be in [0, 1).")
+        parse_budget(self.budget)
+        if self.deploy_out and not self.budget:
+            raise OptionError("--deploy-out needs --budget (it deploys the fastest candidate that meets the budget).")
+        if self.finetune_epochs < 0 or self.subset_size < 1 or self.min_time_s <= 0:
+            raise OptionError("--finetune-epochs must be >= 0, --subset-size >= 1 and --min-time > 0.")
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise OptionError(f"--threads must be between 1 and 1024, got {self.threads}.")
+
+    @property
+    def ratios(self) -> list[float]:
+        return sorted(set(float(r) for r in self.prune_ratios))
+
+    def settings(self, original: Artifact, device: str) -> dict:
+        """What a candidate's content depends on; a resumed sweep must have been made with the same."""
+        return {"original_sha256": original.sha256, "model": original.model, "data": str(self.data),
+                "calib": str(self.calib or self.data), "finetune_epochs": self.finetune_epochs,
+                "distill": self.distill, "target": self.target, "device": device, "subset_size": self.subset_size}
+
+    def plan(self, ratio: float, precision: str) -> ChainPlan:
+        """The chain that builds candidate (ratio, precision)."""
+        plan = ChainPlan(export_original=ratio == 0.0)
+        if ratio > 0.0:
+            ft = self.finetune_epochs
+            plan.prune = PruneOptions(ratio=ratio, finetune_epochs=ft, data=self.data if ft else None,
+                                      distill=self.distill)
+        if precision == "int8":
+            plan.int8 = QuantizeOptions(calib=self.calib or self.data, subset_size=self.subset_size,
+                                        target="tensorrt" if self.target in ("gpu", "jetson") else "cpu")
+        elif precision == "fp16":
+            plan.fp16 = Fp16Options()
+        return plan
 
 
+# -- state: finished steps and candidates, reused when unchanged on disk ----------------------------
 def _load_state(path: Path, settings: dict) -> dict:
-    import json
-
     if not path.exists():
         return {"settings": settings, "candidates": {}, "pruned": {}}
     try:
@@ -254,8 +329,6 @@ def _load_state(path: Path, settings: dict) -> dict:
 
 def _reusable(entry: dict | None) -> bool:
     """A recorded artifact can be reused when it is still on disk unchanged."""
-    from .artifact import Artifact
-
     if not entry or not entry.get("path"):
         return False
     try:
@@ -266,259 +339,236 @@ def _reusable(entry: dict | None) -> bool:
     return art.sha256 == entry.get("sha256")
 
 
+class _State:
+    """sweep-state.json: written after every step, so an interrupted sweep resumes; also the chain's cache."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path = path
+        self.data = _load_state(path, settings)
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data)
+
+    def get(self, key: str) -> Artifact | None:
+        entry = self.data["pruned"].get(key)
+        return Artifact.load(entry["path"]) if _reusable(entry) else None
+
+    def put(self, key: str, artifact: Artifact) -> None:
+        self.data["pruned"][key] = {"path": str(artifact.path), "sha256": artifact.sha256}
+        self.save()
+
+    def record(self, cand: "Candidate") -> None:
+        self.data["candidates"][cand.name] = asdict(cand)
+        self.save()
+
+    def reuse(self, cand: "Candidate") -> bool:
+        entry = self.data["candidates"].get(cand.name)
+        if not (entry and entry.get("status") in ("built", "measured", "not-measured") and _reusable(entry)):
+            return False
+        cand.path, cand.sha256 = entry["path"], entry["sha256"]
+        cand.metrics = {k: v for k, v in entry.get("metrics", {}).items()
+                        if k in ("top1", "top1_drop", "agreement", "size_mb")}
+        cand.status, cand.reason = "built", entry.get("reason")
+        cand.metrics["reused"] = True
+        return True
+
+
 def _runs_here(target: str) -> tuple[bool, str | None]:
     """Can latency on ``target`` be measured on this machine? (cpu: always; gpu: needs TensorRT + CUDA)."""
     if target == "cpu":
         return True, None
     if target == "jetson":
-        import platform
-
         if platform.machine() != "aarch64" or not Path("/etc/nv_tegra_release").exists():
             return False, "Jetson latency must be measured on the Jetson (deploy the bundle, run run.py --bench)"
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: F401  (heavy, optional)
     except ImportError:
         return False, "TensorRT is not installed here"
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return False, "no CUDA GPU here"
-    except ImportError:
-        return False, "torch without CUDA"
+    if not torch.cuda.is_available():
+        return False, "no CUDA GPU here"
     return True, None
 
 
-def sweep(source: str, *, data: str, out: str | Path | None = None, prune_ratios=(0.0, 0.3, 0.5, 0.7),
-          precisions=("fp32", "int8"), target: str = "cpu", device: str | None = None, calib: str | None = None,
-          budget: str | None = None, weights: str | None = None, finetune_epochs: int = 0, distill: bool = False,
-          subset_size: int = 300, threads: int | None = None, min_time_s: float = 1.0, fresh: bool = False,
-          deploy_out: str | Path | None = None, progress: bool = True) -> dict:
-    """Build, score and time every (prune ratio x precision) candidate of ``source`` on ``target``.
+# -- the stage -------------------------------------------------------------------------------------
+def sweep(source: str, options: SweepOptions | None = None, *, progress: bool = True, **fields) -> dict:
+    """Build, score and time every (prune ratio x precision) candidate of ``source`` on the target.
 
-    ``source`` is a torch artifact or a zoo model name with ``weights``. Returns the report dict that is
-    also written to ``out``/sweep.json (+ sweep.md, sweep.png).
+    ``source`` is a torch artifact or a zoo model name with ``weights``; ``options`` (or its fields as
+    keywords) say what to build. Returns the report that is also written to ``out``/sweep.json
+    (+ sweep.md, sweep.png).
     """
-    import shutil
-    import time
+    opts = (options or SweepOptions()).merged(fields)
+    original, out = _resolve_original(source, opts)
+    device = opts.device or default_device(opts.target)
+    state = _State(out / STATE, opts.settings(original, device))
+    dataset = opts.data.dataset(original.input, "val", num_classes=original.num_classes)
+    opts.data.check_classes(dataset.classes, original.num_classes, who=original.model,
+                            fix="sweep on data with the model's classes")
+    with open_runner(original, threads=opts.threads) as r:
+        o_logits, labels, _ = predict(r, dataset)
+    candidates = _build_all(original, opts, out, state, dataset, o_logits, labels, progress)
+    bench_meta, ref_latency = _time_all(candidates, opts, device, out, progress)
+    return _record(original, opts, out, device, state, candidates, labels, o_logits, bench_meta, ref_latency)
 
-    from .artifact import Artifact, atomic_write_json, atomic_write_text, is_artifact
-    from .data import describe_source, load_dataset
-    from .runtime import open_runner
-    from .evaluation import predict
 
-    if target not in TARGETS:
-        from .errors import suggest
-
-        raise InvalidInput(f"Unknown target '{target}'.{suggest(target, TARGETS)} Choose from {', '.join(TARGETS)}.")
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad:
-        raise InvalidInput(f"Unknown precision '{bad[0]}'; choose from {', '.join(PRECISIONS)}.")
-    conditions = parse_budget(budget)
-    if "int8" in precisions and calib is None:
-        calib = data
-    ratios = sorted(set(float(r) for r in prune_ratios))
-    if any(not 0.0 <= r < 1.0 for r in ratios):
-        raise InvalidInput("prune ratios must be in [0, 1).")
-
-    # 1. the original (a torch artifact)
+def _resolve_original(source: str, opts: SweepOptions) -> tuple[Artifact, Path]:
+    """The original as a torch artifact (a model name is built with --weights into OUT/original) and OUT."""
+    original = None
     if is_artifact(source):
         original = Artifact.load(source, formats=("torch",))
         name = original.model
     else:
-        from .models import get_spec
-
-        get_spec(source)  # unknown model -> suggestion
-        if weights is None:
+        name = get_spec(source).name   # an unknown name fails here, with the nearest one
+        if opts.weights is None:
             raise InvalidInput(f"A sweep of '{source}' needs trained weights: pass --weights FILE|ARTIFACT|imagenet, "
                                "or a torch artifact from 'edgecnn train' instead of the model name.")
-        name = source
-        original = None
-    out = Path(out) if out else Path("runs") / "sweep" / f"{name}-{target}"
-    if fresh and out.exists():
+    out = Path(opts.out) if opts.out else Path("runs") / "sweep" / f"{name}-{opts.target}"
+    if opts.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if original is None:
-        from .models import build_model, get_spec, save_torch_artifact
-
         orig_dir = out / "original"
         if is_artifact(orig_dir):
             original = Artifact.load(orig_dir)
         else:
-            model, info = build_model(name, weights=weights)
-            spec = get_spec(name)
-            original = save_torch_artifact(model, orig_dir, name=name, input_spec=spec.input_spec(),
-                                           classes=info.get("classes") or [str(i) for i in range(1000)],
-                                           stage="load", params={"weights": weights})
-    device = device or {"cpu": "x86-cpu", "gpu": "x86-gpu", "jetson": "jetson-orin-nano"}[target]
-    settings = _settings(original, data=data, calib=calib, finetune_epochs=finetune_epochs, distill=distill,
-                         target=target, device=device, subset_size=subset_size)
-    state_path = out / STATE
-    state = _load_state(state_path, settings)
+            original, _ = load_original(name, orig_dir, weights=opts.weights, formats=("torch",))
+    return original, out
 
-    def save_state():
-        atomic_write_json(state_path, state)
 
-    save_state()
-    dataset = load_dataset(data, original.input, "val", num_classes=original.num_classes)
-    if len(dataset.classes) != original.num_classes:
-        raise InvalidInput(f"Data '{data}' has {len(dataset.classes)} classes but {original.model} predicts "
-                           f"{original.num_classes}; sweep on data with the model's classes.")
-    with open_runner(original, threads=threads) as r:
-        o_logits, labels, _ = predict(r, dataset)
-    o_pred = o_logits.argmax(1)
-    o_top1 = 100.0 * float((o_pred == labels).mean())
-
-    # 2. build + score every candidate (resumable)
-    wanted = list(precisions)
+def _build_all(original, opts: SweepOptions, out: Path, state: _State, dataset, o_logits, labels,
+               progress: bool) -> list[Candidate]:
+    """Build and score every candidate (resumable); the unpruned FP32 is always built: it is the reference."""
+    wanted = list(opts.precisions)
     if "fp32" not in wanted:
-        wanted.insert(0, "fp32")      # the unpruned FP32 in the target runtime is the latency reference
-    candidates: list[Candidate] = []
-    jobs = [(r, p) for r in ratios for p in wanted if p in precisions or (r == 0.0 and p == "fp32")]
-    from tqdm.auto import tqdm
-
+        wanted.insert(0, "fp32")
+    jobs = [(r, p) for r in opts.ratios for p in wanted if p in opts.precisions or (r == 0.0 and p == "fp32")]
+    calib = _LazyCalibration(opts, original.input)
+    candidates = []
     bar = tqdm(jobs, desc="sweep", disable=not progress, unit="cand")
     for ratio, precision in bar:
-        cname = candidate_name(ratio, precision)
-        bar.set_postfix_str(cname)
-        entry = state["candidates"].get(cname)
-        cand = Candidate(name=cname, prune=ratio, precision=precision)
-        if entry and entry.get("status") in ("built", "measured", "not-measured") and _reusable(entry):
-            cand.path, cand.sha256 = entry["path"], entry["sha256"]
-            cand.metrics = {k: v for k, v in entry.get("metrics", {}).items() if k in ("top1", "top1_drop", "agreement", "size_mb")}
-            cand.status, cand.reason = "built", entry.get("reason")
-            cand.metrics["reused"] = True
-            candidates.append(cand)
+        cand = Candidate(name=candidate_name(ratio, precision), prune=ratio, precision=precision)
+        bar.set_postfix_str(cand.name)
+        candidates.append(cand)
+        if state.reuse(cand):
             continue
         t0 = time.perf_counter()
         try:
-            art = _build_candidate(original, out, ratio, precision, state, save_state, data=data, calib=calib,
-                                   finetune_epochs=finetune_epochs, distill=distill, target=target,
-                                   subset_size=subset_size, progress=False)
+            art = _build(original, opts, out, state, ratio, precision, calib)
         except InvalidInput as exc:
             cand.status, cand.reason = "failed", str(exc)
-            state["candidates"][cname] = asdict(cand)
-            save_state()
-            candidates.append(cand)
+            state.record(cand)
             continue
         cand.path, cand.sha256, cand.status = str(art.path), art.sha256, "built"
-        try:
-            with open_runner(art, threads=threads) as r:
-                c_logits, _, _ = predict(r, dataset)
-            c_pred = c_logits.argmax(1)
-            top1 = 100.0 * float((c_pred == labels).mean())
-            cand.metrics.update(top1=top1, top1_drop=o_top1 - top1, agreement=float((c_pred == o_pred).mean()))
-        except Exception as exc:  # noqa: BLE001 - a runtime that cannot run this precision here
-            cand.status, cand.reason = "not-measured", f"cannot run in ONNX Runtime here: {str(exc).splitlines()[0][:120]}"
-        cand.metrics["size_mb"] = art.model_file.stat().st_size / 1e6
+        _score(cand, art, opts, dataset, o_logits, labels)
         cand.metrics["build_seconds"] = round(time.perf_counter() - t0, 2)
-        state["candidates"][cname] = asdict(cand)
-        save_state()
-        candidates.append(cand)
+        state.record(cand)
+    return candidates
 
-    # 3. latency of every runnable candidate, interleaved in one run, on the target
-    runs_here, why_not = _runs_here(target)
+
+class _LazyCalibration:
+    """The calibration images, read once for every INT8 candidate (all share the original's input spec)."""
+
+    def __init__(self, opts: SweepOptions, input_spec: dict):
+        self.opts, self.input_spec, self.value = opts, input_spec, None
+
+    def get(self):
+        if self.value is None:
+            self.value = load_calibration(self.opts.calib or self.opts.data, self.input_spec,
+                                          subset_size=self.opts.subset_size)
+        return self.value
+
+
+def _build(original, opts: SweepOptions, out: Path, state: _State, ratio: float, precision: str, calib):
+    """original -> (pruned torch) -> FP32 ONNX -> FP16 / INT8 ONNX through the one chain; steps are reused."""
+    r = f"{ratio:.2f}"
+    layout = {"prune": out / "stages" / f"torch-p{r}", "export original": out / "candidates" / candidate_name(0, "fp32"),
+              "export pruned": out / "candidates" / candidate_name(ratio, "fp32"),
+              "int8": out / "candidates" / candidate_name(ratio, "int8"),
+              "fp16": out / "candidates" / candidate_name(ratio, "fp16")}
+    keys = {"prune": f"torch-p{r}", "export original": "onnx-p0.00", "export pruned": f"onnx-p{r}"}
+    result = run_chain(original, opts.plan(ratio, precision), layout.__getitem__, cache=state, keys=keys,
+                       calib_set=calib.get() if precision == "int8" else None, progress=False)
+    return result.final
+
+
+def _score(cand: Candidate, art: Artifact, opts: SweepOptions, dataset, o_logits, labels) -> None:
+    try:
+        with open_runner(art, threads=opts.threads) as r:
+            c_logits, _, _ = predict(r, dataset)
+        c_pred, o_pred = c_logits.argmax(1), o_logits.argmax(1)
+        top1 = 100.0 * float((c_pred == labels).mean())
+        o_top1 = 100.0 * float((o_pred == labels).mean())
+        cand.metrics.update(top1=top1, top1_drop=o_top1 - top1, agreement=float((c_pred == o_pred).mean()))
+    except Exception as exc:  # noqa: BLE001 - a runtime that cannot run this precision here
+        cand.status, cand.reason = "not-measured", f"cannot run in ONNX Runtime here: {str(exc).splitlines()[0][:120]}"
+    cand.metrics["size_mb"] = art.model_file.stat().st_size / 1e6
+
+
+def _time_all(candidates: list[Candidate], opts: SweepOptions, device: str, out: Path, progress: bool):
+    """Latency of every runnable candidate, interleaved in one run, on the target (the reference first)."""
+    runs_here, why_not = _runs_here(opts.target)
     timed = [c for c in candidates if c.status == "built" and c.metrics.get("top1") is not None]
-    timed.sort(key=lambda c: c.name != candidate_name(0.0, "fp32"))   # the reference runs first
-    ref_latency = None
-    bench_meta = {}
+    timed.sort(key=lambda c: c.name != candidate_name(0.0, "fp32"))
     if not runs_here:
         for c in timed:
             c.status, c.reason = "not-measured", why_not
-    elif timed:
-        from .bench import measure_latency
+        return {}, None
+    if not timed:
+        return {}, None
+    arts = _latency_artifacts(timed, opts.target, device, out)
+    result = measure_latency(arts, batch_sizes=(1,), warmup=0.2, min_time_s=opts.min_time_s, min_repeats=20,
+                             threads=opts.threads, device="cuda" if opts.target != "cpu" else "cpu",
+                             progress=progress, labels=[c.name for c in timed])
+    by_label = {r["label"]: r for r in result["results"]}
+    for c in timed:
+        row = by_label.get(c.name)
+        c.metrics["latency_ms"] = row["latency_ms"]["p50"]
+        c.metrics["latency_p90_ms"] = row["latency_ms"]["p90"]
+        c.status, c.reason = "measured", None
+    ref = next((c for c in timed if c.name == candidate_name(0.0, "fp32")), timed[0])
+    for c in timed:
+        c.metrics["speedup"] = ref.metrics["latency_ms"] / c.metrics["latency_ms"]
+    return {"threads": result["settings"].get("threads"), "environment": result.get("environment")}, \
+        ref.metrics["latency_ms"]
 
-        arts = _latency_artifacts(timed, target, device, out)
-        result = measure_latency([a for a, _ in arts], batch_sizes=(1,), warmup=0.2, min_time_s=min_time_s,
-                                 min_repeats=20, threads=threads, device="cuda" if target != "cpu" else "cpu",
-                                 progress=progress, labels=[c.name for c in timed])
-        bench_meta = {"threads": result["settings"].get("threads"), "environment": result.get("environment")}
-        by_label = {r["label"]: r for r in result["results"]}
-        for c in timed:
-            row = by_label.get(c.name)
-            c.metrics["latency_ms"] = row["latency_ms"]["p50"]
-            c.metrics["latency_p90_ms"] = row["latency_ms"]["p90"]
-            c.status, c.reason = "measured", None
-        ref = next((c for c in timed if c.name == candidate_name(0.0, "fp32")), timed[0])
-        ref_latency = ref.metrics["latency_ms"]
-        for c in timed:
-            c.metrics["speedup"] = ref_latency / c.metrics["latency_ms"]
+
+def _record(original, opts: SweepOptions, out: Path, device: str, state: _State, candidates, labels, o_logits,
+            bench_meta: dict, ref_latency) -> dict:
+    """The report: sweep.json / .md / .png, the state file, and the chosen candidate's bundle if asked."""
+    conditions = parse_budget(opts.budget)
     front = pareto_front(candidates)
     best = choose(candidates, conditions) if conditions else None
-    shown = [c for c in candidates if c.precision in precisions]   # the reference-only fp32 stays out of the table
+    shown = [c for c in candidates if c.precision in opts.precisions]   # the reference-only fp32 stays out
     report = {
-        "schema": "edgecnn.sweep/1", "model": original.model, "original": str(original.path), "target": target,
-        "device": device, "data": describe_source(data, "val")["source"], "n_images": int(len(labels)),
-        "original_top1": o_top1, "original_latency_ms": ref_latency, "latency_reference": candidate_name(0.0, "fp32"),
-        "threads": bench_meta.get("threads"), "environment": bench_meta.get("environment"),
-        "settings": settings, "candidates": as_dicts(shown), "front": [c.name for c in front if c in shown],
-        "budget": budget, "best": asdict(best) if best else None,
+        "schema": "edgecnn.sweep/1", "model": original.model, "original": str(original.path), "target": opts.target,
+        "device": device, "data": opts.data.describe("val")["source"], "n_images": int(len(labels)),
+        "original_top1": 100.0 * float((o_logits.argmax(1) == labels).mean()), "original_latency_ms": ref_latency,
+        "latency_reference": candidate_name(0.0, "fp32"), "threads": bench_meta.get("threads"),
+        "environment": bench_meta.get("environment"), "settings": state.data["settings"],
+        "candidates": as_dicts(shown), "front": [c.name for c in front if c in shown], "budget": opts.budget,
+        "best": asdict(best) if best else None,
     }
     for c in candidates:
-        state["candidates"][c.name] = asdict(c)
-    save_state()
+        state.data["candidates"][c.name] = asdict(c)
+    state.save()
     atomic_write_json(out / "sweep.json", report)
     atomic_write_text(out / "sweep.md", markdown(report))
     plot(report, out / "sweep.png")
     report["paths"] = {"json": str(out / "sweep.json"), "markdown": str(out / "sweep.md"), "plot": str(out / "sweep.png")}
     if conditions and best is None:
         report["no_candidate"] = True
-    if deploy_out and best is not None:
-        from .deploy import deploy
-
-        report["deploy"] = deploy(best.path, target=target, device=device, out=deploy_out)
+    if opts.deploy_out and best is not None:
+        report["deploy"] = deploy(best.path, target=opts.target, device=device, out=opts.deploy_out)
     return report
-
-
-def _build_candidate(original, out: Path, ratio: float, precision: str, state: dict, save_state, *, data, calib,
-                     finetune_epochs, distill, target, subset_size, progress):
-    """original -> (pruned torch) -> FP32 ONNX -> FP16 / INT8 ONNX; intermediate steps are reused."""
-    from .artifact import Artifact
-    from .export.onnx import export_onnx
-
-    torch_key, onnx_key = f"torch-p{ratio:.2f}", f"onnx-p{ratio:.2f}"
-    if ratio == 0.0:
-        src = original
-    elif _reusable(state["pruned"].get(torch_key)):
-        src = Artifact.load(state["pruned"][torch_key]["path"])
-    else:
-        from .compress.prune import prune
-
-        src = prune(original, out / "stages" / torch_key, ratio=ratio, finetune_epochs=finetune_epochs,
-                    data=data if finetune_epochs else None, distill=distill, progress=progress)
-        state["pruned"][torch_key] = {"path": str(src.path), "sha256": src.sha256}
-        save_state()
-    cdir = out / "candidates"
-    if precision == "fp32":
-        return export_onnx(src, cdir / candidate_name(ratio, "fp32"), progress=progress)
-    if _reusable(state["pruned"].get(onnx_key)):
-        fp32 = Artifact.load(state["pruned"][onnx_key]["path"])
-    elif _reusable(state["candidates"].get(candidate_name(ratio, "fp32"))):
-        fp32 = Artifact.load(state["candidates"][candidate_name(ratio, "fp32")]["path"])
-    else:
-        fp32 = export_onnx(src, out / "stages" / onnx_key, progress=progress)
-        state["pruned"][onnx_key] = {"path": str(fp32.path), "sha256": fp32.sha256}
-        save_state()
-    if precision == "fp16":
-        from .compress.fp16 import convert_fp16
-
-        return convert_fp16(fp32, cdir / candidate_name(ratio, "fp16"), progress=progress)
-    from .compress.quantize import quantize
-
-    return quantize(fp32, cdir / candidate_name(ratio, "int8"), calib=calib, subset_size=subset_size,
-                    target="tensorrt" if target in ("gpu", "jetson") else "cpu", progress=progress)
 
 
 def _latency_artifacts(cands: list[Candidate], target: str, device: str, out: Path) -> list:
     """What to time: the ONNX candidates on CPU; TensorRT engines built from them on a GPU target."""
-    from .artifact import Artifact
-
     arts = []
     for c in cands:
         art = Artifact.load(c.path)
         if target != "cpu":
-            from .runtime.tensorrt import build_engine
-
             art = build_engine(art, out / "engines" / c.name, device=device, precision=c.precision)
-        arts.append((art, c.name))
+        arts.append(art)
     return arts

@@ -56,26 +56,14 @@ def command(model, weights, num_classes, in_channels, input_size, prune, finetun
     The final artifact is <run>/final (a link) and "final" in <run>/compress.json.
     """
     from ..compress.pipeline import compress
-    from ..compress.recipe import CompressRecipe, RecipeError
 
-    base = None
-    if recipe:
-        try:
-            base = CompressRecipe.load(recipe)
-        except RecipeError as exc:
-            raise click.BadParameter(str(exc), param_hint="--recipe") from None
     options = {"weights": weights, "num_classes": num_classes, "in_channels": in_channels, "input_size": input_size,
-               "prune": prune, "finetune_epochs": finetune_epochs, "importance": importance, "distill": distill, "int8": int8, "calib": calib,
-               "subset_size": subset_size, "target": target, "max_drop": max_drop, "qat": qat, "qat_epochs": qat_epochs,
-               "compact_names": compact_names,
-               "fp16": fp16, "fp16_io": fp16_io, "data": data, "out": out, "bench": False if no_bench else None,
-               "bench_seconds": bench_seconds, "threads": threads}
-    try:
-        rec = (base or CompressRecipe()).merged({"model": model, **options})
-        rec.validate()
-    except RecipeError as exc:
-        raise click.UsageError(str(exc)) from None
-    report = compress(recipe=rec)
+               "prune": prune, "finetune_epochs": finetune_epochs, "importance": importance, "distill": distill,
+               "int8": int8, "calib": calib, "subset_size": subset_size, "target": target, "max_drop": max_drop,
+               "qat": qat, "qat_epochs": qat_epochs, "compact_names": compact_names, "fp16": fp16, "fp16_io": fp16_io,
+               "data": data, "out": out, "bench": False if no_bench else None, "bench_seconds": bench_seconds,
+               "threads": threads}
+    report = compress(model, recipe=recipe, **options)
     print_report(report)
     write_json(json_path, report)
 

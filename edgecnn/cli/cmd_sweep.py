@@ -31,21 +31,15 @@ def command(source, data, prune, precision, target, device, calib, budget, weigh
     Every candidate is built, scored on real held-out data and timed interleaved in one run. A sweep
     that stops part-way resumes where it stopped when run again with the same --out.
     """
-    from ..errors import InvalidInput
-    from ..sweep import PRECISIONS, candidate_rows, parse_budget, parse_list, sweep
+    from ..sweep import PRECISIONS, Candidate, SweepOptions, candidate_rows, parse_list, sweep
 
-    try:
-        ratios = parse_list(prune, kind="prune")
-        precisions = parse_list(precision, kind="precision", choices=PRECISIONS)
-        parse_budget(budget)
-    except InvalidInput as exc:
-        raise click.BadParameter(str(exc)) from None
-    if deploy_out and not budget:
-        raise click.UsageError("--deploy-out needs --budget (it deploys the fastest candidate that meets the budget).")
-    report = sweep(source, data=data, out=out, prune_ratios=ratios, precisions=precisions, target=target, device=device,
-                   calib=calib, budget=budget, weights=weights, finetune_epochs=finetune_epochs, distill=distill,
-                   subset_size=subset_size, threads=threads, min_time_s=min_time, fresh=fresh, deploy_out=deploy_out)
-    from ..sweep import Candidate
+    options = SweepOptions().merged(
+        data=data, out=out, prune_ratios=tuple(parse_list(prune, kind="prune")),
+        precisions=tuple(parse_list(precision, kind="precision", choices=PRECISIONS)), target=target, device=device,
+        calib=calib, budget=budget, weights=weights, finetune_epochs=finetune_epochs, distill=distill,
+        subset_size=subset_size, threads=threads, min_time_s=min_time, fresh=fresh, deploy_out=deploy_out,
+        validate=False)
+    report = sweep(source, options)   # checks the options, once
 
     rows, cols = candidate_rows([Candidate(**c) for c in report["candidates"]])
     ref = report.get("original_latency_ms")

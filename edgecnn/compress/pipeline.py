@@ -17,21 +17,30 @@ the path of the artifact to deploy).
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import os
+import shutil
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Subset
 
-from ..errors import InvalidInput, WeightsError
+from ..artifact import Artifact, atomic_write_json
+from ..bench import measure_latency
+from ..data.calibration import CalibrationSet, load_calibration
+from ..data.source import DataSource
+from ..errors import InvalidInput
+from ..evaluation import run_over
+from ..runtime.onnxrt import create_session, run_batches
+from .chain import COMPRESS_LAYOUT, run_chain
 from .recipe import CompressRecipe, RecipeError
-
-log = logging.getLogger("edgecnn")
+from .source import load_original
 
 RUNS_ROOT = Path("runs") / "compress"
 REPORT = "compress.json"
+#: images compared when neither --data nor real calibration images are given (held-out digits)
+FALLBACK_IMAGES = 32
+CALIB_COMPARE_IMAGES = 64
 
 
 def compress(model: str | os.PathLike | None = None, *, recipe: str | os.PathLike | CompressRecipe | None = None,
@@ -41,12 +50,24 @@ def compress(model: str | os.PathLike | None = None, *, recipe: str | os.PathLik
     ``model`` is a zoo name or an artifact directory; ``options`` are the fields of
     :class:`~edgecnn.compress.recipe.CompressRecipe` (``weights``, ``prune``, ``distill``, ``int8``,
     ``calib``, ``fp16``, ``data``, ``out``, ...). ``recipe`` (a YAML path or a CompressRecipe) supplies
-    defaults that ``model`` / ``options`` override.
+    defaults that ``model`` / ``options`` override. The options are checked once, here.
     """
     base = recipe if isinstance(recipe, CompressRecipe) else (CompressRecipe.load(recipe) if recipe else CompressRecipe())
     rec = base.merged({"model": str(model) if model is not None else None, **options})
     rec.validate()
-    return _run(rec, progress=progress, recipe_path=str(recipe) if recipe and not isinstance(recipe, CompressRecipe) else None)
+    recipe_path = str(recipe) if recipe and not isinstance(recipe, CompressRecipe) else None
+    t_start = time.perf_counter()
+    _check_inputs(rec)
+    name = Path(rec.model).name if os.sep in str(rec.model) or Path(str(rec.model)).exists() else str(rec.model)
+    run = _run_dir(rec, name)
+    created = not run.exists()
+    run.mkdir(parents=True, exist_ok=True)
+    try:
+        return _chain(rec, run, t_start, progress=progress, recipe_path=recipe_path)
+    except BaseException:
+        if created:   # nothing half-written: a failed run leaves no folder behind
+            shutil.rmtree(run, ignore_errors=True)
+        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -69,186 +90,36 @@ def _run_dir(rec: CompressRecipe, name: str) -> Path:
     return run
 
 
-def cached_imagenet_file(spec) -> Path | None:
-    """The torch-hub cache file of ``spec``'s torchvision ImageNet weights, if it is there (no download)."""
-    if spec.torchvision is None:
-        return None
-    import torch
-    import torchvision
-
-    try:
-        weights = torchvision.models.get_model_weights(spec.torchvision).DEFAULT
-    except Exception:  # noqa: BLE001 - a builder without registered weights
-        return None
-    f = Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
-    return f if f.is_file() else None
-
-
-def _load_source(rec: CompressRecipe, run: Path, progress: bool):
-    """The original artifact: the given one, or the zoo model with its weights saved as a torch artifact."""
-    from ..artifact import Artifact, is_artifact
-    from ..models import build_model, get_spec, save_torch_artifact
-
-    if is_artifact(rec.model):
-        if rec.weights:
-            raise RecipeError("--weights is for a model name; an artifact already carries its weights - drop --weights.")
-        art = Artifact.load(rec.model, formats=("torch", "onnx"))
-        if art.format == "onnx" and (rec.prune is not None or rec.qat):
-            raise RecipeError(f"'{art.path}' is an onnx artifact; pruning and QAT change the torch network - pass the "
-                              "torch artifact it was exported from.")
-        if art.precision != "fp32":
-            raise RecipeError(f"'{art.path}' is already {art.precision}; compress its FP32 original.")
-        return art, {"source": "artifact", "path": str(art.path)}
-    if Path(str(rec.model)).exists():
-        raise RecipeError(f"'{rec.model}' is neither a zoo model name nor an edgecnn artifact (no manifest.json); pass "
-                          "a model name with --weights FILE, or an artifact directory.")
-    spec = get_spec(rec.model)
-    weights = rec.weights
-    if weights is None:
-        cached = cached_imagenet_file(spec)
-        if cached is None:
-            where = ""
-            if spec.torchvision:
-                import torch
-                import torchvision
-
-                url = torchvision.models.get_model_weights(spec.torchvision).DEFAULT.url
-                where = (f"ImageNet weights are not in the torch cache ({Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]}"
-                         f", from {url}); ")
-            raise WeightsError(f"{spec.name} needs weights: {where}pass --weights FILE (a state_dict .pth/.safetensors), "
-                               f"--weights ARTIFACT (from 'edgecnn train'), --weights imagenet (download), or --weights "
-                               "random (size/speed only, accuracy means nothing).")
-        weights = "imagenet"
-    input_spec = spec.input_spec(in_channels=rec.in_channels, input_size=rec.input_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net, info = build_model(spec.name, weights=weights, num_classes=rec.num_classes,
-                                in_channels=input_spec["channels"],
-                                input_size=(input_spec["height"], input_spec["width"]), warn_random=False)
-    if weights == "random":
-        log.warning("%s: random weights - accuracy numbers mean nothing; size and speed do.", spec.name)
-    classes = info.get("classes")
-    if classes is None:
-        n = _out_features(net, spec)
-        classes = _imagenet_categories(spec) if weights == "imagenet" and n == 1000 else [str(i) for i in range(n)]
-    art = save_torch_artifact(net, run / "original", name=spec.name, input_spec=input_spec, classes=classes,
-                              stage="load", params={"weights": weights}, parent=info.get("parent"),
-                              extra={"weights_report": info.get("report")})
-    return art, {"source": "zoo", "model": spec.name, "weights": weights}
-
-
-def _out_features(net, spec) -> int:
-    from ..models.zoo import _get
-
-    head = _get(net, spec.classifier)
-    return int(getattr(head, "out_features", getattr(head, "out_channels", 0)))
-
-
-def _imagenet_categories(spec) -> list[str]:
-    try:
-        import torchvision
-
-        return list(torchvision.models.get_model_weights(spec.torchvision).DEFAULT.meta["categories"])
-    except Exception:  # noqa: BLE001
-        return [str(i) for i in range(1000)]
-
-
-def _step(stages: list, name: str, art, t0: float, **extra) -> None:
-    stages.append({"step": name, "artifact": str(art.path), "id": art.id, "format": art.format,
-                   "precision": art.precision, "seconds": round(time.perf_counter() - t0, 2), **extra})
-
-
-def _run(rec: CompressRecipe, *, progress: bool, recipe_path: str | None) -> dict:
-    t_start = time.perf_counter()
-    _check_inputs(rec)
-    name = Path(rec.model).name if os.sep in str(rec.model) or Path(str(rec.model)).exists() else str(rec.model)
-    run = _run_dir(rec, name)
-    created = not run.exists()
-    run.mkdir(parents=True, exist_ok=True)
-    try:
-        return _chain(rec, run, t_start, progress=progress, recipe_path=recipe_path)
-    except BaseException:
-        if created:   # nothing half-written: a failed run leaves no folder behind
-            import shutil
-
-            shutil.rmtree(run, ignore_errors=True)
-        raise
-
-
 def _check_inputs(rec: CompressRecipe) -> None:
     """Fail in a second on inputs that would otherwise fail after minutes of work."""
-    from ..data.calibration import find_images
-    from ..errors import DataError
+    if rec.int8 and rec.calib is not None:
+        rec.calib.require_folder("Calibration")
+    if rec.data is not None:
+        rec.data.require_folder("Data")
 
-    if rec.int8 and rec.calib not in ("digits",) and not str(rec.calib).startswith("synthetic"):
-        find_images(rec.calib)
-    if rec.data and rec.data != "digits" and not rec.data.startswith("synthetic") and not Path(rec.data).is_dir():
-        raise DataError(f"Data folder '{rec.data}' does not exist; pass 'digits' or a folder of class sub-folders.")
+
+def _calibration(rec: CompressRecipe, input_spec: dict, progress: bool) -> CalibrationSet | None:
+    """The calibration images, read once: the INT8 step and the comparison both use them."""
+    if not rec.int8:
+        return None
+    return load_calibration(rec.calib, input_spec, subset_size=rec.subset_size, seed=rec.seed, progress=progress)
 
 
 def _chain(rec: CompressRecipe, run: Path, t_start: float, *, progress: bool, recipe_path: str | None) -> dict:
-    from ..artifact import atomic_write_json
-    from ..export.onnx import export_onnx
-
-    stages: list[dict] = []
     t = time.perf_counter()
-    original, source = _load_source(rec, run, progress)
-    _step(stages, "source", original, t, **source)
-    current = original
-    if rec.prune is not None:
-        from .prune import prune
-
-        t = time.perf_counter()
-        ft = rec.finetune_epochs if rec.finetune_epochs is not None else (3 if rec.data else 0)
-        current = prune(original, run / "pruned", ratio=rec.prune, importance=rec.importance, finetune_epochs=ft,
-                        data=rec.data if ft else None, distill=rec.distill, temperature=rec.temperature,
-                        seed=rec.seed, progress=progress)
-        _step(stages, "prune", current, t, ratio=rec.prune, finetune_epochs=ft, distill=rec.distill)
+    original, source = load_original(rec.model, run / "original", weights=rec.weights, num_classes=rec.num_classes,
+                                     in_channels=rec.in_channels, input_size=rec.input_size)
+    if original.format == "onnx" and (rec.prune is not None or rec.qat):
+        raise RecipeError(f"'{original.path}' is an onnx artifact; pruning and QAT change the torch network - pass "
+                          "the torch artifact it was exported from.")
+    source_step = {"step": "source", "artifact": str(original.path), "id": original.id, "format": original.format,
+                   "precision": original.precision, "seconds": round(time.perf_counter() - t, 2), **source}
+    calib_set = _calibration(rec, original.input, progress)
+    result = run_chain(original, rec.plan(), lambda step: run / COMPRESS_LAYOUT[step], calib_set=calib_set,
+                       progress=progress)
     t = time.perf_counter()
-    if original.format == "onnx":
-        original_onnx = original
-    else:
-        original_onnx = export_onnx(original, run / "original-onnx", progress=False)
-        _step(stages, "export original", original_onnx, t)
-    current_onnx = original_onnx
-    if current is not original:
-        t = time.perf_counter()
-        current_onnx = export_onnx(current, run / "pruned-onnx", progress=False)
-        _step(stages, "export pruned", current_onnx, t)
-    final = current_onnx
-    if rec.int8:
-        from .quantize import quantize
-
-        t = time.perf_counter()
-        final = quantize(current if rec.qat else current_onnx, run / "int8", calib=rec.calib,
-                         subset_size=rec.subset_size, target=rec.target, preset=rec.preset,
-                         range_estimator=rec.range_estimator, max_drop=rec.max_drop, data=rec.data, qat=rec.qat,
-                         epochs=rec.qat_epochs, threads=rec.threads, seed=rec.seed, progress=progress,
-                         compact_names=rec.compact_names)
-        _step(stages, "int8", final, t, target=final.manifest["quantization"]["target"],
-              route=final.manifest["quantization"]["route"])
-    elif rec.fp16:
-        from .fp16 import convert_fp16
-
-        t = time.perf_counter()
-        final = convert_fp16(current_onnx, run / "fp16", fp16_io=rec.fp16_io, data=rec.data, progress=progress)
-        _step(stages, "fp16", final, t)
-    t = time.perf_counter()
-    columns = [("original", original_onnx)]
-    if current_onnx is not original_onnx:
-        columns.append(("pruned", current_onnx))
-    if final is not current_onnx:
-        columns.append((final.precision, final))
-    table = compare(columns, rec, original=original)
-    warnings_out = slower_than_float(table)
-    bench_seconds = round(time.perf_counter() - t, 2)
-    link = run / "final"
-    try:
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(Path(final.path).resolve().relative_to(run.resolve()), target_is_directory=True)
-    except (OSError, ValueError):  # no symlinks here (or final outside the run): compress.json still says
-        pass
+    table = compare(result.columns(), rec, original=original, calib_set=calib_set)
+    _link_final(run, result.final)
     report = {
         "schema": "edgecnn.compress/1",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -257,40 +128,47 @@ def _chain(rec: CompressRecipe, run: Path, t_start: float, *, progress: bool, re
         "recipe": rec.as_dict(),
         "recipe_file": recipe_path,
         "original": str(original.path),
-        "final": str(final.path),
-        "final_id": final.id,
-        "final_precision": final.precision,
-        "steps": stages,
+        "final": str(result.final.path),
+        "final_id": result.final.id,
+        "final_precision": result.final.precision,
+        "steps": [source_step, *result.steps],
         "table": table,
-        "warnings": warnings_out,
-        "seconds": {"total": round(time.perf_counter() - t_start, 2), "compare": bench_seconds},
+        "warnings": slower_than_float(table),
+        "seconds": {"total": round(time.perf_counter() - t_start, 2), "compare": round(time.perf_counter() - t, 2)},
     }
     atomic_write_json(run / REPORT, report)
     return report
 
 
+def _link_final(run: Path, final: Artifact) -> None:
+    link = run / "final"
+    try:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(Path(final.path).resolve().relative_to(run.resolve()), target_is_directory=True)
+    except (OSError, ValueError):  # no symlinks here (or final outside the run): compress.json still says
+        pass
+
+
 # --------------------------------------------------------------------------------------------------
 # original vs compressed
 # --------------------------------------------------------------------------------------------------
-def _eval_images(rec: CompressRecipe, input_spec: dict, num_classes: int):
-    """Images (and labels) for top-1 / agreement: the held-out split of --data, else calibration images,
-    else held-out digits resized to the model's input."""
-    from .quantize import load_eval_set
-
-    if rec.data:
-        images, labels, _ = load_eval_set(rec.data, input_spec, num_classes=num_classes)
-        return images, labels, f"{len(images)} held-out images of '{rec.data}'"
-    if rec.calib and not str(rec.calib).startswith("synthetic"):
-        from ..data.calibration import load_calibration
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cal = load_calibration(rec.calib, input_spec, subset_size=64, batch_size=1, seed=rec.seed + 1)
-        return cal.images(), None, f"{cal.num_images} calibration images ({rec.calib})"
-    from ..export.onnx import parity_images
-
-    images, _ = parity_images(input_spec, "digits", 32)
-    return np.asarray(images, np.float32), None, "32 held-out digits (no --data given)"
+def comparison_images(rec: CompressRecipe, input_spec: dict, num_classes: int,
+                      calib_set: CalibrationSet | None = None):
+    """(dataset to stream, whether it has real labels, description) for top-1 / agreement: the held-out split
+    of --data, else the calibration images already read, else evenly spaced held-out digits."""
+    if rec.data is not None:
+        dataset = rec.data.dataset(input_spec, "val", num_classes=num_classes)
+        rec.data.check_classes(dataset.classes, num_classes, fix="compare on data with the model's classes")
+        return dataset, True, f"{len(dataset)} held-out images of '{rec.data}'"
+    if calib_set is not None and rec.calib is not None and rec.calib.is_real:
+        images = np.concatenate(calib_set.batches)[:CALIB_COMPARE_IMAGES]
+        dataset = [(x, -1) for x in images]
+        return dataset, False, f"{len(images)} calibration images ({rec.calib})"
+    digits = DataSource.parse("digits")
+    held_out = digits.dataset(input_spec, "val")
+    idx = np.unique(np.linspace(0, len(held_out) - 1, num=FALLBACK_IMAGES).round().astype(int)).tolist()
+    return Subset(held_out, idx), False, f"{len(idx)} held-out digits (no --data given)"
 
 
 def slower_than_float(table: dict) -> list[str]:
@@ -308,46 +186,55 @@ def slower_than_float(table: dict) -> list[str]:
     return out
 
 
-def compare(columns: list[tuple[str, object]], rec: CompressRecipe, *, original=None) -> dict:
-    """Measure every artifact in ``columns`` (label, onnx artifact) on the same images and latency in one
-    interleaved run; ratios are against the first column (the original)."""
-    from ..runtime.onnxrt import create_session, run_batches
+def _fp16_io(art: Artifact) -> bool:
+    return art.manifest.get("fp16", {}).get("io_dtype") == "float16"
 
+
+def _logits_fn(art: Artifact, threads: int | None):
+    session = create_session(art.model_file, threads=threads)
+    half = _fp16_io(art)
+    return lambda x: run_batches(session, x.astype(np.float16) if half else x).astype(np.float32)
+
+
+def compare(columns: list[tuple[str, Artifact]], rec: CompressRecipe, *, original=None,
+            calib_set: CalibrationSet | None = None) -> dict:
+    """Measure every artifact in ``columns`` (label, onnx artifact) on the same images, streamed once for all
+    columns, and their latency in one interleaved run; ratios are against the first column (the original)."""
     first = columns[0][1]
-    images, labels, image_desc = _eval_images(rec, first.input, first.num_classes)
-    threads = rec.threads
-    outs = {}
-    for label, art in columns:
-        feed = images.astype(np.float16) if art.manifest.get("fp16", {}).get("io_dtype") == "float16" else images
-        outs[label] = run_batches(create_session(art.model_file, threads=threads), feed).astype(np.float32)
-    ref = outs[columns[0][0]]
+    dataset, labelled, image_desc = comparison_images(rec, first.input, first.num_classes, calib_set)
+    logits, labels, _ = run_over([_logits_fn(art, rec.threads) for _, art in columns], dataset, batch_size=64)
+    outs = {label: out for (label, _), out in zip(columns, logits)}
     latency = None
-    if rec.bench and all(a.manifest.get("fp16", {}).get("io_dtype") != "float16" for _, a in columns):
-        from ..bench import measure_latency
-
+    if rec.bench and not any(_fp16_io(a) for _, a in columns):
         latency = measure_latency([a for _, a in columns], labels=[lab for lab, _ in columns], batch_sizes=(1,),
-                                  warmup=0.5, min_time_s=rec.bench_seconds, min_repeats=10, threads=threads,
+                                  warmup=0.5, min_time_s=rec.bench_seconds, min_repeats=10, threads=rec.threads,
                                   progress=False)
-    rows = []
-    orig_torch_size = original.model_file.stat().st_size if original is not None else None
-    base_size = first.model_file.stat().st_size
-    for i, (label, art) in enumerate(columns):
-        m = art.manifest.get("metrics", {})
-        size = art.model_file.stat().st_size
-        row = {"label": label, "artifact": str(art.path), "precision": art.precision, "file_bytes": size,
-               "size_ratio": base_size / size, "params": m.get("params"), "macs": m.get("macs"),
-               "agreement": float((outs[label].argmax(1) == ref.argmax(1)).mean())}
-        if labels is not None:
-            row["top1"] = float((outs[label].argmax(1) == labels).mean())
-            row["top1_drop_pt"] = 100 * (rows[0]["top1"] - row["top1"]) if rows else 0.0
-        if latency is not None:
-            r = latency["results"][i]
-            rr = r.get("ratio_rounds") or {}
-            # per-round latency ratios -> speed-ups (the quartiles swap sides under 1/x)
-            iqr = {"q25": 1 / rr["q75"], "median": 1 / rr["median"], "q75": 1 / rr["q25"]} \
-                if rr and min(rr["q25"], rr["q75"], rr["median"]) > 0 else {}
-            row.update(latency_ms=r["latency_ms"]["p50"], speedup=r["speedup"], speedup_iqr=iqr)
-        rows.append(row)
-    return {"images": image_desc, "rows": rows, "original_torch_file_bytes": orig_torch_size,
+    rows = [_row(i, label, art, outs, labels if labelled else None, latency, first) for i, (label, art)
+            in enumerate(columns)]
+    for row in rows[1:]:
+        if "top1" in row:
+            row["top1_drop_pt"] = 100 * (rows[0]["top1"] - row["top1"])
+    return {"images": image_desc, "rows": rows,
+            "original_torch_file_bytes": original.model_file.stat().st_size if original is not None else None,
             "latency": {"threads": latency["settings"]["threads"], "environment": latency["environment"].get("cpu"),
                         "seconds": latency["seconds"]} if latency else None}
+
+
+def _row(i: int, label: str, art: Artifact, outs: dict, labels, latency, first: Artifact) -> dict:
+    m = art.manifest.get("metrics", {})
+    size = art.model_file.stat().st_size
+    ref = next(iter(outs.values()))
+    row = {"label": label, "artifact": str(art.path), "precision": art.precision, "file_bytes": size,
+           "size_ratio": first.model_file.stat().st_size / size, "params": m.get("params"), "macs": m.get("macs"),
+           "agreement": float((outs[label].argmax(1) == ref.argmax(1)).mean())}
+    if labels is not None:
+        row["top1"] = float((outs[label].argmax(1) == labels).mean())
+        row["top1_drop_pt"] = 0.0
+    if latency is not None:
+        r = latency["results"][i]
+        rr = r.get("ratio_rounds") or {}
+        # per-round latency ratios -> speed-ups (the quartiles swap sides under 1/x)
+        iqr = {"q25": 1 / rr["q75"], "median": 1 / rr["median"], "q75": 1 / rr["q25"]} \
+            if rr and min(rr["q25"], rr["q75"], rr["median"]) > 0 else {}
+        row.update(latency_ms=r["latency_ms"]["p50"], speedup=r["speedup"], speedup_iqr=iqr)
+    return row

@@ -20,52 +20,59 @@ command line.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import ClassVar, Literal
 
-from ..errors import InvalidInput, suggest
+from ..data.source import DataSource
+from ..errors import OptionError
+from ..options import Options, bounded, read_yaml_mapping
+from .chain import ChainPlan
+from .fp16 import Fp16Options
+from .precision import check_precision_flags, int8_flags_given
+from .prune import PruneOptions
+from .quantize import QuantizeOptions
 
 
-class RecipeError(InvalidInput):
+class RecipeError(OptionError):
     """A recipe file or option set that cannot be run."""
 
 
 @dataclass
-class CompressRecipe:
+class CompressRecipe(Options):
+    ERROR: ClassVar[type[Exception]] = RecipeError
     # source
     model: str | None = None              # zoo name or artifact path
     weights: str | None = None            # 'imagenet', 'random', a file or an artifact (model names only)
-    num_classes: int | None = None
-    in_channels: int | None = None
-    input_size: int | None = None
+    num_classes: int | None = bounded(None, 1, 100_000)
+    in_channels: int | None = bounded(None, 1, 64)
+    input_size: int | None = bounded(None, 1, 8192)
     # pruning (+ fine-tuning, optionally distilled from the original)
-    prune: float | None = None            # channel ratio to remove, 0..1
-    importance: str = "l1"
-    finetune_epochs: int | None = None    # default: 3 when data is given, else 0
+    prune: float | None = bounded(None, 0, 1, lo_open=True, hi_open=True)   # channel ratio to remove
+    importance: Literal["l1", "l2", "bn", "taylor"] = "l1"
+    finetune_epochs: int | None = bounded(None, 0, 10_000)   # default: 3 when data is given, else 0
     distill: bool = False
-    temperature: float = 4.0
+    temperature: float = bounded(4.0, 0, 100, lo_open=True)
     # INT8
     int8: bool = False
-    calib: str | None = None
-    subset_size: int = 300
-    target: str = "auto"
-    preset: str = "performance"
+    calib: DataSource | None = None
+    subset_size: int = bounded(300, 1, 1_000_000)
+    target: Literal["auto", "cpu", "tensorrt"] = "auto"
+    preset: Literal["performance", "mixed"] = "performance"
     range_estimator: str = "default"
     max_drop: float | None = None
     qat: bool = False
-    qat_epochs: int = 3
+    qat_epochs: int = bounded(3, 1, 10_000)
     compact_names: bool = False           # short tensor names in the INT8 file (smallest targets)
     # FP16
     fp16: bool = False
     fp16_io: bool = False
     # data, output, report
-    data: str | None = None
+    data: DataSource | None = None
     out: str | None = None
     bench: bool = True
-    bench_seconds: float = 2.0
-    threads: int | None = None
+    bench_seconds: float = bounded(2.0, 0, 3600)
+    threads: int | None = bounded(None, 1, 1024)
     seed: int = 0
     # free text, ignored by the chain
     name: str | None = None
@@ -74,108 +81,62 @@ class CompressRecipe:
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
+    def keys(cls) -> list[str]:
+        return [k for k in super().keys() if k != "extra"]
+
+    @classmethod
     def fields(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+        return cls.keys()
 
     @classmethod
     def from_dict(cls, data: dict, *, where: str = "recipe") -> "CompressRecipe":
-        if not isinstance(data, dict):
-            raise RecipeError(f"{where} must be a mapping of option: value (got {type(data).__name__}).")
-        known = cls.fields()
-        values = {}
-        for raw_key, value in data.items():
-            key = str(raw_key).strip().lstrip("-").replace("-", "_")
-            if key not in known:
-                hint = suggest(key, known) or suggest(key.replace("_", "-"), [k.replace("_", "-") for k in known])
-                raise RecipeError(f"{where}: unknown option '{raw_key}'.{hint} Known options: "
-                                  f"{', '.join(k.replace('_', '-') for k in known)}.")
-            values[key] = value
-        recipe = cls(**values)
-        recipe._coerce(where)
-        return recipe
+        return cls.from_mapping(data, where=where, validate=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CompressRecipe":
-        import yaml
+        data = read_yaml_mapping(path, what="Recipe file", example="examples/recipes/", error=RecipeError)
+        if not data:
+            raise RecipeError(f"Recipe '{path}' is empty; write options such as 'int8: true' and 'calib: calibration/'.")
+        return cls.from_mapping(data, where=f"recipe '{path}'", validate=False)
 
-        p = Path(path)
-        if not p.is_file():
-            raise RecipeError(f"Recipe file '{p}' does not exist; pass a YAML file (see examples/recipes/).")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise RecipeError(f"Recipe '{p}' is not valid YAML ({first}); fix the file.") from exc
-        if data is None:
-            raise RecipeError(f"Recipe '{p}' is empty; write options such as 'int8: true' and 'calib: calibration/'.")
-        return cls.from_dict(data, where=f"recipe '{p}'")
+    def merged(self, overrides: dict | None = None, **kw) -> "CompressRecipe":
+        """A copy with the non-None ``overrides`` (command-line options) applied; checked by :meth:`validate`."""
+        return super().merged(overrides, validate=False, **kw)
 
-    def merged(self, overrides: dict) -> "CompressRecipe":
-        """A copy with the non-None ``overrides`` (command-line options) applied."""
-        values = dataclasses.asdict(self)
-        values.pop("extra", None)
-        for k, v in overrides.items():
-            if k not in values:
-                raise RecipeError(f"unknown option '{k}'.{suggest(k, list(values))}")
-            if v is not None:
-                values[k] = v
-        out = CompressRecipe(**values)
-        out._coerce("options")
-        return out
-
-    def as_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("extra", None)
-        return d
+    # -- the chain it describes --------------------------------------------------------------------
+    def plan(self) -> ChainPlan:
+        """The stages this recipe runs, each with its options object (their rules live there)."""
+        ft = self.finetune_epochs if self.finetune_epochs is not None else (3 if self.data else 0)
+        plan = ChainPlan()
+        if self.prune is not None:
+            plan.prune = PruneOptions(ratio=self.prune, importance=self.importance, finetune_epochs=ft,
+                                      data=self.data if (ft or self.importance == "taylor") else None,
+                                      distill=self.distill, temperature=self.temperature, seed=self.seed)
+        if self.int8:
+            plan.int8 = QuantizeOptions(calib=self.calib, subset_size=self.subset_size, target=self.target,
+                                        preset=self.preset, range_estimator=self.range_estimator,
+                                        max_drop=self.max_drop, data=self.data, qat=self.qat, epochs=self.qat_epochs,
+                                        threads=self.threads, seed=self.seed, compact_names=self.compact_names)
+        elif self.fp16:
+            plan.fp16 = Fp16Options(fp16_io=self.fp16_io, data=self.data)
+        return plan
 
     # -- checks ---------------------------------------------------------------------------------
-    def _coerce(self, where: str) -> None:
-        types = {"num_classes": int, "in_channels": int, "input_size": int, "prune": float, "finetune_epochs": int,
-                 "temperature": float, "subset_size": int, "max_drop": float, "qat_epochs": int,
-                 "bench_seconds": float, "threads": int, "seed": int}
-        flags = ("distill", "int8", "qat", "fp16", "fp16_io", "bench")
-        strings = ("model", "weights", "importance", "calib", "target", "preset", "range_estimator", "data", "out",
-                   "name", "description")
-        for k, t in types.items():
-            v = getattr(self, k)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (t is int and isinstance(v, float) and not v.is_integer()):
-                raise RecipeError(f"{where}: '{k.replace('_', '-')}' must be a {'whole ' if t is int else ''}number, got {v!r}.")
-            setattr(self, k, t(v))
-        for k in flags:
-            if not isinstance(getattr(self, k), bool):
-                raise RecipeError(f"{where}: '{k.replace('_', '-')}' must be true or false, got {getattr(self, k)!r}.")
-        for k in strings:
-            v = getattr(self, k)
-            if v is not None and not isinstance(v, (str, os.PathLike)):
-                raise RecipeError(f"{where}: '{k.replace('_', '-')}' must be text, got {v!r}.")
-            if v is not None:
-                setattr(self, k, str(v))
-
     def validate(self) -> None:
-        """Refuse option sets that cannot be run or contradict each other, saying what to change."""
+        """Refuse option sets that cannot be run or contradict each other, saying what to change. The
+        rules of one stage live in that stage's options (checked through :meth:`plan`); here are the
+        rules about how the stages fit together."""
         if not self.model:
             raise RecipeError("No model: pass MODEL (a zoo name or an artifact directory) or 'model:' in the recipe.")
-        if self.int8 and self.fp16:
-            raise RecipeError("--int8 and --fp16 both given; the chain ends in one precision - pick one "
-                              "(TensorRT can mix them at build time: edgecnn build --int8 --fp16).")
-        if self.fp16_io and not self.fp16:
-            raise RecipeError("--fp16-io only applies with --fp16.")
+        try:
+            check_precision_flags(self.int8, self.fp16, self.fp16_io, int8_flags_given(
+                {"calib": self.calib, "max_drop": self.max_drop, "qat": self.qat,
+                 "compact_names": self.compact_names}))
+        except OptionError as exc:
+            raise RecipeError(str(exc)) from None
         if self.int8 and not self.calib:
             raise RecipeError("--int8 needs calibration images: add --calib DIR (e.g. --calib calibration/) or "
                               "--calib digits; build a set with 'edgecnn calib'.")
-        if self.calib and not self.int8:
-            raise RecipeError("--calib is only used by --int8; add --int8 or drop --calib.")
-        for flag, on in (("--max-drop", self.max_drop is not None), ("--qat", self.qat),
-                         ("--compact-names", self.compact_names)):
-            if on and not self.int8:
-                raise RecipeError(f"{flag} belongs to INT8 quantization; add --int8 --calib DIR.")
-        for flag, on in (("--max-drop", self.max_drop is not None), ("--qat", self.qat)):
-            if on and not self.data:
-                raise RecipeError(f"{flag} needs --data (the labelled set to measure / fine-tune on).")
-        if self.prune is not None and not 0.0 < self.prune < 1.0:
-            raise RecipeError(f"--prune is the fraction of channels to remove, between 0 and 1 (exclusive); got {self.prune}.")
         if self.distill and self.prune is None:
             raise RecipeError("--distill distils the pruned network from the original while fine-tuning; it needs "
                               "--prune R (QAT always distils).")
@@ -188,9 +149,9 @@ class CompressRecipe:
                 raise RecipeError("--finetune-epochs needs --data to fine-tune on.")
         if self.prune is None and not self.int8 and not self.fp16:
             raise RecipeError("Nothing to do: add --prune R, --int8 --calib DIR and/or --fp16.")
-        if self.target not in ("auto", "cpu", "tensorrt"):
-            raise RecipeError(f"target must be auto, cpu or tensorrt, got '{self.target}'.{suggest(self.target, ['auto', 'cpu', 'tensorrt'])}")
-        if self.subset_size < 1:
-            raise RecipeError(f"subset-size must be >= 1, got {self.subset_size}.")
-        if self.bench_seconds < 0:
-            raise RecipeError(f"bench-seconds must be >= 0, got {self.bench_seconds}.")
+        try:
+            self.plan().validate()
+        except RecipeError:
+            raise
+        except OptionError as exc:
+            raise RecipeError(str(exc)) from None
