@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import click
+from rich.console import Console
+from rich.table import Table
+
+from ..artifact import atomic_write_json
 
 
 def print_table(rows: Iterable[Sequence], columns: Sequence[str], *, title: str | None = None) -> None:
     """A readable table on stdout (rich when it is a terminal, plain aligned text otherwise)."""
     rows = [["" if v is None else str(v) for v in r] for r in rows]
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title, show_lines=False, header_style="bold")
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 else "right")
@@ -25,8 +26,6 @@ def print_table(rows: Iterable[Sequence], columns: Sequence[str], *, title: str 
 
 def write_json(path: str | Path | None, data) -> None:
     if path:
-        from ..artifact import atomic_write_json
-
         atomic_write_json(Path(path), data)
         click.echo(f"wrote {path}")
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 CLASSES = [str(i) for i in range(10)]
@@ -14,15 +16,11 @@ VAL_FRACTION = 0.2
 
 
 def _arrays():
-    from sklearn.datasets import load_digits
-
     d = load_digits()
     return d.images.astype(np.float32) / 16.0, d.target.astype(np.int64)
 
 
 def split_indices(n_total: int | None = None, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
     if labels is None:
         _, labels = _arrays()
     idx = np.arange(len(labels))

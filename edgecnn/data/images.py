@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torchvision import transforms as T
 
 from ..errors import DataError
 
@@ -18,8 +20,6 @@ def is_image_file(path: Path) -> bool:
 
 def read_image(path: str | Path, channels: int):
     """Open ``path`` as an 8-bit PIL image with 1 (L) or 3 (RGB) channels; raise DataError naming it."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     try:
         with Image.open(path) as img:
@@ -40,8 +40,6 @@ def read_image(path: str | Path, channels: int):
 
 def eval_transform(input_spec: dict):
     """Resize (short side) -> center crop -> tensor -> normalize, all from the manifest's input spec."""
-    from torchvision import transforms as T
-
     crop = tuple(input_spec.get("crop") or (input_spec["height"], input_spec["width"]))
     return T.Compose([
         T.Resize(int(input_spec.get("resize") or min(crop)), interpolation=T.InterpolationMode.BILINEAR),
@@ -52,8 +50,6 @@ def eval_transform(input_spec: dict):
 
 
 def train_transform(input_spec: dict, *, hflip: bool = True):
-    from torchvision import transforms as T
-
     crop = tuple(input_spec.get("crop") or (input_spec["height"], input_spec["width"]))
     steps = [T.RandomResizedCrop(crop, scale=(0.5, 1.0))]
     if hflip:

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError, InvalidInput
+from .digits import SPLIT_SEED, VAL_FRACTION, DigitsDataset
+from .folder import load_folder
+from .synthetic import SyntheticDataset
 
 #: synthetic sets are generated in memory: bound what a user can ask for
 MAX_SYNTHETIC = 1_000_000
@@ -88,8 +91,6 @@ class DataSource:
     def describe(self, split: str) -> dict:
         """What a manifest records about the data a number was measured on."""
         if self.kind == "digits":
-            from .digits import SPLIT_SEED, VAL_FRACTION
-
             return {"source": "digits", "split": split, "description": "scikit-learn load_digits, stratified 80/20",
                     "seed": SPLIT_SEED, "val_fraction": VAL_FRACTION}
         if self.is_synthetic:
@@ -114,15 +115,9 @@ class DataSource:
         if split not in ("train", "val"):
             raise DataError(f"split must be 'train' or 'val', got {split!r}.")
         if self.kind == "digits":
-            from .digits import DigitsDataset
-
             return DigitsDataset(input_spec, split=split, augment=augment)
         if self.is_synthetic:
-            from .synthetic import SyntheticDataset
-
             return SyntheticDataset(input_spec, n=self.n or DEFAULT_SYNTHETIC, num_classes=num_classes,
                                     seed=seed + (0 if split == "train" else 1))
-        from .folder import load_folder
-
         return load_folder(self.path, input_spec, split, val_split=val_split, seed=seed, augment=augment,
                            hflip=hflip, skip_corrupt=skip_corrupt)
