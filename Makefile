@@ -9,7 +9,7 @@ STAMP := $(VENV)/.edgecnn-installed
 export NNCF_CI := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test venv clean bench ssh-tools
+.PHONY: demo test lint format venv clean bench ssh-tools
 
 venv: $(STAMP)
 
@@ -26,6 +26,15 @@ demo: venv
 
 test: venv ssh-tools
 	$(BIN)/python -m pytest -q
+
+# ruff: the linter and the formatter (configured in pyproject.toml); CI runs this before the tests.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # The deploy --host tests start a real sshd on 127.0.0.1 (CI: root on a fresh Debian machine).
 ssh-tools:
