@@ -27,8 +27,16 @@ def load_average() -> list[float] | None:
         return None
 
 
-def random_artifact(name: str, out: Path, *, size: int = 224, num_classes: int = 1000, in_channels: int = 3,
-                    seed: int = 0, logit_scale: float | None = 10.0):
+def random_artifact(
+    name: str,
+    out: Path,
+    *,
+    size: int = 224,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    seed: int = 0,
+    logit_scale: float | None = 10.0,
+):
     """A torch artifact of zoo model ``name`` with torchvision's random initialisation (latency does not
     depend on the weights). With ``logit_scale`` the classifier is rescaled so that the largest logit
     on a few digits is that big, as a trained classifier's are: an untrained ResNet's logits reach
@@ -51,8 +59,15 @@ def random_artifact(name: str, out: Path, *, size: int = 224, num_classes: int =
             head.weight.mul_(factor)
             head.bias.mul_(factor)
     classes = [f"class{i}" for i in range(num_classes)]
-    return save_torch_artifact(model, out, name=name, input_spec=input_spec, classes=classes, stage="random",
-                               params={"weights": "random", "seed": seed, "logit_scale": logit_scale})
+    return save_torch_artifact(
+        model,
+        out,
+        name=name,
+        input_spec=input_spec,
+        classes=classes,
+        stage="random",
+        params={"weights": "random", "seed": seed, "logit_scale": logit_scale},
+    )
 
 
 def require_openvino():
@@ -71,8 +86,15 @@ class OpenVinoRunner:
 
     format = "openvino"
 
-    def __init__(self, model_path: str | Path, input_spec: dict, *, threads: int, label: str = "OpenVINO",
-                 precision: str = "fp32"):
+    def __init__(
+        self,
+        model_path: str | Path,
+        input_spec: dict,
+        *,
+        threads: int,
+        label: str = "OpenVINO",
+        precision: str = "fp32",
+    ):
         ov = require_openvino()
         self.core = ov.Core()
         self.model_path = str(model_path)
@@ -81,15 +103,22 @@ class OpenVinoRunner:
         if precision == "fp32":
             self.config["INFERENCE_PRECISION_HINT"] = "f32"
         self.version = ov.get_version().split("-")[0]
-        self.description = (f"openvino {self.version} CPU (threads {self.threads}, LATENCY, 1 stream, "
-                            f"{'f32' if precision == 'fp32' else 'model'} precision, static shape per batch)")
+        self.description = (
+            f"openvino {self.version} CPU (threads {self.threads}, LATENCY, 1 stream, "
+            f"{'f32' if precision == 'fp32' else 'model'} precision, static shape per batch)"
+        )
         self._requests: dict[int, object] = {}
 
     def _request(self, batch: int):
         req = self._requests.get(batch)
         if req is None:
             model = self.core.read_model(self.model_path)
-            shape = [batch, int(self.input_spec["channels"]), int(self.input_spec["height"]), int(self.input_spec["width"])]
+            shape = [
+                batch,
+                int(self.input_spec["channels"]),
+                int(self.input_spec["height"]),
+                int(self.input_spec["width"]),
+            ]
             model.reshape({model.inputs[0].any_name: shape})
             req = self.core.compile_model(model, "CPU", self.config).create_infer_request()
             self._requests[batch] = req

@@ -1,6 +1,7 @@
 """ResNet-50 @224, batch 1, side by side in ONE interleaved run:
 
-    torch FP32 (eager) | ORT FP32 | edgecnn INT8 in ORT | OpenVINO INT8 (NNCF-quantized) | edgecnn pruned-50% + INT8 in ORT
+    torch FP32 (eager) | ORT FP32 | edgecnn INT8 in ORT | OpenVINO INT8 (NNCF-quantized) |
+    edgecnn pruned-50% + INT8 in ORT
 
 Targets (issue 5): edgecnn INT8 no slower than OpenVINO INT8; >= 3.3x faster than torch FP32; pruned + INT8
 >= 10x faster than torch FP32. All candidates are timed by ``edgecnn.bench.measure_latency`` in rotating
@@ -109,13 +110,21 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         net, _ = build_model(args.model, weights=args.weights, input_size=args.size, warn_random=False)
         n_cls = net.fc.out_features if hasattr(net, "fc") else 1000
-        src = save_torch_artifact(net, tmp / "torch", name=args.model, input_spec=ispec,
-                                  classes=[str(i) for i in range(n_cls)], stage="load", params={"weights": args.weights})
+        src = save_torch_artifact(
+            net,
+            tmp / "torch",
+            name=args.model,
+            input_spec=ispec,
+            classes=[str(i) for i in range(n_cls)],
+            stage="load",
+            params={"weights": args.weights},
+        )
         fp32 = export_onnx(src, tmp / "fp32", progress=False)
         steps["export"] = time.perf_counter() - t
         t = time.perf_counter()
-        int8 = quantize(fp32, tmp / "int8", QuantizeOptions(calib=args.calib, subset_size=args.subset, target="cpu"),
-                        progress=False)
+        int8 = quantize(
+            fp32, tmp / "int8", QuantizeOptions(calib=args.calib, subset_size=args.subset, target="cpu"), progress=False
+        )
         steps["edgecnn_quantize"] = time.perf_counter() - t
         candidates, labels, notes = [src, fp32, int8], ["torch FP32", "ORT FP32", "edgecnn INT8 (ORT)"], []
         try:
@@ -135,14 +144,19 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             pruned = prune(src, tmp / "pruned", PruneOptions(ratio=args.prune_ratio), progress=False)
             pruned_fp32 = export_onnx(pruned, tmp / "pruned-fp32", progress=False)
-            pruned_int8 = quantize(pruned_fp32, tmp / "pruned-int8",
-                                   QuantizeOptions(calib=args.calib, subset_size=args.subset, target="cpu"),
-                                   progress=False)
+            pruned_int8 = quantize(
+                pruned_fp32,
+                tmp / "pruned-int8",
+                QuantizeOptions(calib=args.calib, subset_size=args.subset, target="cpu"),
+                progress=False,
+            )
             steps["prune_and_quantize"] = time.perf_counter() - t
             candidates.append(pruned_int8)
             labels.append(f"edgecnn pruned-{int(100 * args.prune_ratio)}% + INT8 (ORT)")
-            pruned_info = pruned.manifest["pruning"]["achieved"] | {"macs": pruned.manifest["pruning"]["macs"],
-                                                                    "params": pruned.manifest["pruning"]["params"]}
+            pruned_info = pruned.manifest["pruning"]["achieved"] | {
+                "macs": pruned.manifest["pruning"]["macs"],
+                "params": pruned.manifest["pruning"]["params"],
+            }
         except ImportError:
             pruned_info = None
             notes.append("edgecnn.compress.prune not available: pruned column missing.")
@@ -151,8 +165,16 @@ def main(argv=None) -> int:
         # (measured here: torch FP32 p50 102-128 ms alone, 172 ms with a spinning ORT candidate in the run;
         # the ORT candidates were not affected).
         t = time.perf_counter()
-        lat = measure_latency(candidates, labels=labels, batch_sizes=(1,), warmup=2.0, min_time_s=args.seconds,
-                              min_repeats=20, threads=threads, progress=True)
+        lat = measure_latency(
+            candidates,
+            labels=labels,
+            batch_sizes=(1,),
+            warmup=2.0,
+            min_time_s=args.seconds,
+            min_repeats=20,
+            threads=threads,
+            progress=True,
+        )
         steps["latency"] = time.perf_counter() - t
         # Phase 2 - as deployed: a CPU bundle's run.py (and any plain onnxruntime.InferenceSession) uses ONNX
         # Runtime's defaults, intra-op spinning ON; OpenVINO runs with its own defaults (LATENCY hint). Without
@@ -167,22 +189,41 @@ def main(argv=None) -> int:
             runs = []
             for art, lab in zip(candidates, labels):
                 if lab.startswith("edgecnn"):
-                    runs.append(([OrtRunner(art, threads=threads, spinning=False),
-                                  OrtRunner(art, threads=threads, spinning=True)] + [c for c, _ in ov if lab == "edgecnn INT8 (ORT)"],
-                                 [lab, lab.replace("(ORT)", "(ORT defaults, spinning)")]
-                                 + [x for _, x in ov if lab == "edgecnn INT8 (ORT)"]))
+                    runs.append(
+                        (
+                            [
+                                OrtRunner(art, threads=threads, spinning=False),
+                                OrtRunner(art, threads=threads, spinning=True),
+                            ]
+                            + [c for c, _ in ov if lab == "edgecnn INT8 (ORT)"],
+                            [lab, lab.replace("(ORT)", "(ORT defaults, spinning)")]
+                            + [x for _, x in ov if lab == "edgecnn INT8 (ORT)"],
+                        )
+                    )
             t = time.perf_counter()
             parts = []
             for cands2, labels2 in runs:
-                parts.append(measure_latency(cands2, labels=labels2, batch_sizes=(1,), warmup=2.0,
-                                             min_time_s=args.seconds, min_repeats=20, threads=threads, progress=True))
+                parts.append(
+                    measure_latency(
+                        cands2,
+                        labels=labels2,
+                        batch_sizes=(1,),
+                        warmup=2.0,
+                        min_time_s=args.seconds,
+                        min_repeats=20,
+                        threads=threads,
+                        progress=True,
+                    )
+                )
                 for c in cands2:
                     if isinstance(c, OrtRunner):
                         c.close()
             lat2 = {"runs": parts, "results": [r for p in parts for r in p["results"]]}
             steps["latency_deployed"] = time.perf_counter() - t
-        sizes = {lab: (c.model_file.stat().st_size if hasattr(c, "model_file") else None)
-                 for lab, c in zip(labels, candidates)}
+        sizes = {
+            lab: (c.model_file.stat().st_size if hasattr(c, "model_file") else None)
+            for lab, c in zip(labels, candidates)
+        }
     res = {r["label"]: r for r in lat["results"]}
 
     def speedup(label):
@@ -194,8 +235,9 @@ def main(argv=None) -> int:
         in the same round, so machine drift cancels); None when either is missing."""
         if fast not in results or slow not in results:
             return None
-        return float(np.median([s_ / f_ for f_, s_ in zip(results[fast]["round_ratios"],
-                                                          results[slow]["round_ratios"])]))
+        return float(
+            np.median([s_ / f_ for f_, s_ in zip(results[fast]["round_ratios"], results[slow]["round_ratios"])])
+        )
 
     def faster_than(label, other):
         """Phase 1: other / label latency."""
@@ -222,36 +264,63 @@ def main(argv=None) -> int:
 
     targets = {
         "edgecnn_int8_vs_torch_fp32": target(
-            deployed_vs_torch("edgecnn INT8 (ORT)"), 3.3, no_spinning=speedup("edgecnn INT8 (ORT)"),
+            deployed_vs_torch("edgecnn INT8 (ORT)"),
+            3.3,
+            no_spinning=speedup("edgecnn INT8 (ORT)"),
             meaning="edgecnn INT8 as deployed (ONNX Runtime defaults) vs torch FP32: phase-1 speed-up x phase-2 "
-                    "spinning gain; no_spinning = phase 1 alone (the conservative number)"),
+            "spinning gain; no_spinning = phase 1 alone (the conservative number)",
+        ),
         "pruned_int8_vs_torch_fp32": target(
-            deployed_vs_torch(pr_label) if pr_label else None, 10.0,
-            no_spinning=speedup(pr_label) if pr_label else None, meaning="as above, pruned-50 % + INT8"),
+            deployed_vs_torch(pr_label) if pr_label else None,
+            10.0,
+            no_spinning=speedup(pr_label) if pr_label else None,
+            meaning="as above, pruned-50 % + INT8",
+        ),
         "edgecnn_int8_vs_openvino_int8": target(
-            ov_vs_deployed(), 1.0, no_spinning=faster_than("edgecnn INT8 (ORT)", "OpenVINO INT8 (NNCF)"),
+            ov_vs_deployed(),
+            1.0,
+            no_spinning=faster_than("edgecnn INT8 (ORT)", "OpenVINO INT8 (NNCF)"),
             meaning="OpenVINO / edgecnn latency, both with their runtime's defaults (phase 2, median over rounds); "
-                    ">= 1 means edgecnn is no slower; no_spinning = phase 1 (ONNX Runtime without spinning)"),
+            ">= 1 means edgecnn is no slower; no_spinning = phase 1 (ONNX Runtime without spinning)",
+        ),
     }
     for v in targets.values():
-        if v["value"] is None:        # no phase 2 (--no-deployed, or OpenVINO missing): phase 1 decides
+        if v["value"] is None:  # no phase 2 (--no-deployed, or OpenVINO missing): phase 1 decides
             v["value"] = v["no_spinning"]
         v["met"] = None if v["value"] is None else bool(v["value"] >= v["target"])
-    result = {"schema": "edgecnn.bench-int8/2", "settings": vars(args) | {"threads": threads}, "latency": lat,
-              "latency_deployed": lat2,
-              "spinning_gain": {lab: spin_gain(lab) for lab in labels if lab.startswith("edgecnn")},
-              "speedup_vs_torch_fp32": {lab: speedup(lab) for lab in labels}, "targets": targets,
-              "file_bytes": sizes, "pruned": pruned_info, "seconds": {k: round(v, 1) for k, v in steps.items()},
-              "notes": notes + ["random weights unless --weights says otherwise; ratios measured interleaved in one "
-                                "run - absolute ms drift with machine load"]}
+    result = {
+        "schema": "edgecnn.bench-int8/2",
+        "settings": vars(args) | {"threads": threads},
+        "latency": lat,
+        "latency_deployed": lat2,
+        "spinning_gain": {lab: spin_gain(lab) for lab in labels if lab.startswith("edgecnn")},
+        "speedup_vs_torch_fp32": {lab: speedup(lab) for lab in labels},
+        "targets": targets,
+        "file_bytes": sizes,
+        "pruned": pruned_info,
+        "seconds": {k: round(v, 1) for k, v in steps.items()},
+        "notes": notes
+        + [
+            "random weights unless --weights says otherwise; ratios measured interleaved in one "
+            "run - absolute ms drift with machine load"
+        ],
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-    md = [f"ResNet-50 @{args.size}, batch 1, {threads} threads, {lat['environment'].get('cpu')}", "",
-          "Phase 1 (interleaved, ONNX Runtime without spinning):", "", markdown_table(lat)]
+    md = [
+        f"ResNet-50 @{args.size}, batch 1, {threads} threads, {lat['environment'].get('cpu')}",
+        "",
+        "Phase 1 (interleaved, ONNX Runtime without spinning):",
+        "",
+        markdown_table(lat),
+    ]
     if lat2:
-        md += ["Phase 2 (as deployed: ONNX Runtime defaults with intra-op spinning, vs OpenVINO; no torch in the run; "
-               "one run per edgecnn artifact):", ""] + [markdown_table(p) for p in lat2["runs"]]
+        md += [
+            "Phase 2 (as deployed: ONNX Runtime defaults with intra-op spinning, vs OpenVINO; no torch in the run; "
+            "one run per edgecnn artifact):",
+            "",
+        ] + [markdown_table(p) for p in lat2["runs"]]
     md += ["| target | reached (as deployed) | phase 1 only | goal | met |", "|---|---|---|---|---|"]
     for k, v in targets.items():
         reached = "-" if v["value"] is None else f"{v['value']:.2f}x"
@@ -262,8 +331,10 @@ def main(argv=None) -> int:
     for lab in labels:
         print(f"{lab:34s} p50 {res[lab]['latency_ms']['p50']:8.2f} ms   {speedup(lab):5.2f}x vs torch FP32")
     for k, v in targets.items():
-        print(f"{k:32s} {'-' if v['value'] is None else round(v['value'], 2)} (phase 1: "
-              f"{'-' if v['no_spinning'] is None else round(v['no_spinning'], 2)}; target {v['target']}) met={v['met']}")
+        print(
+            f"{k:32s} {'-' if v['value'] is None else round(v['value'], 2)} (phase 1: "
+            f"{'-' if v['no_spinning'] is None else round(v['no_spinning'], 2)}; target {v['target']}) met={v['met']}"
+        )
     print(f"wrote {out}")
     return 0
 

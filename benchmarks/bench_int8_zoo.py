@@ -59,32 +59,64 @@ def main(argv=None) -> int:
             size = None if name == "lenet5" else args.size
             input_spec = spec.input_spec(input_size=size)
             torch.manual_seed(0)
-            net, _ = build_model(name, weights="random", num_classes=1000 if name != "lenet5" else 10,
-                                 input_size=(input_spec["height"], input_spec["width"]), warn_random=False)
+            net, _ = build_model(
+                name,
+                weights="random",
+                num_classes=1000 if name != "lenet5" else 10,
+                input_size=(input_spec["height"], input_spec["width"]),
+                warn_random=False,
+            )
             classes = [str(i) for i in range(1000 if name != "lenet5" else 10)]
-            src = save_torch_artifact(net, tmp / f"{name}-torch", name=name, input_spec=input_spec, classes=classes,
-                                      stage="load", params={"weights": "random"})
+            src = save_torch_artifact(
+                net,
+                tmp / f"{name}-torch",
+                name=name,
+                input_spec=input_spec,
+                classes=classes,
+                stage="load",
+                params={"weights": "random"},
+            )
             fp32 = export_onnx(src, tmp / f"{name}-fp32", progress=False)
             row = {"model": name, "input": [input_spec["channels"], input_spec["height"], input_spec["width"]]}
             arts = [fp32]
             for target in ("cpu", "tensorrt"):
                 t = time.perf_counter()
-                art = quantize(fp32, tmp / f"{name}-int8-{target}",
-                               QuantizeOptions(calib=args.calib, subset_size=args.subset, target=target), progress=False)
+                art = quantize(
+                    fp32,
+                    tmp / f"{name}-int8-{target}",
+                    QuantizeOptions(calib=args.calib, subset_size=args.subset, target=target),
+                    progress=False,
+                )
                 v = summarize(validate_qdq(art.model_file))
-                row[target] = {"quantize_s": round(time.perf_counter() - t, 1), "passes_tensorrt_rules": v["passed"],
-                               "errors": v["errors"], "warnings": v["warnings"], "by_rule": v["by_rule"],
-                               "rewrites": {k: (len(x) if isinstance(x, list) else x)
-                                            for k, x in art.manifest["quantization"]["rewrites"].items()},
-                               "file_mb": round(art.model_file.stat().st_size / 1e6, 3)}
+                row[target] = {
+                    "quantize_s": round(time.perf_counter() - t, 1),
+                    "passes_tensorrt_rules": v["passed"],
+                    "errors": v["errors"],
+                    "warnings": v["warnings"],
+                    "by_rule": v["by_rule"],
+                    "rewrites": {
+                        k: (len(x) if isinstance(x, list) else x)
+                        for k, x in art.manifest["quantization"]["rewrites"].items()
+                    },
+                    "file_mb": round(art.model_file.stat().st_size / 1e6, 3),
+                }
                 arts.append(art)
             row["fp32_file_mb"] = round(fp32.model_file.stat().st_size / 1e6, 3)
-            lat = measure_latency(arts, labels=["ORT FP32", "ORT INT8 (cpu)", "ORT INT8 (tensorrt layout)"],
-                                  batch_sizes=(1,), warmup=1.0, min_time_s=args.seconds, threads=args.threads,
-                                  progress=False)
+            lat = measure_latency(
+                arts,
+                labels=["ORT FP32", "ORT INT8 (cpu)", "ORT INT8 (tensorrt layout)"],
+                batch_sizes=(1,),
+                warmup=1.0,
+                min_time_s=args.seconds,
+                threads=args.threads,
+                progress=False,
+            )
             for r, key in zip(lat["results"], ("fp32", "cpu", "tensorrt")):
-                entry = {"p50_ms": round(r["latency_ms"]["p50"], 3), "speedup_vs_fp32": round(r["speedup"], 3),
-                         "ratio_iqr": r.get("ratio_rounds")}
+                entry = {
+                    "p50_ms": round(r["latency_ms"]["p50"], 3),
+                    "speedup_vs_fp32": round(r["speedup"], 3),
+                    "ratio_iqr": r.get("ratio_rounds"),
+                }
                 if key == "fp32":
                     row["fp32"] = entry
                 else:
@@ -92,30 +124,49 @@ def main(argv=None) -> int:
             row["int8_faster_than_fp32"] = row["cpu"]["speedup_vs_fp32"] > 1.0
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
-            print(f"{name:12s} fp32 {row['fp32']['p50_ms']:8.2f} ms | int8 cpu {row['cpu']['p50_ms']:8.2f} ms "
-                  f"({row['cpu']['speedup_vs_fp32']:.2f}x) | int8 trt-layout {row['tensorrt']['p50_ms']:8.2f} ms "
-                  f"({row['tensorrt']['speedup_vs_fp32']:.2f}x) | TRT rules: "
-                  f"{'pass' if row['tensorrt']['passes_tensorrt_rules'] else 'FAIL'}", flush=True)
+            print(
+                f"{name:12s} fp32 {row['fp32']['p50_ms']:8.2f} ms | int8 cpu {row['cpu']['p50_ms']:8.2f} ms "
+                f"({row['cpu']['speedup_vs_fp32']:.2f}x) | int8 trt-layout {row['tensorrt']['p50_ms']:8.2f} ms "
+                f"({row['tensorrt']['speedup_vs_fp32']:.2f}x) | TRT rules: "
+                f"{'pass' if row['tensorrt']['passes_tensorrt_rules'] else 'FAIL'}",
+                flush=True,
+            )
             env = lat["environment"]
-    result = {"schema": "edgecnn.bench-int8-zoo/1", "settings": vars(args), "environment": env, "rows": rows,
-              "exceptions": [{"model": r["model"], "int8_cpu_speedup": r["cpu"]["speedup_vs_fp32"]}
-                             for r in rows if not r["int8_faster_than_fp32"]],
-              "seconds": round(time.perf_counter() - t_all, 1),
-              "note": "random weights; ratios measured interleaved in one run per model; shared machine -> "
-                      "absolute ms drift, ratios are what to read"}
+    result = {
+        "schema": "edgecnn.bench-int8-zoo/1",
+        "settings": vars(args),
+        "environment": env,
+        "rows": rows,
+        "exceptions": [
+            {"model": r["model"], "int8_cpu_speedup": r["cpu"]["speedup_vs_fp32"]}
+            for r in rows
+            if not r["int8_faster_than_fp32"]
+        ],
+        "seconds": round(time.perf_counter() - t_all, 1),
+        "note": "random weights; ratios measured interleaved in one run per model; shared machine -> "
+        "absolute ms drift, ratios are what to read",
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    md = ["| model | input | ORT FP32 ms | INT8 cpu ms (speed-up) | INT8 tensorrt-layout ms (speed-up) | TensorRT rules | size FP32 -> INT8 MB |",
-          "|---|---|---|---|---|---|---|"]
+    md = [
+        "| model | input | ORT FP32 ms | INT8 cpu ms (speed-up) | INT8 tensorrt-layout ms (speed-up) "
+        "| TensorRT rules | size FP32 -> INT8 MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['fp32']['p50_ms']:.2f} | "
-                  f"{r['cpu']['p50_ms']:.2f} ({r['cpu']['speedup_vs_fp32']:.2f}x) | {r['tensorrt']['p50_ms']:.2f} "
-                  f"({r['tensorrt']['speedup_vs_fp32']:.2f}x) | {'pass' if r['tensorrt']['passes_tensorrt_rules'] else 'FAIL'} | "
-                  f"{r['fp32_file_mb']:.2f} -> {r['cpu']['file_mb']:.2f} |")
+        md.append(
+            f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['fp32']['p50_ms']:.2f} | "
+            f"{r['cpu']['p50_ms']:.2f} ({r['cpu']['speedup_vs_fp32']:.2f}x) | {r['tensorrt']['p50_ms']:.2f} "
+            f"({r['tensorrt']['speedup_vs_fp32']:.2f}x) | "
+            f"{'pass' if r['tensorrt']['passes_tensorrt_rules'] else 'FAIL'} | "
+            f"{r['fp32_file_mb']:.2f} -> {r['cpu']['file_mb']:.2f} |"
+        )
     md.append("")
-    md.append(f"{env.get('cpu')}, {result['settings']['threads'] or 'physical-core'} threads; random weights; "
-              "interleaved latency per model (ratios are the result; absolute ms drift with machine load).")
+    md.append(
+        f"{env.get('cpu')}, {result['settings']['threads'] or 'physical-core'} threads; random weights; "
+        "interleaved latency per model (ratios are the result; absolute ms drift with machine load)."
+    )
     out.with_suffix(".md").write_text("\n".join(md) + "\n", encoding="utf-8")
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0

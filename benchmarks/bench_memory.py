@@ -55,9 +55,11 @@ def make_folder(root: Path, n_val: int, n_train: int, size: int = 224, classes: 
     for split, n in (("val", n_val), ("train", n_train)):
         for i in range(n):
             c = i % classes
-            d = root / split / str(c)   # the class names a model built with --num-classes 10 carries
+            d = root / split / str(c)  # the class names a model built with --num-classes 10 carries
             d.mkdir(parents=True, exist_ok=True)
-            base = np.stack([(c * 25 + 100 * xx) % 255, (200 * yy + 13 * c) % 255, 128 + 60 * np.sin(6 * xx * yy + c)], -1)
+            base = np.stack(
+                [(c * 25 + 100 * xx) % 255, (200 * yy + 13 * c) % 255, 128 + 60 * np.sin(6 * xx * yy + c)], -1
+            )
             img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(d / f"{i:06d}.jpg", quality=90)
 
@@ -70,8 +72,13 @@ def run_cli(args: list[str], env: dict) -> dict:
     if line is None or proc.returncode != 0 or json.loads(line.split(" ", 1)[1])["exit"] not in (0, 3, 4):
         raise SystemExit(f"command failed ({proc.returncode}): edgecnn {' '.join(args)}\n{proc.stderr[-3000:]}")
     rss = json.loads(line.split(" ", 1)[1])
-    return {"args": args, "exit": rss["exit"], "wall_s": round(wall, 1), "peak_rss_gb": round(rss["self_kb"] / 2**20, 3),
-            "largest_worker_rss_gb": round(rss["largest_worker_kb"] / 2**20, 3)}
+    return {
+        "args": args,
+        "exit": rss["exit"],
+        "wall_s": round(wall, 1),
+        "peak_rss_gb": round(rss["self_kb"] / 2**20, 3),
+        "largest_worker_rss_gb": round(rss["largest_worker_kb"] / 2**20, 3),
+    }
 
 
 def decode_rate(folder: Path, input_spec: dict, n: int, workers: int) -> float:
@@ -80,7 +87,7 @@ def decode_rate(folder: Path, input_spec: dict, n: int, workers: int) -> float:
 
     ds = DataSource.parse(str(folder)).dataset(input_spec, "val")
     idx = list(range(min(n, len(ds))))
-    for i in idx:   # the same files from the page cache for every setting: time decoding, not the disk
+    for i in idx:  # the same files from the page cache for every setting: time decoding, not the disk
         Path(ds.samples[i][0]).read_bytes()
     sub = __import__("torch").utils.data.Subset(ds, idx)
     t0 = time.perf_counter()
@@ -108,44 +115,89 @@ def main() -> None:
     if a.decode_only:
         spec = json.loads((run / "original-onnx" / "manifest.json").read_text())["input"]
         result = json.loads(a.out.read_text())
-        result["decode_images_per_s"] = {f"workers={w}": round(decode_rate(data, spec, 2000, w), 1)
-                                         for w in (0, a.workers)}
-        result["decode_images_per_s"]["estimator"] = "images / wall seconds of one pass over 2,000 cached files, batch 64"
+        result["decode_images_per_s"] = {
+            f"workers={w}": round(decode_rate(data, spec, 2000, w), 1) for w in (0, a.workers)
+        }
+        result["decode_images_per_s"]["estimator"] = (
+            "images / wall seconds of one pass over 2,000 cached files, batch 64"
+        )
         a.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(result["decode_images_per_s"])
         return
     common = ["--weights", "random", "--num-classes", "10", "--in-channels", "3", "--input-size", "224"]
     print("edgecnn compress --data (INT8, the comparison streams every held-out image) ...", flush=True)
-    compress = run_cli(["compress", "lenet5", *common, "--int8", "--calib", str(data / "train"), "--subset-size",
-                        "300", "--data", str(data), "--no-bench", "--out", str(run)], env)
+    compress = run_cli(
+        [
+            "compress",
+            "lenet5",
+            *common,
+            "--int8",
+            "--calib",
+            str(data / "train"),
+            "--subset-size",
+            "300",
+            "--data",
+            str(data),
+            "--no-bench",
+            "--out",
+            str(run),
+        ],
+        env,
+    )
     print(f"  peak RSS {compress['peak_rss_gb']:.2f} GB in {compress['wall_s']} s", flush=True)
     print("edgecnn check (original and INT8 in one pass over the held-out images) ...", flush=True)
-    check = run_cli(["check", str(run / "int8"), "--against", str(run / "original-onnx"), "--data", str(data), "--no-latency",
-                     "--json", str(tmp / "check.json")], env)
+    check = run_cli(
+        [
+            "check",
+            str(run / "int8"),
+            "--against",
+            str(run / "original-onnx"),
+            "--data",
+            str(data),
+            "--no-latency",
+            "--json",
+            str(tmp / "check.json"),
+        ],
+        env,
+    )
     print(f"  peak RSS {check['peak_rss_gb']:.2f} GB in {check['wall_s']} s", flush=True)
     spec = json.loads((run / "original-onnx" / "manifest.json").read_text())["input"]
     rates = {f"workers={w}": round(decode_rate(data, spec, 2000, w), 1) for w in (0, a.workers)}
     rates["estimator"] = "images / wall seconds of one pass over 2,000 cached files, batch 64"
     result = {
-        "schema": "edgecnn.bench-memory/1", "images": a.images, "image_size": 224, "model": "lenet5 3x224x224 (random)",
-        "limit_gb": LIMIT_GB, "compress": compress, "check": check,
-        "decode_images_per_s": rates, "made_folder_s": round(make_s, 1),
+        "schema": "edgecnn.bench-memory/1",
+        "images": a.images,
+        "image_size": 224,
+        "model": "lenet5 3x224x224 (random)",
+        "limit_gb": LIMIT_GB,
+        "compress": compress,
+        "check": check,
+        "decode_images_per_s": rates,
+        "made_folder_s": round(make_s, 1),
         "whole_split_float32_gb": round(a.images * 3 * 224 * 224 * 4 / 2**30, 2),
         # the edgecnn process itself; each decode worker is a forked process reported beside it (its RSS is
         # mostly pages shared with the parent, so adding the two would count those twice)
         "passed": max(compress["peak_rss_gb"], check["peak_rss_gb"]) < LIMIT_GB,
         "estimator": "peak RSS = resource.getrusage(RUSAGE_SELF).ru_maxrss of the edgecnn process; "
-                     "largest worker = RUSAGE_CHILDREN (the largest decode worker)",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "load_average": list(os.getloadavg())},
+        "largest worker = RUSAGE_CHILDREN (the largest decode worker)",
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "load_average": list(os.getloadavg()),
+        },
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"| command | peak RSS (GB) | + largest worker (GB) | wall (s) |\n|---|---|---|---|\n"
-          f"| compress --data | {compress['peak_rss_gb']} | {compress['largest_worker_rss_gb']} | {compress['wall_s']} |\n"
-          f"| check | {check['peak_rss_gb']} | {check['largest_worker_rss_gb']} | {check['wall_s']} |")
-    print(f"decode + preprocess, images/s: {rates}; limit {LIMIT_GB} GB (edgecnn process): "
-          f"{'met' if result['passed'] else 'MISSED'}")
+    print(
+        f"| command | peak RSS (GB) | + largest worker (GB) | wall (s) |\n|---|---|---|---|\n"
+        f"| compress --data | {compress['peak_rss_gb']} | {compress['largest_worker_rss_gb']} "
+        f"| {compress['wall_s']} |\n"
+        f"| check | {check['peak_rss_gb']} | {check['largest_worker_rss_gb']} | {check['wall_s']} |"
+    )
+    print(
+        f"decode + preprocess, images/s: {rates}; limit {LIMIT_GB} GB (edgecnn process): "
+        f"{'met' if result['passed'] else 'MISSED'}"
+    )
     print(f"wrote {a.out}")
 
 

@@ -41,9 +41,15 @@ def _random_artifact(name: str, out: Path, *, size, in_channels, num_classes):
     spec = get_spec(name)
     torch.manual_seed(0)
     model = spec.build(num_classes=num_classes, in_channels=in_channels, input_size=size).eval()
-    return save_torch_artifact(model, out, name=name, input_spec=spec.input_spec(in_channels, size),
-                               classes=[str(i) for i in range(num_classes)], stage="random-init",
-                               params={"weights": "random"})
+    return save_torch_artifact(
+        model,
+        out,
+        name=name,
+        input_spec=spec.input_spec(in_channels, size),
+        classes=[str(i) for i in range(num_classes)],
+        stage="random-init",
+        params={"weights": "random"},
+    )
 
 
 def latency(args) -> int:
@@ -62,8 +68,15 @@ def latency(args) -> int:
         onnx_orig = export_onnx(src, tmp / "original-onnx", progress=False)
         onnx_pruned = export_onnx(pruned, tmp / "pruned-onnx", progress=False)
         labels = ["ORT FP32 original", "ORT FP32 pruned", "torch original", "torch pruned"]
-        lat = measure_latency([onnx_orig, onnx_pruned, src, pruned], labels=labels, batch_sizes=tuple(args.batch),
-                              warmup=1.0, min_time_s=args.seconds, threads=args.threads, progress=False)
+        lat = measure_latency(
+            [onnx_orig, onnx_pruned, src, pruned],
+            labels=labels,
+            batch_sizes=tuple(args.batch),
+            warmup=1.0,
+            min_time_s=args.seconds,
+            threads=args.threads,
+            progress=False,
+        )
         by = {(r["label"], r["batch_size"]): r for r in lat["results"]}
         ratios = {}
         for b in args.batch:
@@ -76,38 +89,55 @@ def latency(args) -> int:
                 "ort_ratio_rounds": p.get("ratio_rounds"),
             }
         result = {
-            "schema": "edgecnn.bench-prune/1", "settings": vars(args), "environment": lat["environment"],
-            "model": args.model, "input": list(src.input_shape),
-            "pruning": {"ratio": args.ratio, "importance": args.importance, "round_to": rep["round_to"],
-                        "macs": rep["macs"], "params": rep["params"], "achieved": rep["achieved"],
-                        "seconds": round(prune_s, 2)},
-            "onnx_parity_max_abs": {"original": onnx_orig.metrics.get("parity", {}).get("max_abs"),
-                                    "pruned": onnx_pruned.metrics.get("parity", {}).get("max_abs")},
-            "ratios": ratios, "latency": lat,
+            "schema": "edgecnn.bench-prune/1",
+            "settings": vars(args),
+            "environment": lat["environment"],
+            "model": args.model,
+            "input": list(src.input_shape),
+            "pruning": {
+                "ratio": args.ratio,
+                "importance": args.importance,
+                "round_to": rep["round_to"],
+                "macs": rep["macs"],
+                "params": rep["params"],
+                "achieved": rep["achieved"],
+                "seconds": round(prune_s, 2),
+            },
+            "onnx_parity_max_abs": {
+                "original": onnx_orig.metrics.get("parity", {}).get("max_abs"),
+                "pruned": onnx_pruned.metrics.get("parity", {}).get("max_abs"),
+            },
+            "ratios": ratios,
+            "latency": lat,
             "seconds": round(time.perf_counter() - t_all, 1),
             "note": "random weights; all four candidates measured interleaved in one run - read the ratios, "
-                    "absolute ms drift with machine load",
+            "absolute ms drift with machine load",
         }
     out = RESULTS / f"prune_{args.model}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     pr = result["pruning"]
-    md = [f"# {args.model} pruned to {1 - args.ratio:.0%} of its channels ({args.importance}, round-to {pr['round_to']})",
-          "",
-          f"MACs {pr['macs']['before'] / 1e9:.2f} G -> {pr['macs']['after'] / 1e9:.2f} G "
-          f"({pr['achieved']['macs_ratio']:.3f}); params {pr['params']['before'] / 1e6:.2f} M -> "
-          f"{pr['params']['after'] / 1e6:.2f} M ({pr['achieved']['params_ratio']:.3f}); input "
-          f"{'x'.join(map(str, result['input']))}.", "",
-          markdown_table(lat),
-          "| batch | ORT latency ratio pruned/original | ORT speed-up | torch latency ratio |",
-          "|---|---|---|---|"]
+    md = [
+        f"# {args.model} pruned to {1 - args.ratio:.0%} of its channels ({args.importance}, round-to {pr['round_to']})",
+        "",
+        f"MACs {pr['macs']['before'] / 1e9:.2f} G -> {pr['macs']['after'] / 1e9:.2f} G "
+        f"({pr['achieved']['macs_ratio']:.3f}); params {pr['params']['before'] / 1e6:.2f} M -> "
+        f"{pr['params']['after'] / 1e6:.2f} M ({pr['achieved']['params_ratio']:.3f}); input "
+        f"{'x'.join(map(str, result['input']))}.",
+        "",
+        markdown_table(lat),
+        "| batch | ORT latency ratio pruned/original | ORT speed-up | torch latency ratio |",
+        "|---|---|---|---|",
+    ]
     for b, r in ratios.items():
         md.append(f"| {b} | {r['ort_latency_ratio']:.3f} | {r['ort_speedup']:.2f}x | {r['torch_latency_ratio']:.3f} |")
     md += ["", environment_line(lat) + ". Random weights; interleaved rounds; ratios are the result.", ""]
     out.with_suffix(".md").write_text("\n".join(md), encoding="utf-8")
     for b, r in ratios.items():
-        print(f"batch {b}: ORT pruned/original latency {r['ort_latency_ratio']:.3f} ({r['ort_speedup']:.2f}x faster); "
-              f"torch {r['torch_latency_ratio']:.3f}; MACs ratio {pr['achieved']['macs_ratio']:.3f}")
+        print(
+            f"batch {b}: ORT pruned/original latency {r['ort_latency_ratio']:.3f} ({r['ort_speedup']:.2f}x faster); "
+            f"torch {r['torch_latency_ratio']:.3f}; MACs ratio {pr['achieved']['macs_ratio']:.3f}"
+        )
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
@@ -146,42 +176,71 @@ def zoo(args) -> int:
                 with open_runner(onnx_art) as runner:
                     got = runner.infer(x.numpy())
                 row.update(
-                    output_shape=list(out.shape), round_to=rep["round_to"], layers_changed=len(rep["layers"]),
+                    output_shape=list(out.shape),
+                    round_to=rep["round_to"],
+                    layers_changed=len(rep["layers"]),
                     channel_ratio=round(rep["achieved"]["channel_ratio"], 4),
                     macs_ratio=round(rep["achieved"]["macs_ratio"], 4),
                     params_ratio=round(rep["achieved"]["params_ratio"], 4),
                     reload_max_abs_diff=art.metrics["reload_max_abs_diff"],
-                    ort_max_abs_diff=float(np.abs(got - out).max()), logit_scale=float(np.abs(out).max()),
-                    export_parity_max_abs=onnx_art.metrics.get("parity", {}).get("max_abs"))
-                row["ok"] = (row["output_shape"] == [4, 10] and row["reload_max_abs_diff"] == 0.0
-                             and row["ort_max_abs_diff"] <= 1e-4 * max(1.0, row["logit_scale"]))
+                    ort_max_abs_diff=float(np.abs(got - out).max()),
+                    logit_scale=float(np.abs(out).max()),
+                    export_parity_max_abs=onnx_art.metrics.get("parity", {}).get("max_abs"),
+                )
+                row["ok"] = (
+                    row["output_shape"] == [4, 10]
+                    and row["reload_max_abs_diff"] == 0.0
+                    and row["ort_max_abs_diff"] <= 1e-4 * max(1.0, row["logit_scale"])
+                )
         except Exception as exc:  # noqa: BLE001 - a benchmark reports every failure and goes on
             row.update(ok=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         row["seconds"] = round(time.perf_counter() - t0, 1)
         failures += not row["ok"]
         rows.append(row)
-        print(f"{name:12s} {'ok  ' if row['ok'] else 'FAIL'} "
-              + (f"MACs {row['macs_ratio']:.3f} params {row['params_ratio']:.3f} reload diff {row['reload_max_abs_diff']} "
-                 f"ORT diff {row['ort_max_abs_diff']:.2e} ({row['seconds']} s)" if "macs_ratio" in row else row.get("error", "")),
-              flush=True)
+        print(
+            f"{name:12s} {'ok  ' if row['ok'] else 'FAIL'} "
+            + (
+                f"MACs {row['macs_ratio']:.3f} params {row['params_ratio']:.3f} "
+                f"reload diff {row['reload_max_abs_diff']} "
+                f"ORT diff {row['ort_max_abs_diff']:.2e} ({row['seconds']} s)"
+                if "macs_ratio" in row
+                else row.get("error", "")
+            ),
+            flush=True,
+        )
     from edgecnn.envinfo import fingerprint
 
-    result = {"schema": "edgecnn.bench-prune-zoo/1", "settings": vars(args), "environment": fingerprint(),
-              "rows": rows, "failures": failures, "seconds": round(time.perf_counter() - t_all, 1)}
+    result = {
+        "schema": "edgecnn.bench-prune-zoo/1",
+        "settings": vars(args),
+        "environment": fingerprint(),
+        "rows": rows,
+        "failures": failures,
+        "seconds": round(time.perf_counter() - t_all, 1),
+    }
     out = RESULTS / "prune_zoo.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    md = ["| model | input | round-to | channels removed | MACs ratio | params ratio | output | reload diff | "
-          "ORT vs torch max abs | prune s | export s | ok |", "|" + "---|" * 12]
+    md = [
+        "| model | input | round-to | channels removed | MACs ratio | params ratio | output | reload diff | "
+        "ORT vs torch max abs | prune s | export s | ok |",
+        "|" + "---|" * 12,
+    ]
     for r in rows:
         if "macs_ratio" in r:
-            md.append(f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['round_to']} | {r['channel_ratio']:.3f} | "
-                      f"{r['macs_ratio']:.3f} | {r['params_ratio']:.3f} | {r['output_shape']} | {r['reload_max_abs_diff']} | "
-                      f"{r['ort_max_abs_diff']:.1e} | {r['prune_s']} | {r['export_s']} | {'yes' if r['ok'] else 'NO'} |")
+            md.append(
+                f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['round_to']} | {r['channel_ratio']:.3f} | "
+                f"{r['macs_ratio']:.3f} | {r['params_ratio']:.3f} | {r['output_shape']} | {r['reload_max_abs_diff']} | "
+                f"{r['ort_max_abs_diff']:.1e} | {r['prune_s']} | {r['export_s']} | {'yes' if r['ok'] else 'NO'} |"
+            )
         else:
             md.append(f"| {r['model']} | {'x'.join(map(str, r['input']))} | | | | | | | | | | NO: {r.get('error')} |")
-    md += ["", "Random weights, 10 classes, ratio 0.3 (L1, uniform, auto round-to), no fine-tuning. reload diff: "
-           "max |logits| difference between the network pruned in memory and the one rebuilt from disk.", ""]
+    md += [
+        "",
+        "Random weights, 10 classes, ratio 0.3 (L1, uniform, auto round-to), no fine-tuning. reload diff: "
+        "max |logits| difference between the network pruned in memory and the one rebuilt from disk.",
+        "",
+    ]
     out.with_suffix(".md").write_text("\n".join(md), encoding="utf-8")
     print(f"wrote {out} and {out.with_suffix('.md')}; {failures} failure(s)")
     return 1 if failures else 0

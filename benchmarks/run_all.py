@@ -22,8 +22,10 @@ def main(argv: list[str]) -> int:
         print(f"=== {script.name}", flush=True)
         if subprocess.call([sys.executable, str(script)]) != 0:
             failed.append(script.name)
-    print(f"=== {len(scripts) - len(failed)}/{len(scripts)} benchmark scripts passed their checks"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"=== {len(scripts) - len(failed)}/{len(scripts)} benchmark scripts passed their checks"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return len(failed)
 
 

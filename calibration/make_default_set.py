@@ -29,12 +29,12 @@ SKIMAGE = {
     "rocket.jpg": ("rocket", 4),
     "hubble_deep_field.jpg": ("hubble", 2),
     "retina.jpg": ("retina", 2),
-    "camera.png": ("camera", 2),            # grayscale
-    "coins.png": ("coins", 2),              # grayscale
-    "clock_motion.png": ("clock", 1),       # grayscale
-    "grass.png": ("grass", 1),              # grayscale texture
-    "gravel.png": ("gravel", 1),            # grayscale texture
-    "brick.png": ("brick", 1),              # grayscale texture
+    "camera.png": ("camera", 2),  # grayscale
+    "coins.png": ("coins", 2),  # grayscale
+    "clock_motion.png": ("clock", 1),  # grayscale
+    "grass.png": ("grass", 1),  # grayscale texture
+    "gravel.png": ("gravel", 1),  # grayscale texture
+    "brick.png": ("brick", 1),  # grayscale texture
 }
 SKLEARN = {"china.jpg": ("china", 4), "flower.jpg": ("flower", 4)}
 SHORT_SIDE = 256

@@ -15,9 +15,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -138,12 +138,18 @@ class Artifact:
 
     def ref(self) -> dict:
         """How a child artifact refers to this one."""
-        return {"id": self.id, "sha256": self.sha256, "path": str(self.path), "stage": self.stage,
-                "format": self.format, "precision": self.precision}
+        return {
+            "id": self.id,
+            "sha256": self.sha256,
+            "path": str(self.path),
+            "stage": self.stage,
+            "format": self.format,
+            "precision": self.precision,
+        }
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike, *, formats: Iterable[str] | None = None, verify: bool = False) -> "Artifact":
+    def load(cls, path: str | os.PathLike, *, formats: Iterable[str] | None = None, verify: bool = False) -> Artifact:
         """Load an artifact directory (or its manifest.json). ``formats`` restricts the accepted kinds."""
         path = Path(path)
         if path.is_file() and path.name == MANIFEST:
@@ -156,15 +162,18 @@ class Artifact:
             )
         mpath = path / MANIFEST
         if not mpath.is_file():
-            raise ArtifactError(f"'{path}' has no {MANIFEST}, so it is not an edgecnn artifact; pass a directory "
-                                "written by an edgecnn command.")
+            raise ArtifactError(
+                f"'{path}' has no {MANIFEST}, so it is not an edgecnn artifact; pass a directory "
+                "written by an edgecnn command."
+            )
         try:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{mpath} is not valid JSON ({exc}); re-create the artifact.") from exc
         if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-            raise ArtifactError(f"{mpath} is not an edgecnn manifest (schema {SCHEMA!r} expected); re-create the "
-                                "artifact.")
+            raise ArtifactError(
+                f"{mpath} is not an edgecnn manifest (schema {SCHEMA!r} expected); re-create the artifact."
+            )
         missing = [k for k in _REQUIRED if k not in manifest]
         if missing:
             raise ArtifactError(f"{mpath} lacks {', '.join(missing)}; re-create the artifact.")
@@ -177,8 +186,9 @@ class Artifact:
                     f"{_how_to_get(formats)}."
                 )
         if not art.model_file.exists():
-            raise ArtifactError(f"Artifact '{path}' lists {art.manifest['file']} but the file is missing; re-create "
-                                "the artifact.")
+            raise ArtifactError(
+                f"Artifact '{path}' lists {art.manifest['file']} but the file is missing; re-create the artifact."
+            )
         if verify:
             art.verify()
         return art
@@ -188,11 +198,13 @@ class Artifact:
         for rel, digest in self.manifest.get("files", {self.manifest["file"]: self.sha256}).items():
             f = self.path / rel
             if not f.exists():
-                raise ArtifactError(f"{f} is listed in {MANIFEST} but missing; the artifact is incomplete - "
-                                    "re-create it.")
+                raise ArtifactError(
+                    f"{f} is listed in {MANIFEST} but missing; the artifact is incomplete - re-create it."
+                )
             if sha256_file(f) != digest:
-                raise ArtifactError(f"{f} does not match its sha256 in {MANIFEST} (modified or corrupted); "
-                                    "re-create the artifact.")
+                raise ArtifactError(
+                    f"{f} does not match its sha256 in {MANIFEST} (modified or corrupted); re-create the artifact."
+                )
 
     def update_metrics(self, metrics: dict) -> None:
         """Merge measured metrics into the manifest (atomically rewritten)."""
@@ -201,8 +213,11 @@ class Artifact:
 
 
 def _how_to_get(formats: tuple[str, ...]) -> str:
-    hints = {"onnx": "; make one with 'edgecnn export'", "torch": "; pass the artifact written by 'edgecnn train'",
-             "engine": "; make one with 'edgecnn build'"}
+    hints = {
+        "onnx": "; make one with 'edgecnn export'",
+        "torch": "; pass the artifact written by 'edgecnn train'",
+        "engine": "; make one with 'edgecnn build'",
+    }
     return "".join(hints.get(f, "") for f in formats[:1])
 
 

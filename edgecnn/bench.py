@@ -24,8 +24,9 @@ import gc
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -37,7 +38,7 @@ from .errors import InvalidInput, OptionError
 from .runtime import open_runner
 
 SCHEMA = "edgecnn.bench/1"
-PREROLL_BELOW_S = 0.02     # models faster than this get an untimed pre-roll at the start of each block
+PREROLL_BELOW_S = 0.02  # models faster than this get an untimed pre-roll at the start of each block
 PREROLL_S = 0.005
 MIN_ROUNDS = 3
 
@@ -58,16 +59,24 @@ class LatencyStats:
     batch_size: int
 
     @classmethod
-    def from_samples(cls, seconds: Sequence[float], batch_size: int) -> "LatencyStats":
+    def from_samples(cls, seconds: Sequence[float], batch_size: int) -> LatencyStats:
         if len(seconds) == 0:
             raise ValueError("no latency samples")
         ms = np.asarray(seconds, dtype=np.float64) * 1e3
         p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
         mean = float(ms.mean())
-        return cls(p50=p50, p90=p90, p99=p99, mean=mean, std=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
-                   min=float(ms.min()), max=float(ms.max()),
-                   throughput=batch_size * 1e3 / mean if mean > 0 else math.inf,
-                   n=int(len(ms)), batch_size=int(batch_size))
+        return cls(
+            p50=p50,
+            p90=p90,
+            p99=p99,
+            mean=mean,
+            std=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+            min=float(ms.min()),
+            max=float(ms.max()),
+            throughput=batch_size * 1e3 / mean if mean > 0 else math.inf,
+            n=int(len(ms)),
+            batch_size=int(batch_size),
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,13 +148,14 @@ def _unique_labels(labels: list[str]) -> list[str]:
     return out
 
 
-def _open_candidates(items: Sequence, labels: Sequence[str] | None, *, device: str, threads: int,
-                     runner_options: dict | None) -> list[_Candidate]:
+def _open_candidates(
+    items: Sequence, labels: Sequence[str] | None, *, device: str, threads: int, runner_options: dict | None
+) -> list[_Candidate]:
     if labels is not None and len(labels) != len(items):
         raise OptionError(f"{len(labels)} labels for {len(items)} artifacts; give one --label per artifact.")
     cands: list[_Candidate] = []
     try:
-        for i, item in enumerate(items):
+        for item in items:
             if _is_runner_like(item):
                 art = getattr(item, "artifact", None)
                 spec = getattr(item, "input_spec", None) or (art.input if art is not None else None)
@@ -156,8 +166,16 @@ def _open_candidates(items: Sequence, labels: Sequence[str] | None, *, device: s
             opts = dict((runner_options or {}).get(art.format, {}))
             t0 = time.perf_counter()
             runner = open_runner(art, device=device, threads=threads, **opts)
-            cands.append(_Candidate(f"{art.path.name} ({art.format} {art.precision})", runner, art, art.input,
-                                    owned=True, load_s=time.perf_counter() - t0))
+            cands.append(
+                _Candidate(
+                    f"{art.path.name} ({art.format} {art.precision})",
+                    runner,
+                    art,
+                    art.input,
+                    owned=True,
+                    load_s=time.perf_counter() - t0,
+                )
+            )
     except BaseException:
         for c in cands:
             if c.owned:
@@ -215,7 +233,7 @@ class _Timer:
                 self.output = np.asarray(out)
             if (time.perf_counter() >= t_end) if t_end is not None else len(times) >= max(1, warmup):
                 break
-        self.preroll = float(np.median(times[len(times) // 2:])) < PREROLL_BELOW_S
+        self.preroll = float(np.median(times[len(times) // 2 :])) < PREROLL_BELOW_S
 
     def run_block(self) -> float:
         infer, x = self.cand.runner.infer, self.x
@@ -249,15 +267,32 @@ def _quantiles(values: list[float]) -> dict | None:
     if not values:
         return None
     q = np.percentile(values, [25, 50, 75])
-    return {"median": float(q[1]), "q25": float(q[0]), "q75": float(q[2]), "min": float(min(values)),
-            "max": float(max(values)), "n": len(values)}
+    return {
+        "median": float(q[1]),
+        "q25": float(q[0]),
+        "q75": float(q[2]),
+        "min": float(min(values)),
+        "max": float(max(values)),
+        "n": len(values),
+    }
 
 
-def measure_latency(artifacts: Sequence, *, batch_sizes: Sequence[int] = (1,), warmup: int | float = 10,
-                    min_time_s: float = 5.0, min_repeats: int = 20, threads: int | None = None, device: str = "cpu",
-                    interleave: bool = True, progress: bool = True, data: DataSource | str = "digits",
-                    labels: Sequence[str] | None = None, block_time_s: float = 0.1,
-                    runner_options: dict | None = None) -> dict:
+def measure_latency(
+    artifacts: Sequence,
+    *,
+    batch_sizes: Sequence[int] = (1,),
+    warmup: int | float = 10,
+    min_time_s: float = 5.0,
+    min_repeats: int = 20,
+    threads: int | None = None,
+    device: str = "cpu",
+    interleave: bool = True,
+    progress: bool = True,
+    data: DataSource | str = "digits",
+    labels: Sequence[str] | None = None,
+    block_time_s: float = 0.1,
+    runner_options: dict | None = None,
+) -> dict:
     """Latency of each artifact at each batch size; ratios against the first one.
 
     ``artifacts``: artifacts, artifact paths, or already-open runner-like objects (anything with
@@ -291,8 +326,15 @@ def measure_latency(artifacts: Sequence, *, batch_sizes: Sequence[int] = (1,), w
                 if key not in inputs_cache:
                     inputs_cache[key] = bench_inputs(spec, b, source)
                 timers.append(_Timer(c, inputs_cache[key], block_time_s))
-            rounds = _time_candidates(timers, warmup=warmup, min_time_s=min_time_s, min_repeats=min_repeats,
-                                      interleave=interleave, desc=f"bench batch {b}", progress=progress)
+            rounds = _time_candidates(
+                timers,
+                warmup=warmup,
+                min_time_s=min_time_s,
+                min_repeats=min_repeats,
+                interleave=interleave,
+                desc=f"bench batch {b}",
+                progress=progress,
+            )
             results += _summarise(timers, b, rounds, interleave)
     finally:
         for c in cands:
@@ -302,10 +344,18 @@ def measure_latency(artifacts: Sequence, *, batch_sizes: Sequence[int] = (1,), w
     return {
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {"batch_sizes": batch_sizes, "warmup": warmup,
-                     "warmup_unit": "s" if isinstance(warmup, float) else "runs",
-                     "min_time_s": min_time_s, "min_repeats": min_repeats, "threads": threads, "device": device,
-                     "interleave": interleave, "block_time_s": block_time_s, "data": str(source)},
+        "settings": {
+            "batch_sizes": batch_sizes,
+            "warmup": warmup,
+            "warmup_unit": "s" if isinstance(warmup, float) else "runs",
+            "min_time_s": min_time_s,
+            "min_repeats": min_repeats,
+            "threads": threads,
+            "device": device,
+            "interleave": interleave,
+            "block_time_s": block_time_s,
+            "data": str(source),
+        },
         "environment": env,
         "fingerprint_key": fingerprint_key(env),
         "baseline": cands[0].label,
@@ -315,8 +365,9 @@ def measure_latency(artifacts: Sequence, *, batch_sizes: Sequence[int] = (1,), w
     }
 
 
-def _check_settings(artifacts, batch_sizes, warmup, min_time_s: float, min_repeats: int,
-                    threads: int | None) -> tuple[list[int], int]:
+def _check_settings(
+    artifacts, batch_sizes, warmup, min_time_s: float, min_repeats: int, threads: int | None
+) -> tuple[list[int], int]:
     """(batch sizes, threads) after checking every setting; InvalidInput names the bad one."""
     if not artifacts:
         raise InvalidInput("Nothing to benchmark; pass at least one artifact.")
@@ -332,8 +383,16 @@ def _check_settings(artifacts, batch_sizes, warmup, min_time_s: float, min_repea
     return batch_sizes, int(threads or physical_cores())
 
 
-def _time_candidates(timers: list[_Timer], *, warmup: int | float, min_time_s: float, min_repeats: int,
-                     interleave: bool, desc: str, progress: bool) -> int:
+def _time_candidates(
+    timers: list[_Timer],
+    *,
+    warmup: int | float,
+    min_time_s: float,
+    min_repeats: int,
+    interleave: bool,
+    desc: str,
+    progress: bool,
+) -> int:
     """Warm every candidate up, then time blocks until each has its minimum time and runs (gc off). Interleaved:
     rounds of one block per candidate, the order rotating; else candidate after candidate. Returns the rounds."""
     for t in timers:
@@ -383,23 +442,25 @@ def _summarise(timers: list[_Timer], batch_size: int, rounds: int, interleave: b
         diff = None
         if t.output is not None and base.output is not None and t.output.shape == base.output.shape:
             diff = float(np.abs(t.output.astype(np.float64) - base.output.astype(np.float64)).max())
-        out.append({
-            "label": t.cand.label,
-            "batch_size": batch_size,
-            "latency_ms": stats.to_dict(),
-            "throughput": stats.throughput,
-            "n": stats.n,
-            "rounds": rounds,
-            "blocks": len(t.block_medians),
-            # interleaved: the median of the paired per-round ratios (each round runs every candidate
-            # back to back, so drift between rounds cancels); otherwise the ratio of the p50s
-            "ratio": ratio,
-            "speedup": 1.0 / ratio,
-            "ratio_p50": stats.p50 / base_stats.p50,
-            "ratio_rounds": _quantiles(per_round),
-            "round_ratios": [round(r, 5) for r in per_round],
-            "max_abs_diff_vs_first": diff,
-        })
+        out.append(
+            {
+                "label": t.cand.label,
+                "batch_size": batch_size,
+                "latency_ms": stats.to_dict(),
+                "throughput": stats.throughput,
+                "n": stats.n,
+                "rounds": rounds,
+                "blocks": len(t.block_medians),
+                # interleaved: the median of the paired per-round ratios (each round runs every candidate
+                # back to back, so drift between rounds cancels); otherwise the ratio of the p50s
+                "ratio": ratio,
+                "speedup": 1.0 / ratio,
+                "ratio_p50": stats.p50 / base_stats.p50,
+                "ratio_rounds": _quantiles(per_round),
+                "round_ratios": [round(r, 5) for r in per_round],
+                "max_abs_diff_vs_first": diff,
+            }
+        )
     return out
 
 
@@ -410,11 +471,32 @@ def results_table(result: dict) -> tuple[list[list[str]], list[str]]:
         s = r["latency_ms"]
         rr = r.get("ratio_rounds")
         spread = f" [{rr['q25']:.2f}-{rr['q75']:.2f}]" if rr and r["label"] != result["baseline"] else ""
-        rows.append([r["label"], str(r["batch_size"]), f"{s['p50']:.3f}", f"{s['p90']:.3f}", f"{s['p99']:.3f}",
-                     f"{s['mean']:.3f} ± {s['std']:.3f}", f"{r['throughput']:.1f}", str(r["n"]),
-                     f"{r['ratio']:.3f}{spread}", f"{r['speedup']:.2f}x"])
-    cols = ["candidate", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "img/s", "runs",
-            "ratio vs first [IQR]", "speed-up"]
+        rows.append(
+            [
+                r["label"],
+                str(r["batch_size"]),
+                f"{s['p50']:.3f}",
+                f"{s['p90']:.3f}",
+                f"{s['p99']:.3f}",
+                f"{s['mean']:.3f} ± {s['std']:.3f}",
+                f"{r['throughput']:.1f}",
+                str(r["n"]),
+                f"{r['ratio']:.3f}{spread}",
+                f"{r['speedup']:.2f}x",
+            ]
+        )
+    cols = [
+        "candidate",
+        "batch",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "mean ± std ms",
+        "img/s",
+        "runs",
+        "ratio vs first [IQR]",
+        "speed-up",
+    ]
     return rows, cols
 
 
@@ -430,6 +512,8 @@ def environment_line(result: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if k != "edgecnn")
     mode = "interleaved" if st["interleave"] else "sequential"
     flags = ", ".join(env.get("cpu_flags") or []) or "no SIMD flags"
-    return (f"{env.get('cpu')} ({env.get('cpu_count')} CPUs, {flags}); "
-            f"{st['threads']} threads, {mode}, >= {st['min_time_s']} s and >= {st['min_repeats']} runs per candidate; "
-            f"{versions}")
+    return (
+        f"{env.get('cpu')} ({env.get('cpu_count')} CPUs, {flags}); "
+        f"{st['threads']} threads, {mode}, >= {st['min_time_s']} s and >= {st['min_repeats']} runs per candidate; "
+        f"{versions}"
+    )

@@ -32,15 +32,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a training checkpoint written by ``fit`` (tensors and plain values only: weights_only=True)."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"Checkpoint '{path}' does not exist; pass the OUT.ckpt.pt file that 'edgecnn train' "
-                           "writes next to its --out after every epoch.")
+        raise WeightsError(
+            f"Checkpoint '{path}' does not exist; pass the OUT.ckpt.pt file that 'edgecnn train' "
+            "writes next to its --out after every epoch."
+        )
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise WeightsError(f"Cannot read checkpoint '{path}' ({first}); pass a checkpoint written by "
-                           "'edgecnn train'.") from exc
+        raise WeightsError(
+            f"Cannot read checkpoint '{path}' ({first}); pass a checkpoint written by 'edgecnn train'."
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise WeightsError(f"'{path}' is not an edgecnn training checkpoint; to start from plain weights use "
-                           "--weights instead of --resume.")
+        raise WeightsError(
+            f"'{path}' is not an edgecnn training checkpoint; to start from plain weights use "
+            "--weights instead of --resume."
+        )
     return state

@@ -79,7 +79,7 @@ class DeviceProfile(Options):
     dla_cores: int = bounded(dataclasses.MISSING, 0)
     precisions: tuple[str, ...]
     memory_gb: float = bounded(dataclasses.MISSING, 0, lo_open=True)
-    tensorrt: dict | None          # required: null for an ONNX Runtime device
+    tensorrt: dict | None  # required: null for an ONNX Runtime device
     software: tuple[dict, ...]
     gpu: str | None = None
     dla_version: str | None = None
@@ -95,8 +95,11 @@ class DeviceProfile(Options):
 
     @classmethod
     def required_keys(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        return [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
 
     @classmethod
     def read(cls, path: Path) -> DeviceProfile:
@@ -108,8 +111,9 @@ class DeviceProfile(Options):
         unknown = [k for k in data if k not in known]
         if unknown:
             k = unknown[0]
-            raise ProfileError(f"{where} has unknown key '{k}'.{suggest(str(k), known)} "
-                               f"Allowed keys: {', '.join(known)}.")
+            raise ProfileError(
+                f"{where} has unknown key '{k}'.{suggest(str(k), known)} Allowed keys: {', '.join(known)}."
+            )
         missing = [k for k in cls.required_keys() if k not in data]
         if missing:
             raise ProfileError(f"{where} lacks the required key '{missing[0]}'; add it.")
@@ -119,13 +123,18 @@ class DeviceProfile(Options):
 
     def __post_init__(self) -> None:
         """One form for comparing and printing: capabilities, versions and texts as strings."""
+
         def texts(row):
             return {k: str(v) for k, v in row.items()} if isinstance(row, dict) else row
 
-        for key, value in (("compute_capability", tuple(str(c) for c in self.compute_capability)),
-                           ("tensorrt", texts(self.tensorrt)), ("software", tuple(texts(r) for r in self.software)),
-                           ("precisions", tuple(self.precisions)), ("notes", tuple(str(n) for n in self.notes)),
-                           ("sources", tuple(str(n) for n in self.sources))):
+        for key, value in (
+            ("compute_capability", tuple(str(c) for c in self.compute_capability)),
+            ("tensorrt", texts(self.tensorrt)),
+            ("software", tuple(texts(r) for r in self.software)),
+            ("precisions", tuple(self.precisions)),
+            ("notes", tuple(str(n) for n in self.notes)),
+            ("sources", tuple(str(n) for n in self.sources)),
+        ):
             object.__setattr__(self, key, value)
 
     def validate(self) -> None:
@@ -134,37 +143,44 @@ class DeviceProfile(Options):
         if self.path is not None and self.name != self.path.stem:
             raise ProfileError(f"{where}: name '{self.name}' must match the file name '{self.path.stem}'.")
         if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
-            raise ProfileError(f"{where}: 'precisions' must list some of {', '.join(PRECISIONS)}, "
-                               f"got {list(self.precisions)}.")
+            raise ProfileError(
+                f"{where}: 'precisions' must list some of {', '.join(PRECISIONS)}, got {list(self.precisions)}."
+            )
         if any(not re.fullmatch(r"\d+\.\d+", c) for c in self.compute_capability):
-            raise ProfileError(f"{where}: 'compute_capability' entries look like \"8.7\", got "
-                               f"{list(self.compute_capability)}.")
+            raise ProfileError(
+                f"{where}: 'compute_capability' entries look like \"8.7\", got {list(self.compute_capability)}."
+            )
         if self.dla_cores and not self.dla_version:
-            raise ProfileError(f"{where}: a device with DLA cores needs 'dla_version' (\"1.0\" Xavier, \"2.0\" Orin).")
+            raise ProfileError(f'{where}: a device with DLA cores needs \'dla_version\' ("1.0" Xavier, "2.0" Orin).')
         if self.runtime == "tensorrt":
             self._check_tensorrt(where)
         elif self.tensorrt is not None:
             raise ProfileError(f"{where}: an onnxruntime device takes 'tensorrt: null'.")
         for row in self.software:
             if not isinstance(row, dict) or any(k not in _SOFTWARE_KEYS for k in row):
-                raise ProfileError(f"{where}: each 'software' entry is a mapping with keys among "
-                                   f"{', '.join(_SOFTWARE_KEYS)}; got {row!r}.")
+                raise ProfileError(
+                    f"{where}: each 'software' entry is a mapping with keys among "
+                    f"{', '.join(_SOFTWARE_KEYS)}; got {row!r}."
+                )
 
     def _check_tensorrt(self, where: str) -> None:
         trt = self.tensorrt
         if not isinstance(trt, dict) or not self.compute_capability:
-            raise ProfileError(f"{where}: a TensorRT device needs 'tensorrt: {{min, max, default}}' and "
-                               "'compute_capability'.")
+            raise ProfileError(
+                f"{where}: a TensorRT device needs 'tensorrt: {{min, max, default}}' and 'compute_capability'."
+            )
         if any(k not in _TRT_KEYS for k in trt) or any(k not in trt for k in _TRT_KEYS):
-            raise ProfileError(f"{where}: 'tensorrt' takes exactly the keys min, max, default "
-                               f"(got {', '.join(map(str, trt))}).")
+            raise ProfileError(
+                f"{where}: 'tensorrt' takes exactly the keys min, max, default (got {', '.join(map(str, trt))})."
+            )
         try:
             lo, hi, dv = version_floor(trt["min"]), parse_version(trt["max"]), version_floor(trt["default"])
         except ValueError as exc:
-            raise ProfileError(f"{where}: {exc} in 'tensorrt'; write versions as \"8.5\" or \"10.x\".") from None
+            raise ProfileError(f'{where}: {exc} in \'tensorrt\'; write versions as "8.5" or "10.x".') from None
         if not lo <= dv <= hi:
-            raise ProfileError(f"{where}: tensorrt default {trt['default']} is outside min {trt['min']} .. "
-                               f"max {trt['max']}.")
+            raise ProfileError(
+                f"{where}: tensorrt default {trt['default']} is outside min {trt['min']} .. max {trt['max']}."
+            )
 
     # -- facts ---------------------------------------------------------------------------------
     @property
@@ -219,12 +235,16 @@ class DeviceProfile(Options):
         if core is None:
             return
         if not self.has_dla:
-            raise InvalidInput(f"{self.name} has no DLA (deep learning accelerator); drop --dla-core, or pick a device "
-                               "with DLA cores (see 'edgecnn devices').")
+            raise InvalidInput(
+                f"{self.name} has no DLA (deep learning accelerator); drop --dla-core, or pick a device "
+                "with DLA cores (see 'edgecnn devices')."
+            )
         if not 0 <= core < self.dla_cores:
             cores = "0" if self.dla_cores == 1 else f"0-{self.dla_cores - 1}"
-            raise InvalidInput(f"{self.name} has {self.dla_cores} DLA core(s) (index {cores}); --dla-core {core} "
-                               f"does not exist - pass --dla-core {cores.split('-')[0]}.")
+            raise InvalidInput(
+                f"{self.name} has {self.dla_cores} DLA core(s) (index {cores}); --dla-core {core} "
+                f"does not exist - pass --dla-core {cores.split('-')[0]}."
+            )
 
     def check_precision(self, precision: str) -> None:
         """Raise InvalidInput when this device cannot run ``precision``."""
@@ -235,14 +255,20 @@ class DeviceProfile(Options):
         cc = f" (compute capability {', '.join(self.compute_capability)})" if self.compute_capability else ""
         others = " or ".join(p for p in self.precisions if p != precision)
         if precision == "int8":
-            raise InvalidInput(f"{self.name}{cc} cannot run INT8 in {self.runtime}; deploy {others} instead "
-                               f"(e.g. --precision {self.precisions[-1]}), or pick a device with INT8 support.")
+            raise InvalidInput(
+                f"{self.name}{cc} cannot run INT8 in {self.runtime}; deploy {others} instead "
+                f"(e.g. --precision {self.precisions[-1]}), or pick a device with INT8 support."
+            )
         raise InvalidInput(f"{self.name}{cc} does not run {precision.upper()} models; deploy {others} instead.")
 
     def summary(self) -> dict:
         """A JSON-able description (what 'edgecnn devices --json' writes)."""
-        return {**self.as_dict(), "tensorrt": dict(self.tensorrt) if self.tensorrt else None,
-                "software": [dict(r) for r in self.software], "path": str(self.path) if self.path else None}
+        return {
+            **self.as_dict(),
+            "tensorrt": dict(self.tensorrt) if self.tensorrt else None,
+            "software": [dict(r) for r in self.software],
+            "path": str(self.path) if self.path else None,
+        }
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -252,7 +278,7 @@ def search_dirs() -> list[Path]:
     if env:
         dirs += [Path(p) for p in env.split(os.pathsep) if p]
     dirs.append(BUILTIN_DIR)
-    if not BUILTIN_DIR.is_dir():            # installed from a wheel: the profiles went to <prefix>/share
+    if not BUILTIN_DIR.is_dir():  # installed from a wheel: the profiles went to <prefix>/share
         dirs.append(Path(sys.prefix) / "share" / "edgecnn" / "devices")
     return dirs
 
@@ -281,8 +307,10 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
     path = Path(text)
     if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or os.sep in text:
         if not path.is_file():
-            raise UnknownDevice(f"Device profile file '{path}' does not exist; pass a device name "
-                                "(see 'edgecnn devices') or a path to a profile YAML.")
+            raise UnknownDevice(
+                f"Device profile file '{path}' does not exist; pass a device name "
+                "(see 'edgecnn devices') or a path to a profile YAML."
+            )
     else:
         files = _profile_files()
         if text not in files:

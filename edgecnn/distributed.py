@@ -12,8 +12,7 @@ import torch.distributed as dist
 
 from .errors import InvalidInput
 
-__all__ = ["dist_info", "is_main_process", "init_distributed", "close_distributed", "resolve_device",
-           "seed_everything"]
+__all__ = ["dist_info", "is_main_process", "init_distributed", "close_distributed", "resolve_device", "seed_everything"]
 
 
 def dist_info() -> tuple[int, int, int]:

@@ -35,20 +35,27 @@ from .errors import ArtifactError, InvalidInput
 
 # -- ONNX-TensorRT parser support ------------------------------------------------------------------
 # Ops marked N in onnx-tensorrt docs/operators.md (10.15 table; also N in every earlier table).
-NEVER_SUPPORTED = frozenset("""
+NEVER_SUPPORTED = frozenset(
+    """
 AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Col2Im CenterCropPad Compress
 ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger MaxRoiPool MaxUnpool
 MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement OptionalHasElement QLinearConv
 QLinearMatMul RegexFullMatch SequenceAt SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength
 SequenceMap SoftmaxCrossEntropyLoss SplitToSequence StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
-""".split())
+""".split()
+)
 
 # First TensorRT release whose ONNX parser imports the op (onnx-tensorrt changelog + 8.4/8.5 tables).
 ADDED_IN = {
     **dict.fromkeys("Einsum IsNaN GatherND Scatter ScatterElements ScatterND Sign Round".split(), (8, 2)),
     **dict.fromkeys("Shrink Xor".split(), (8, 4)),
-    **dict.fromkeys(("RandomNormal RandomNormalLike MeanVarianceNormalization RoiAlign Mod Trilu GridSample NonZero "
-                     "OneHot Reciprocal HardSwish NonMaxSuppression").split(), (8, 5)),
+    **dict.fromkeys(
+        (
+            "RandomNormal RandomNormalLike MeanVarianceNormalization RoiAlign Mod Trilu GridSample NonZero "
+            "OneHot Reciprocal HardSwish NonMaxSuppression"
+        ).split(),
+        (8, 5),
+    ),
     **dict.fromkeys("GroupNormalization LayerNormalization IsInf".split(), (8, 6)),
     "Hardmax": (9, 2),
     "DeformConv": (10, 1),
@@ -60,7 +67,8 @@ ADDED_IN = {
 UNDATED_10X = frozenset("Attention CastLike Gelu Mish".split())
 
 # Every op the parser knows (10.15 table, Y rows); anything else in the default domain is unknown to it.
-KNOWN_SUPPORTED = frozenset("""
+KNOWN_SUPPORTED = frozenset(
+    """
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization BlackmanWindow Cast
 CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DeformConv DepthToSpace
 DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gelu
@@ -73,7 +81,8 @@ ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum
 ReverseSequence RMSNormalization RNN RoiAlign RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements
 ScatterND Selu Shape Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze
 Sub Sum Tan Tanh TensorScatter ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
-""".split())
+""".split()
+)
 
 
 def max_opset(version: tuple[int, int]) -> tuple[int, str]:
@@ -94,7 +103,7 @@ def max_opset(version: tuple[int, int]) -> tuple[int, str]:
 # -- report ----------------------------------------------------------------------------------------
 @dataclass
 class Finding:
-    severity: str          # error: the build fails | fallback: runs on the GPU, not the DLA | warning: check it
+    severity: str  # error: the build fails | fallback: runs on the GPU, not the DLA | warning: check it
     node: str
     op: str
     problem: str
@@ -141,14 +150,18 @@ class DoctorReport:
         and --gpu-fallback was not given. ``source`` is what the user passed (named in the hint)."""
         if self.errors:
             f = self.errors[0]
-            raise InvalidInput(f"Pre-flight check failed for {self.device} (TensorRT {self.tensorrt}): "
-                               f"{len(self.errors)} problem(s), first: {f.op} ({f.node}): {f.problem} - {f.fix}. "
-                               f"Full table: edgecnn doctor {source} --device {self.device}.")
+            raise InvalidInput(
+                f"Pre-flight check failed for {self.device} (TensorRT {self.tensorrt}): "
+                f"{len(self.errors)} problem(s), first: {f.op} ({f.node}): {f.problem} - {f.fix}. "
+                f"Full table: edgecnn doctor {source} --device {self.device}."
+            )
         if self.fallbacks and not gpu_fallback:
             f = self.fallbacks[0]
-            raise InvalidInput(f"{len(self.fallbacks)} layer(s) cannot run on DLA core {self.dla_core} (first: {f.op}: "
-                               f"{f.problem}); add --gpu-fallback to run them on the GPU, or see 'edgecnn doctor "
-                               f"{source} --device {self.device} --dla-core {self.dla_core}'.")
+            raise InvalidInput(
+                f"{len(self.fallbacks)} layer(s) cannot run on DLA core {self.dla_core} (first: {f.op}: "
+                f"{f.problem}); add --gpu-fallback to run them on the GPU, or see 'edgecnn doctor "
+                f"{source} --device {self.device} --dla-core {self.dla_core}'."
+            )
 
 
 # -- ONNX graph facts ------------------------------------------------------------------------------
@@ -177,10 +190,19 @@ def describe_onnx(path: str | Path) -> dict:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     ops = Counter((n.domain + ":" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in g.node)
     fp16 = inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 or any(
-        i.data_type == onnx.TensorProto.FLOAT16 for i in g.initializer)
-    return {"input_name": inp.name, "input_chw": chw, "batch": batch, "dynamic_batch": batch is None,
-            "output_name": g.output[0].name if g.output else None, "opset": int(opset), "ops": dict(ops),
-            "qdq": bool(ops.get("QuantizeLinear") or ops.get("DequantizeLinear")), "fp16": bool(fp16)}
+        i.data_type == onnx.TensorProto.FLOAT16 for i in g.initializer
+    )
+    return {
+        "input_name": inp.name,
+        "input_chw": chw,
+        "batch": batch,
+        "dynamic_batch": batch is None,
+        "output_name": g.output[0].name if g.output else None,
+        "opset": int(opset),
+        "ops": dict(ops),
+        "qdq": bool(ops.get("QuantizeLinear") or ops.get("DequantizeLinear")),
+        "fp16": bool(fp16),
+    }
 
 
 def _attrs(node) -> dict:
@@ -241,28 +263,60 @@ def _check_parser(model, graph: _Graph, trt: tuple[int, int], out: list[Finding]
         name = node.name or node.output[0]
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):
-            fix = ("export Q/DQ instead of FakeQuantize (edgecnn quantize does)" if "FakeQuantize" in op
-                   else "replace it with standard ONNX ops, or register a TensorRT plugin of that name")
-            out.append(Finding("error", name, f"{node.domain}:{op}",
-                               f"custom-domain op; TensorRT {ver} has no importer", fix))
+            fix = (
+                "export Q/DQ instead of FakeQuantize (edgecnn quantize does)"
+                if "FakeQuantize" in op
+                else "replace it with standard ONNX ops, or register a TensorRT plugin of that name"
+            )
+            out.append(
+                Finding("error", name, f"{node.domain}:{op}", f"custom-domain op; TensorRT {ver} has no importer", fix)
+            )
             continue
         if op in NEVER_SUPPORTED:
-            out.append(Finding("error", name, op, f"not supported by the TensorRT {ver} ONNX parser",
-                               "rewrite the model without it (see onnx-tensorrt docs/operators.md)"))
+            out.append(
+                Finding(
+                    "error",
+                    name,
+                    op,
+                    f"not supported by the TensorRT {ver} ONNX parser",
+                    "rewrite the model without it (see onnx-tensorrt docs/operators.md)",
+                )
+            )
             continue
         if op in ADDED_IN and trt < ADDED_IN[op]:
             need = ".".join(map(str, ADDED_IN[op]))
-            out.append(Finding("error", name, op, f"imported only from TensorRT {need} on (this is {ver})",
-                               f"use a device/JetPack with TensorRT >= {need} or remove the op"))
+            out.append(
+                Finding(
+                    "error",
+                    name,
+                    op,
+                    f"imported only from TensorRT {need} on (this is {ver})",
+                    f"use a device/JetPack with TensorRT >= {need} or remove the op",
+                )
+            )
             continue
         if op in UNDATED_10X and trt < (10, 15):
             sev = "error" if trt < (9, 0) else "warning"
-            out.append(Finding(sev, name, op, f"in onnx-tensorrt's 10.15 table, not in the 8.x tables; TensorRT {ver} "
-                               "may not import it", "check with trtexec on the device, or decompose the op"))
+            out.append(
+                Finding(
+                    sev,
+                    name,
+                    op,
+                    f"in onnx-tensorrt's 10.15 table, not in the 8.x tables; TensorRT {ver} may not import it",
+                    "check with trtexec on the device, or decompose the op",
+                )
+            )
             continue
         if op not in KNOWN_SUPPORTED and op not in ADDED_IN:
-            out.append(Finding("warning", name, op, "not listed in onnx-tensorrt's operator table",
-                               "check with trtexec on the device"))
+            out.append(
+                Finding(
+                    "warning",
+                    name,
+                    op,
+                    "not listed in onnx-tensorrt's operator table",
+                    "check with trtexec on the device",
+                )
+            )
             continue
         _check_restrictions(node, graph, trt, out)
 
@@ -272,12 +326,20 @@ def _check_restrictions(node, graph: _Graph, trt: tuple[int, int], out: list[Fin
     a = _attrs(node)
     if op in ("Conv", "ConvTranspose"):
         if len(node.input) > 1 and not graph.is_constant(node.input[1]):
-            out.append(Finding("error", name, op, "weights W are computed at run time; TensorRT needs them constant",
-                               "fold the weights into an initializer (onnxslim / constant folding)"))
+            out.append(
+                Finding(
+                    "error",
+                    name,
+                    op,
+                    "weights W are computed at run time; TensorRT needs them constant",
+                    "fold the weights into an initializer (onnxslim / constant folding)",
+                )
+            )
         k = a.get("kernel_shape") or (graph.shapes.get(node.input[1], [])[2:] if len(node.input) > 1 else [])
         if k and len(k) not in (2, 3):
-            out.append(Finding("error", name, op, f"{len(k)}D convolution; TensorRT runs 2D and 3D only",
-                               "use a 2D conv"))
+            out.append(
+                Finding("error", name, op, f"{len(k)}D convolution; TensorRT runs 2D and 3D only", "use a 2D conv")
+            )
     elif op in ("MaxPool", "AveragePool", "LpPool"):
         k = a.get("kernel_shape", [])
         if len(k) not in (2, 3):
@@ -289,17 +351,35 @@ def _check_restrictions(node, graph: _Graph, trt: tuple[int, int], out: list[Fin
     elif op in ("QuantizeLinear", "DequantizeLinear"):
         zp = graph.array(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if zp is not None:
-            if str(zp.dtype) not in ("int8",) and not (trt >= (8, 6) and str(zp.dtype).startswith("float8")) \
-                    and str(zp.dtype) not in ("int4",):
-                out.append(Finding("error", name, op, f"{zp.dtype} zero point (asymmetric/unsigned quantization); "
-                                   "TensorRT takes signed INT8 with zero point 0",
-                                   "quantize symmetrically to int8 (edgecnn quantize does for TensorRT targets)"))
+            if (
+                str(zp.dtype) not in ("int8",)
+                and not (trt >= (8, 6) and str(zp.dtype).startswith("float8"))
+                and str(zp.dtype) not in ("int4",)
+            ):
+                out.append(
+                    Finding(
+                        "error",
+                        name,
+                        op,
+                        f"{zp.dtype} zero point (asymmetric/unsigned quantization); "
+                        "TensorRT takes signed INT8 with zero point 0",
+                        "quantize symmetrically to int8 (edgecnn quantize does for TensorRT targets)",
+                    )
+                )
             elif (zp != 0).any():
-                out.append(Finding("error", name, op, "non-zero zero point; TensorRT needs zero point 0",
-                                   "quantize symmetrically (preset=performance in NNCF)"))
+                out.append(
+                    Finding(
+                        "error",
+                        name,
+                        op,
+                        "non-zero zero point; TensorRT needs zero point 0",
+                        "quantize symmetrically (preset=performance in NNCF)",
+                    )
+                )
     elif op == "TopK" and trt < (8, 6) and len(node.input) > 1 and not graph.is_constant(node.input[1]):
-        out.append(Finding("error", name, op, "K computed at run time; TensorRT < 8.6 needs a constant K",
-                           "make K constant"))
+        out.append(
+            Finding("error", name, op, "K computed at run time; TensorRT < 8.6 needs a constant K", "make K constant")
+        )
 
 
 # DLA: ONNX op -> checker; ops absent here do not run on the DLA through TensorRT.
@@ -316,8 +396,15 @@ def _check_dla(model, graph: _Graph, profile, trt: tuple[int, int], batch: int, 
         out.append(Finding("fallback", "-", "batch", f"batch {batch} > 4096, the DLA maximum", "use a smaller batch"))
     for tensor, shape in graph.shapes.items():
         if shape and any(d and d > 8192 for d in shape[1:]):
-            out.append(Finding("fallback", tensor, "shape",
-                               f"a non-batch dimension of {shape} exceeds 8192 (DLA limit)", "reduce the tensor size"))
+            out.append(
+                Finding(
+                    "fallback",
+                    tensor,
+                    "shape",
+                    f"a non-batch dimension of {shape} exceeds 8192 (DLA limit)",
+                    "reduce the tensor size",
+                )
+            )
             break
 
 
@@ -372,10 +459,26 @@ def _dla_problem(node, graph: _Graph, op: str, orin: bool, trt: tuple[int, int])
             return f"padding {p} outside [0, 7]"
         return None
     if op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMin", "ReduceL1", "ReduceL2"):
-        return ("imported as a TensorRT reduce layer, which NVIDIA's Orin DLA op table lists as not exposed to DLA; "
-                "an AveragePool/MaxPool with window <= 8 stays on the DLA")
-    if op in ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "BatchNormalization", "Add", "Sub", "Mul", "Max", "Sum",
-              "Reshape", "Transpose", "Slice", "Split"):
+        return (
+            "imported as a TensorRT reduce layer, which NVIDIA's Orin DLA op table lists as not exposed to DLA; "
+            "an AveragePool/MaxPool with window <= 8 stays on the DLA"
+        )
+    if op in (
+        "Relu",
+        "Sigmoid",
+        "Tanh",
+        "LeakyRelu",
+        "BatchNormalization",
+        "Add",
+        "Sub",
+        "Mul",
+        "Max",
+        "Sum",
+        "Reshape",
+        "Transpose",
+        "Slice",
+        "Split",
+    ):
         return None
     if op == "PRelu":
         return None if graph.is_constant(node.input[1]) else "slope is not a build-time constant"
@@ -403,8 +506,10 @@ def _dla_problem(node, graph: _Graph, op: str, orin: bool, trt: tuple[int, int])
         return None if orin else f"{op} runs on the DLA of Orin (NVDLA v2) only, not Xavier"
     if op in ("QuantizeLinear", "DequantizeLinear"):
         if trt < (10, 0):
-            return ("Q/DQ (explicit quantization) layers do not run on the DLA in TensorRT 8.x; INT8 on DLA there "
-                    "needs calibration scales (NVIDIA's DLA-SW qdq-translator) - or deploy FP16 on the DLA")
+            return (
+                "Q/DQ (explicit quantization) layers do not run on the DLA in TensorRT 8.x; INT8 on DLA there "
+                "needs calibration scales (NVIDIA's DLA-SW qdq-translator) - or deploy FP16 on the DLA"
+            )
         return None
     if op == "Flatten":
         return "Flatten makes a 2D tensor; NVIDIA's Orin DLA op table lists it as not exposed to DLA"
@@ -416,14 +521,28 @@ def _qdq_findings(model) -> list[Finding]:
     out = []
     for v in validate_qdq(model, rules="tensorrt"):
         if v.severity == "error" and v.rule in ("zero-point-missing", "unsigned", "zero-point-nonzero"):
-            continue                                   # reported by _check_restrictions already
-        out.append(Finding("error" if v.severity == "error" else "warning", v.node, f"Q/DQ {v.rule}", v.detail,
-                           "re-quantize for TensorRT (edgecnn quantize)"))
+            continue  # reported by _check_restrictions already
+        out.append(
+            Finding(
+                "error" if v.severity == "error" else "warning",
+                v.node,
+                f"Q/DQ {v.rule}",
+                v.detail,
+                "re-quantize for TensorRT (edgecnn quantize)",
+            )
+        )
     return out
 
 
-def diagnose(src, device: str, *, tensorrt: str | None = None, dla_core: int | None = None,
-             precision: str | None = None, batch: int | None = None) -> DoctorReport:
+def diagnose(
+    src,
+    device: str,
+    *,
+    tensorrt: str | None = None,
+    dla_core: int | None = None,
+    precision: str | None = None,
+    batch: int | None = None,
+) -> DoctorReport:
     """Check ``src`` (an ONNX artifact or .onnx path) against ``device`` at TensorRT ``tensorrt``
     (default: the profile's default version). Returns a DoctorReport; raises only for bad arguments."""
     profile = load_profile(device)
@@ -434,16 +553,18 @@ def diagnose(src, device: str, *, tensorrt: str | None = None, dla_core: int | N
     else:
         art = None
     if art is not None and art.format != "onnx":
-        raise ArtifactError(f"'{art.path}' is a {art.format} artifact; doctor checks ONNX artifacts "
-                            "(make one with 'edgecnn export').")
+        raise ArtifactError(
+            f"'{art.path}' is a {art.format} artifact; doctor checks ONNX artifacts (make one with 'edgecnn export')."
+        )
     path = art.model_file if art is not None else Path(src)
     if not path.is_file():
         raise ArtifactError(f"'{path}' does not exist; pass an ONNX artifact directory or a .onnx file.")
     model = _load(path)
     info = describe_onnx(path)
     graph = _Graph(model)
-    precision = precision or (art.precision if art is not None else ("int8" if info["qdq"] else
-                                                                       "fp16" if info["fp16"] else "fp32"))
+    precision = precision or (
+        art.precision if art is not None else ("int8" if info["qdq"] else "fp16" if info["fp16"] else "fp32")
+    )
     findings: list[Finding] = []
     if profile.uses_tensorrt:
         version = tensorrt or profile.trt_default
@@ -453,16 +574,30 @@ def diagnose(src, device: str, *, tensorrt: str | None = None, dla_core: int | N
             raise InvalidInput(f"--tensorrt {version!r} is not a version; write it like 8.5 or 10.3.") from None
         trt = (trt[0], 0) if trt[1] == 999 else trt
         if not profile.trt_in_range(version):
-            raise InvalidInput(f"{profile.name} ships TensorRT {profile.trt_range_text}; --tensorrt {version} is "
-                               "outside it.")
+            raise InvalidInput(
+                f"{profile.name} ships TensorRT {profile.trt_range_text}; --tensorrt {version} is outside it."
+            )
         top, how = max_opset(trt)
         if info["opset"] > top:
-            findings.append(Finding("error", "-", f"opset {info['opset']}",
-                                    f"TensorRT {version} reads ONNX up to opset {top} ({how})",
-                                    f"re-export with --opset {min(top, 17)}"))
+            findings.append(
+                Finding(
+                    "error",
+                    "-",
+                    f"opset {info['opset']}",
+                    f"TensorRT {version} reads ONNX up to opset {top} ({how})",
+                    f"re-export with --opset {min(top, 17)}",
+                )
+            )
         if trt >= (10, 0) and info["opset"] < 9:
-            findings.append(Finding("error", "-", f"opset {info['opset']}", "TensorRT 10+ reads opset 9 and newer",
-                                    "re-export with --opset 17"))
+            findings.append(
+                Finding(
+                    "error",
+                    "-",
+                    f"opset {info['opset']}",
+                    "TensorRT 10+ reads opset 9 and newer",
+                    "re-export with --opset 17",
+                )
+            )
         _check_parser(model, graph, trt, findings)
         if info["qdq"]:
             findings += _qdq_findings(model)
@@ -471,29 +606,59 @@ def diagnose(src, device: str, *, tensorrt: str | None = None, dla_core: int | N
         version, jetpack = "-", None
         for node in model.graph.node:
             if node.domain not in ("", "ai.onnx", "com.microsoft"):
-                findings.append(Finding("error", node.name or node.output[0], f"{node.domain}:{node.op_type}",
-                                        "custom-domain op; ONNX Runtime has no kernel for it",
-                                        "export standard ONNX ops"))
+                findings.append(
+                    Finding(
+                        "error",
+                        node.name or node.output[0],
+                        f"{node.domain}:{node.op_type}",
+                        "custom-domain op; ONNX Runtime has no kernel for it",
+                        "export standard ONNX ops",
+                    )
+                )
     if not profile.supports(precision):
         others = ", ".join(profile.precisions)
         hardware = ", ".join(profile.compute_capability) or profile.runtime
-        findings.append(Finding("error", "-", f"precision {precision}",
-                                f"{profile.name} does not run {precision.upper()} ({hardware})",
-                                f"deploy one of: {others}"))
+        findings.append(
+            Finding(
+                "error",
+                "-",
+                f"precision {precision}",
+                f"{profile.name} does not run {precision.upper()} ({hardware})",
+                f"deploy one of: {others}",
+            )
+        )
     if dla_core is not None:
         profile.check_dla_core(dla_core)
         if precision == "fp32":
             findings.append(Finding("error", "-", "precision fp32", "DLA runs FP16 or INT8 only", "add --fp16"))
         if info["dynamic_batch"]:
-            findings.append(Finding("warning", info["input_name"], "dynamic batch", "DLA needs static shapes; the "
-                                    "engine is built for one batch size (min = opt = max)",
-                                    "pick it with --batch N,N,N"))
+            findings.append(
+                Finding(
+                    "warning",
+                    info["input_name"],
+                    "dynamic batch",
+                    "DLA needs static shapes; the engine is built for one batch size (min = opt = max)",
+                    "pick it with --batch N,N,N",
+                )
+            )
         _check_dla(model, graph, profile, trt, batch or info["batch"] or 1, findings)
-    coverage = ("ONNX ops vs onnx-tensorrt docs/operators.md (8.4, 8.5, 10.15 tables + changelog); static "
-                "restrictions only")
+    coverage = (
+        "ONNX ops vs onnx-tensorrt docs/operators.md (8.4, 8.5, 10.15 tables + changelog); static restrictions only"
+    )
     if dla_core is not None:
-        coverage += ("; DLA rules per TensorRT 'DLA Supported Layers and Restrictions' and NVIDIA's Orin DLA op "
-                     "matrix (convolution-buffer limits are only known to the builder)")
-    return DoctorReport(artifact=str(art.path if art is not None else path), device=profile.name, tensorrt=version,
-                        jetpack=jetpack, precision=precision, dla_core=dla_core, opset=info["opset"], ops=info["ops"],
-                        findings=findings, coverage=coverage)
+        coverage += (
+            "; DLA rules per TensorRT 'DLA Supported Layers and Restrictions' and NVIDIA's Orin DLA op "
+            "matrix (convolution-buffer limits are only known to the builder)"
+        )
+    return DoctorReport(
+        artifact=str(art.path if art is not None else path),
+        device=profile.name,
+        tensorrt=version,
+        jetpack=jetpack,
+        precision=precision,
+        dla_core=dla_core,
+        opset=info["opset"],
+        ops=info["ops"],
+        findings=findings,
+        coverage=coverage,
+    )

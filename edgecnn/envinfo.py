@@ -70,8 +70,11 @@ def _gpu_facts(torch) -> dict:
         if torch is not None and torch.cuda.is_available():
             idx = torch.cuda.current_device()
             major, minor = torch.cuda.get_device_capability(idx)
-            return {"gpu": torch.cuda.get_device_name(idx), "compute_capability": f"{major}.{minor}",
-                    "cuda": torch.version.cuda}
+            return {
+                "gpu": torch.cuda.get_device_name(idx),
+                "compute_capability": f"{major}.{minor}",
+                "cuda": torch.version.cuda,
+            }
     except Exception:  # noqa: BLE001 - a fingerprint must never fail the caller
         pass
     return {}

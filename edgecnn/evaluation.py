@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -60,8 +60,9 @@ def batches(dataset, batch_size: int = 64, *, workers: int | None = None) -> Ite
     workers = default_workers(dataset) if workers is None else int(workers)
     if not 0 <= workers <= MAX_WORKERS:
         raise InvalidInput(f"workers must be between 0 and {MAX_WORKERS}, got {workers}.")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        prefetch_factor=2 if workers else None)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, prefetch_factor=2 if workers else None
+    )
     for x, y in named_errors(loader):
         yield x.numpy().astype(np.float32, copy=False), y.numpy()
 
@@ -78,9 +79,13 @@ def scores(logits: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
         if mask.any():
             per_class[name] = float((pred[mask] == c).mean())
             per_class_n[name] = int(mask.sum())
-    return {"top1": float((pred == targets).mean()) if n else 0.0,
-            "top5": float((topk == targets[:, None]).any(1).mean()) if n else 0.0,
-            "per_class": per_class, "per_class_n": per_class_n, "n": int(n)}
+    return {
+        "top1": float((pred == targets).mean()) if n else 0.0,
+        "top5": float((topk == targets[:, None]).any(1).mean()) if n else 0.0,
+        "per_class": per_class,
+        "per_class_n": per_class_n,
+        "n": int(n),
+    }
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -91,8 +96,15 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean()) if len(a) else 0.0
 
 
-def run_over(fns: Sequence[Callable[[np.ndarray], np.ndarray]], dataset, *, batch_size: int = 64,
-             workers: int | None = None, progress: bool = False, desc: str = "eval"):
+def run_over(
+    fns: Sequence[Callable[[np.ndarray], np.ndarray]],
+    dataset,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = False,
+    desc: str = "eval",
+):
     """Feed every batch of ``dataset`` to each of ``fns`` (batch -> logits) in one pass over the data.
 
     Returns ([logits per fn], labels, [seconds inside each fn])."""
@@ -100,8 +112,13 @@ def run_over(fns: Sequence[Callable[[np.ndarray], np.ndarray]], dataset, *, batc
     spent = [0.0 for _ in fns]
     ys = []
     total = math.ceil(len(dataset) / batch_size) if batch_size > 0 else None
-    for x, y in tqdm(batches(dataset, batch_size, workers=workers), total=total, desc=desc, leave=False,
-                     disable=None if progress else True):
+    for x, y in tqdm(
+        batches(dataset, batch_size, workers=workers),
+        total=total,
+        desc=desc,
+        leave=False,
+        disable=None if progress else True,
+    ):
         for i, fn in enumerate(fns):
             t = time.perf_counter()
             outs[i].append(np.asarray(fn(x), dtype=np.float32))
@@ -118,13 +135,15 @@ def predict(runner, dataset, *, batch_size: int = 64, workers: int | None = None
     One runner: (logits, labels, seconds inside infer); a list: ([logits], labels, [seconds])."""
     many = isinstance(runner, (list, tuple))
     runners = list(runner) if many else [runner]
-    logits, labels, spent = run_over([r.infer for r in runners], dataset, batch_size=batch_size, workers=workers,
-                                     progress=progress)
+    logits, labels, spent = run_over(
+        [r.infer for r in runners], dataset, batch_size=batch_size, workers=workers, progress=progress
+    )
     return (logits, labels, spent) if many else (logits[0], labels, spent[0])
 
 
-def evaluate_module(model, dataset, *, batch_size: int = 256, device: str | None = None,
-                    workers: int | None = None) -> dict:
+def evaluate_module(
+    model, dataset, *, batch_size: int = 256, device: str | None = None, workers: int | None = None
+) -> dict:
     """Score an in-memory torch module on ``dataset`` (device: where the model is, unless given)."""
     if device is None:
         param = next(model.parameters(), None)
@@ -139,9 +158,18 @@ def evaluate_module(model, dataset, *, batch_size: int = 256, device: str | None
     return scores(logits, labels, list(dataset.classes))
 
 
-def evaluate(artifact, data, *, batch_size: int = 64, device: str = "cpu", threads: int | None = None,
-             progress: bool = False, skip_corrupt: bool = False, val_split: float = 0.2,
-             workers: int | None = None) -> dict:
+def evaluate(
+    artifact,
+    data,
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+    threads: int | None = None,
+    progress: bool = False,
+    skip_corrupt: bool = False,
+    val_split: float = 0.2,
+    workers: int | None = None,
+) -> dict:
     """Score an artifact of any runnable format on the held-out split of ``data``.
 
     Returns top1 / top5 (fractions), per_class accuracy, n, images_per_second (time inside the
@@ -151,17 +179,28 @@ def evaluate(artifact, data, *, batch_size: int = 64, device: str = "cpu", threa
     if not isinstance(artifact, Artifact):
         artifact = Artifact.load(artifact)
     source = DataSource.parse(data)
-    dataset = source.dataset(artifact.input, "val", skip_corrupt=skip_corrupt, val_split=val_split,
-                             num_classes=artifact.num_classes)
+    dataset = source.dataset(
+        artifact.input, "val", skip_corrupt=skip_corrupt, val_split=val_split, num_classes=artifact.num_classes
+    )
     source.check_classes(dataset.classes, artifact.num_classes, fix="evaluate on data with the model's classes")
     t0 = time.perf_counter()
     with open_runner(artifact, device=device, threads=threads) as runner:
         logits, labels, spent = predict(runner, dataset, batch_size=batch_size, workers=workers, progress=progress)
         kind = runner.description
     result = scores(logits, labels, artifact.classes)
-    result.update({"artifact": str(artifact.path), "model": artifact.model, "format": artifact.format,
-                   "precision": artifact.precision, "runner": kind, "data": source.describe("val"),
-                   "batch_size": batch_size, "images_per_second": len(labels) / spent if spent > 0 else None,
-                   "infer_seconds": spent, "seconds": time.perf_counter() - t0,
-                   "skipped": len(getattr(dataset, "skipped", []) or [])})
+    result.update(
+        {
+            "artifact": str(artifact.path),
+            "model": artifact.model,
+            "format": artifact.format,
+            "precision": artifact.precision,
+            "runner": kind,
+            "data": source.describe("val"),
+            "batch_size": batch_size,
+            "images_per_second": len(labels) / spent if spent > 0 else None,
+            "infer_seconds": spent,
+            "seconds": time.perf_counter() - t0,
+            "skipped": len(getattr(dataset, "skipped", []) or []),
+        }
+    )
     return result

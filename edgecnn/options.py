@@ -33,14 +33,16 @@ def kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
-def bounded(default, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-            hi_open: bool = False, **kwargs):
+def bounded(
+    default, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False, **kwargs
+):
     """A dataclass field whose numeric value must lie in [lo, hi] (open ends with lo_open / hi_open)."""
     return dataclasses.field(default=default, metadata={"range": (lo, hi, lo_open, hi_open)}, **kwargs)
 
 
-def read_yaml_mapping(path: str | os.PathLike, *, what: str, example: str, error: type[Exception] = OptionError,
-                      max_bytes: int = 1 << 20) -> dict:
+def read_yaml_mapping(
+    path: str | os.PathLike, *, what: str, example: str, error: type[Exception] = OptionError, max_bytes: int = 1 << 20
+) -> dict:
     """A YAML file holding one mapping (``{}`` when empty); ``error`` naming the file and the fix otherwise."""
     p = Path(path)
     if not p.is_file():
@@ -80,8 +82,15 @@ def _describe(tp) -> str:
         return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + ", ".join(str(m.value) for m in tp)
-    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text", tuple: "a list",
-             list: "a list", dict: "a mapping"}
+    names = {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number",
+        str: "text",
+        tuple: "a list",
+        list: "a list",
+        dict: "a mapping",
+    }
     return names.get(origin or tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -100,7 +109,7 @@ def _coerce_one(tp, value):
             return tp(value)
         except ValueError:
             raise ValueError(suggest(str(value), [str(m.value) for m in tp])) from None
-    if isinstance(tp, type) and hasattr(tp, "parse"):   # a value object parsed at the edge (e.g. DataSource)
+    if isinstance(tp, type) and hasattr(tp, "parse"):  # a value object parsed at the edge (e.g. DataSource)
         return tp.parse(value)
     if tp is bool:
         if isinstance(value, bool):
@@ -155,8 +164,17 @@ def coerce(f: dataclasses.Field, hint, value, where: str, error: type[Exception]
     return value_out
 
 
-def check_range(key: str, value: float, lo: float | None, hi: float | None, lo_open: bool = False,
-                hi_open: bool = False, *, where: str = "", error: type[Exception] = OptionError) -> None:
+def check_range(
+    key: str,
+    value: float,
+    lo: float | None,
+    hi: float | None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    *,
+    where: str = "",
+    error: type[Exception] = OptionError,
+) -> None:
     """``error`` unless lo <= value <= hi (strict at an open end)."""
     bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
     bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
@@ -206,11 +224,12 @@ class Options:
             key = cls.normalise_key(raw_key)
             if key in cls.IGNORED_KEYS:
                 continue
-            if key not in known:   # suggest in the spelling the user wrote (snake_case or kebab-case)
+            if key not in known:  # suggest in the spelling the user wrote (snake_case or kebab-case)
                 style = (lambda k: k) if "_" in str(raw_key) else kebab
                 hint = suggest(style(key), [style(k) for k in known])
-                raise error(f"{where}: unknown option '{raw_key}'.{hint} Known options: "
-                            f"{', '.join(kebab(k) for k in known)}.")
+                raise error(
+                    f"{where}: unknown option '{raw_key}'.{hint} Known options: {', '.join(kebab(k) for k in known)}."
+                )
             values[key] = coerce(fields_by_name[key], hints[key], value, where, error)
         obj = cls(**values)
         if validate:
@@ -218,8 +237,9 @@ class Options:
         return obj
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, what: str = "Options file", example: str = "examples/",
-             validate: bool = True):
+    def load(
+        cls, path: str | os.PathLike, *, what: str = "Options file", example: str = "examples/", validate: bool = True
+    ):
         data = read_yaml_mapping(path, what=what, example=example, error=cls.ERROR)
         return cls.from_mapping(data, where=f"{what.lower()} '{path}'", validate=validate)
 

@@ -85,42 +85,62 @@ def render_markdown(report) -> str:
     """A pull-request comment from a :class:`~edgecnn.check.CheckReport`: verdict line, metric table with
     thresholds and status, per-class table, and the details needed to reproduce the numbers."""
     lines = [f"## {ICONS[report.verdict]} edgecnn check: {VERDICT_WORD[report.verdict]}", ""]
-    lines.append(f"**Candidate** `{_name(report.candidate)}` vs **original** `{_name(report.original)}` "
-                 f"on {report.data.get('source')} ({report.data.get('split')}, {report.n_images} images).")
+    lines.append(
+        f"**Candidate** `{_name(report.candidate)}` vs **original** `{_name(report.original)}` "
+        f"on {report.data.get('source')} ({report.data.get('split')}, {report.n_images} images)."
+    )
     lines.append("")
     if report.reasons:
         for r in report.reasons:
             lines.append(f"- {ICONS[report.verdict]} {_cell(r)}")
         lines.append("")
     ci = f"{100 * report.policy['confidence']:.0f}% CI"
-    lines += [f"| metric | original | candidate | value [{ci}] | threshold | status |",
-              "|---|---:|---:|---:|---:|:---|"]
+    lines += [
+        f"| metric | original | candidate | value [{ci}] | threshold | status |",
+        "|---|---:|---:|---:|---:|:---|",
+    ]
     for m in report.metrics:
-        lines.append(f"| {_cell(m.label)} | {_cell(m.side_text(m.original))} | {_cell(m.side_text(m.candidate))} | "
-                     f"{_cell(m.value_text())} | {_cell(m.threshold_text())} | {ICONS.get(m.status, '')} {m.status} |")
+        lines.append(
+            f"| {_cell(m.label)} | {_cell(m.side_text(m.original))} | {_cell(m.side_text(m.candidate))} | "
+            f"{_cell(m.value_text())} | {_cell(m.threshold_text())} | {ICONS.get(m.status, '')} {m.status} |"
+        )
     lines.append("")
     if report.per_class:
-        lines += [f"<details><summary>Per-class accuracy ({len(report.per_class)} classes)</summary>", "",
-                  "| class | images | original | candidate | delta | agreement |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"<details><summary>Per-class accuracy ({len(report.per_class)} classes)</summary>",
+            "",
+            "| class | images | original | candidate | delta | agreement |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         thr = report.policy.get("max_class_drop")
         for r in report.per_class:
             flag = " ❌" if thr is not None and -r["delta"] > thr else ""
-            lines.append(f"| {_cell(r['class'])} | {r['n']} | {r['original']:.2f} % | {r['candidate']:.2f} % | "
-                         f"{r['delta']:+.2f} pt{flag} | {r['agreement']:.3f} |")
+            lines.append(
+                f"| {_cell(r['class'])} | {r['n']} | {r['original']:.2f} % | {r['candidate']:.2f} % | "
+                f"{r['delta']:+.2f} pt{flag} | {r['agreement']:.3f} |"
+            )
         lines += ["", "</details>", ""]
     lines += ["<details><summary>Details</summary>", ""]
     for m in report.metrics:
         if m.detail:
             lines.append(f"- **{_cell(m.label)}**: {_cell(m.detail)}")
-    rule = ("pass when the whole confidence interval is within the threshold, fail when it is entirely outside, "
-            "otherwise inconclusive" if report.policy["decide_on"] == "ci" else "point estimates only")
-    lines.append(f"- **decision rule** (`decide_on: {report.policy['decide_on']}`): {rule}; agreement, class drop, "
-                 "KL and size are judged on their point value.")
+    rule = (
+        "pass when the whole confidence interval is within the threshold, fail when it is entirely outside, "
+        "otherwise inconclusive"
+        if report.policy["decide_on"] == "ci"
+        else "point estimates only"
+    )
+    lines.append(
+        f"- **decision rule** (`decide_on: {report.policy['decide_on']}`): {rule}; agreement, class drop, "
+        "KL and size are judged on their point value."
+    )
     for note in report.notes:
         lines.append(f"- **note**: {_cell(note)}")
     for role, side in (("candidate", report.candidate), ("original", report.original)):
-        lines.append(f"- **{role}**: `{side['path']}` id `{side['id']}` sha256 `{str(side['sha256'])[:12]}` "
-                     f"({side.get('runner', '')}, {format_value(side['size_bytes'], 'bytes')})")
+        lines.append(
+            f"- **{role}**: `{side['path']}` id `{side['id']}` sha256 `{str(side['sha256'])[:12]}` "
+            f"({side.get('runner', '')}, {format_value(side['size_bytes'], 'bytes')})"
+        )
     fp = report.environment.get("fingerprint") or {}
     versions = ", ".join(f"{k} {v}" for k, v in (fp.get("versions") or {}).items())
     gpu = f", {fp['gpu']}" if fp.get("gpu") else ""
@@ -140,15 +160,26 @@ def render_junit(report) -> str:
     for m in report.metrics:
         if m.status in counts:
             counts[m.status] += 1
-    attrs = {"tests": str(len(report.metrics)), "failures": str(counts["fail"]), "errors": str(counts["inconclusive"]),
-             "skipped": str(counts["skipped"]), "time": f"{report.seconds:.3f}"}
+    attrs = {
+        "tests": str(len(report.metrics)),
+        "failures": str(counts["fail"]),
+        "errors": str(counts["inconclusive"]),
+        "skipped": str(counts["skipped"]),
+        "time": f"{report.seconds:.3f}",
+    }
     root = ET.Element("testsuites", {"name": "edgecnn check", **attrs})
     suite = ET.SubElement(root, "testsuite", {"name": suite_name, **attrs, "timestamp": report.created})
     props = ET.SubElement(suite, "properties")
-    for name, value in (("verdict", report.verdict), ("exit_code", report.exit_code),
-                        ("candidate", report.candidate["path"]), ("original", report.original["path"]),
-                        ("data", report.data.get("source")), ("images", report.n_images),
-                        ("decide_on", report.policy["decide_on"]), ("confidence", report.policy["confidence"])):
+    for name, value in (
+        ("verdict", report.verdict),
+        ("exit_code", report.exit_code),
+        ("candidate", report.candidate["path"]),
+        ("original", report.original["path"]),
+        ("data", report.data.get("source")),
+        ("images", report.n_images),
+        ("decide_on", report.policy["decide_on"]),
+        ("confidence", report.policy["confidence"]),
+    ):
         ET.SubElement(props, "property", {"name": name, "value": str(value)})
     classname = f"{suite_name}.{report.candidate['format']}_{report.candidate['precision']}"
     for m in report.metrics:
@@ -200,10 +231,24 @@ def plot_reports(reports, path: str | Path, *, title: str | None = None) -> Path
             pts.append((x, top1, 100 * (iv.point - iv.low), 100 * (iv.high - iv.point)))
         (xo, yo, lo_o, hi_o), (xc, yc, lo_c, hi_c) = pts
         c = colors[i % len(colors)]
-        ax.errorbar([xo], [yo], yerr=[[lo_o], [hi_o]], fmt="o", color="tab:blue", capsize=3,
-                    label="original" if i == 0 else None)
-        ax.errorbar([xc], [yc], yerr=[[lo_c], [hi_c]], fmt="s", color=c, capsize=3,
-                    label=f"{r.candidate['model']} {r.candidate['format']}/{r.candidate['precision']} ({r.verdict})")
+        ax.errorbar(
+            [xo],
+            [yo],
+            yerr=[[lo_o], [hi_o]],
+            fmt="o",
+            color="tab:blue",
+            capsize=3,
+            label="original" if i == 0 else None,
+        )
+        ax.errorbar(
+            [xc],
+            [yc],
+            yerr=[[lo_c], [hi_c]],
+            fmt="s",
+            color=c,
+            capsize=3,
+            label=f"{r.candidate['model']} {r.candidate['format']}/{r.candidate['precision']} ({r.verdict})",
+        )
         ax.annotate("", xy=(xc, yc), xytext=(xo, yo), arrowprops={"arrowstyle": "->", "color": c, "alpha": 0.6})
     ax.set_xlabel("latency p50 (ms, interleaved run)" if use_latency else "model file size (MB)")
     ax.set_ylabel(f"top-1 accuracy (%), {100 * reports[0].policy['confidence']:.0f}% Wilson interval")
@@ -221,12 +266,17 @@ def plot_reports(reports, path: str | Path, *, title: str | None = None) -> Path
         if thr is not None:
             bx.axhline(-thr, color="tab:red", linestyle="--", linewidth=1, label="max class drop" if i == 0 else None)
     first = reports[0]
-    bx.set_xticks(range(len(first.per_class)), [row["class"] for row in first.per_class],
-                  rotation=45 if len(first.per_class) > 12 else 0, fontsize=8)
+    bx.set_xticks(
+        range(len(first.per_class)),
+        [row["class"] for row in first.per_class],
+        rotation=45 if len(first.per_class) > 12 else 0,
+        fontsize=8,
+    )
     bx.axhline(0, color="black", linewidth=0.8)
     if all(abs(row["delta"]) < 1e-9 for r in reports for row in r.per_class):
-        bx.text(0.5, 0.5, "no class changed its accuracy", transform=bx.transAxes, ha="center", va="center",
-                color="gray")
+        bx.text(
+            0.5, 0.5, "no class changed its accuracy", transform=bx.transAxes, ha="center", va="center", color="gray"
+        )
         bx.set_ylim(-1, 1)
     bx.set_ylabel("candidate - original accuracy (pt)")
     bx.set_title("per-class accuracy delta")
@@ -243,8 +293,14 @@ def plot_reports(reports, path: str | Path, *, title: str | None = None) -> Path
 # --------------------------------------------------------------------------------------------------
 # All of them
 # --------------------------------------------------------------------------------------------------
-def write_reports(report, *, json: str | Path | None = None, junit: str | Path | None = None,
-                  markdown: str | Path | None = None, plot: str | Path | None = None) -> dict[str, str]:
+def write_reports(
+    report,
+    *,
+    json: str | Path | None = None,
+    junit: str | Path | None = None,
+    markdown: str | Path | None = None,
+    plot: str | Path | None = None,
+) -> dict[str, str]:
     """Write the requested reports of a CheckReport; paths are recorded in ``report.reports`` (the JSON
     lists them all)."""
     check_plot_path(plot)

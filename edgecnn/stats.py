@@ -55,8 +55,9 @@ def _check_pair(a, b) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def paired_bootstrap(a_correct, b_correct, *, confidence: float = 0.95, n_resamples: int = 10_000,
-                     seed: int = 0) -> Interval:
+def paired_bootstrap(
+    a_correct, b_correct, *, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0
+) -> Interval:
     """Confidence interval of ``mean(a_correct) - mean(b_correct)`` (e.g. original minus candidate
     accuracy = the candidate's accuracy *drop*) by the percentile bootstrap over images.
 
@@ -180,12 +181,17 @@ def median_interval(values, *, confidence: float = 0.95) -> Interval:
     if n == 1:
         return Interval(median, float(x[0]), float(x[0]), 0.0, "single value")
     # largest j such that P(X_(j) <= median <= X_(n-j+1)) = 1 - 2 P(B <= j-1) >= confidence (1-based j)
-    best_j, achieved = 1, 1.0 - 2.0 * 0.5 ** n
+    best_j, achieved = 1, 1.0 - 2.0 * 0.5**n
     for j in range(1, n // 2 + 1):
         cover = 1.0 - 2.0 * _binom_cdf_half(j - 1, n)
         if cover >= confidence:
             best_j, achieved = j, cover
         else:
             break
-    return Interval(median, float(x[best_j - 1]), float(x[n - best_j]), float(achieved),
-                    f"order-statistic interval of the median ({n} values)")
+    return Interval(
+        median,
+        float(x[best_j - 1]),
+        float(x[n - best_j]),
+        float(achieved),
+        f"order-statistic interval of the median ({n} values)",
+    )

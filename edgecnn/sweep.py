@@ -91,12 +91,16 @@ def parse_budget(text: str | None) -> list[Condition]:
         part = part.strip()
         if not part:
             continue
-        m = re.fullmatch(r"([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|pt|ms|mb|x)?", part, re.I)
+        m = re.fullmatch(
+            r"([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|pt|ms|mb|x)?", part, re.I
+        )
         if not m:
             raise OptionError(f"Cannot read budget '{part}'; write KEY<=VALUE or KEY>=VALUE, e.g. 'top1_drop<=0.5'.")
         key = m.group(1).lower()
         if key not in BUDGET_KEYS:
-            raise OptionError(f"Unknown budget key '{key}'.{suggest(key, BUDGET_KEYS)} Known: {', '.join(BUDGET_KEYS)}.")
+            raise OptionError(
+                f"Unknown budget key '{key}'.{suggest(key, BUDGET_KEYS)} Known: {', '.join(BUDGET_KEYS)}."
+            )
         conds.append(Condition(key, m.group(2), float(m.group(3))))
     return conds
 
@@ -104,20 +108,23 @@ def parse_budget(text: str | None) -> list[Condition]:
 # -- candidates ------------------------------------------------------------------------------------
 @dataclass
 class Candidate:
-    name: str                           # e.g. "p0.30-int8"
+    name: str  # e.g. "p0.30-int8"
     prune: float
     precision: str
-    path: str | None = None             # artifact directory
+    path: str | None = None  # artifact directory
     sha256: str | None = None
-    status: str = "pending"             # pending | built | failed | not-measured | measured
-    reason: str | None = None           # why not built / not measured
+    status: str = "pending"  # pending | built | failed | not-measured | measured
+    reason: str | None = None  # why not built / not measured
     metrics: dict = field(default_factory=dict)
     pareto: bool = False
 
     @property
     def measured(self) -> bool:
-        return self.status == "measured" and self.metrics.get("latency_ms") is not None \
+        return (
+            self.status == "measured"
+            and self.metrics.get("latency_ms") is not None
             and self.metrics.get("top1") is not None
+        )
 
 
 def candidate_name(prune: float, precision: str) -> str:
@@ -126,8 +133,11 @@ def candidate_name(prune: float, precision: str) -> str:
 
 def dominates(a: dict, b: dict) -> bool:
     """a dominates b: no slower and no less accurate, and strictly better on one of the two."""
-    return (a["latency_ms"] <= b["latency_ms"] and a["top1"] >= b["top1"]
-            and (a["latency_ms"] < b["latency_ms"] or a["top1"] > b["top1"]))
+    return (
+        a["latency_ms"] <= b["latency_ms"]
+        and a["top1"] >= b["top1"]
+        and (a["latency_ms"] < b["latency_ms"] or a["top1"] > b["top1"])
+    )
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
@@ -165,46 +175,81 @@ def parse_list(text: str, *, kind: str, choices: tuple[str, ...] | None = None) 
 
 
 def candidate_rows(candidates: list[Candidate]) -> tuple[list[list[str]], list[str]]:
-    cols = ["candidate", "prune", "precision", "top-1", "drop (pt)", "agreement", "latency ms", "speed-up", "size MB",
-            "pareto", "status"]
+    cols = [
+        "candidate",
+        "prune",
+        "precision",
+        "top-1",
+        "drop (pt)",
+        "agreement",
+        "latency ms",
+        "speed-up",
+        "size MB",
+        "pareto",
+        "status",
+    ]
     rows = []
     for c in sorted(candidates, key=lambda c: (c.prune, PRECISIONS.index(c.precision))):
         m = c.metrics
 
-        def f(key, fmt):
+        def f(key, fmt, m=m):
             return "-" if m.get(key) is None else fmt.format(m[key])
 
-        rows.append([c.name, f"{c.prune:.2f}", c.precision, f("top1", "{:.2f}%"), f("top1_drop", "{:+.2f}"),
-                     f("agreement", "{:.3f}"), f("latency_ms", "{:.3f}"), f("speedup", "{:.2f}x"), f("size_mb", "{:.2f}"),
-                     "*" if c.pareto else "", c.status if not c.reason else f"{c.status}: {c.reason}"])
+        rows.append(
+            [
+                c.name,
+                f"{c.prune:.2f}",
+                c.precision,
+                f("top1", "{:.2f}%"),
+                f("top1_drop", "{:+.2f}"),
+                f("agreement", "{:.3f}"),
+                f("latency_ms", "{:.3f}"),
+                f("speedup", "{:.2f}x"),
+                f("size_mb", "{:.2f}"),
+                "*" if c.pareto else "",
+                c.status if not c.reason else f"{c.status}: {c.reason}",
+            ]
+        )
     return rows, cols
 
 
 def markdown(report: dict) -> str:
     cands = [Candidate(**c) for c in report["candidates"]]
     rows, cols = candidate_rows(cands)
-    lines = [f"# Sweep: {report['model']} on {report['target']}", "",
-             f"Data: {report['data']} (held-out split, {report.get('n_images', '?')} images). "
-             + (f"Latency: batch 1, {report.get('threads', '?')} threads, all candidates interleaved in one run; "
-                f"reference ({report['latency_reference']}) = {report['original_latency_ms']:.3f} ms."
-                if report.get("original_latency_ms") is not None
-                else "Latency: not measured on this machine (see each candidate's status)."), ""]
+    lines = [
+        f"# Sweep: {report['model']} on {report['target']}",
+        "",
+        f"Data: {report['data']} (held-out split, {report.get('n_images', '?')} images). "
+        + (
+            f"Latency: batch 1, {report.get('threads', '?')} threads, all candidates interleaved in one run; "
+            f"reference ({report['latency_reference']}) = {report['original_latency_ms']:.3f} ms."
+            if report.get("original_latency_ms") is not None
+            else "Latency: not measured on this machine (see each candidate's status)."
+        ),
+        "",
+    ]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines.append("")
     lines.append("`*` = on the Pareto front (no other measured candidate is both faster and more accurate).")
     if report.get("budget"):
         best = report.get("best")
-        lines.append(f"Budget `{report['budget']}`: " + (f"fastest candidate meeting it is **{best['name']}** "
-                     f"({best['metrics']['latency_ms']:.3f} ms, top-1 {best['metrics']['top1']:.2f}%)." if best
-                     else "no measured candidate meets it."))
+        lines.append(
+            f"Budget `{report['budget']}`: "
+            + (
+                f"fastest candidate meeting it is **{best['name']}** "
+                f"({best['metrics']['latency_ms']:.3f} ms, top-1 {best['metrics']['top1']:.2f}%)."
+                if best
+                else "no measured candidate meets it."
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, path: Path) -> None:
     """Accuracy vs latency, all measured candidates, front connected, one marker per precision."""
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt   # heavy: only when a plot is drawn
+    import matplotlib.pyplot as plt  # heavy: only when a plot is drawn
 
     cands = [Candidate(**c) for c in report["candidates"]]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
@@ -212,19 +257,46 @@ def plot(report: dict, path: Path) -> None:
     for prec in PRECISIONS:
         pts = [c for c in cands if c.measured and c.precision == prec]
         if pts:
-            ax.scatter([c.metrics["latency_ms"] for c in pts], [c.metrics["top1"] for c in pts], marker=markers[prec],
-                       s=45, label=prec, zorder=3)
+            ax.scatter(
+                [c.metrics["latency_ms"] for c in pts],
+                [c.metrics["top1"] for c in pts],
+                marker=markers[prec],
+                s=45,
+                label=prec,
+                zorder=3,
+            )
             for c in pts:
-                ax.annotate(f"{c.prune:.0%}", (c.metrics["latency_ms"], c.metrics["top1"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7)
+                ax.annotate(
+                    f"{c.prune:.0%}",
+                    (c.metrics["latency_ms"], c.metrics["top1"]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                )
     front = sorted((c for c in cands if c.pareto and c.measured), key=lambda c: c.metrics["latency_ms"])
     if front:
-        ax.step([c.metrics["latency_ms"] for c in front], [c.metrics["top1"] for c in front], where="post",
-                color="gray", lw=1, ls="--", label="Pareto front", zorder=2)
+        ax.step(
+            [c.metrics["latency_ms"] for c in front],
+            [c.metrics["top1"] for c in front],
+            where="post",
+            color="gray",
+            lw=1,
+            ls="--",
+            label="Pareto front",
+            zorder=2,
+        )
     best = report.get("best")
     if best:
-        ax.scatter([best["metrics"]["latency_ms"]], [best["metrics"]["top1"]], s=160, facecolors="none",
-                   edgecolors="red", lw=1.5, label=f"chosen ({report['budget']})", zorder=4)
+        ax.scatter(
+            [best["metrics"]["latency_ms"]],
+            [best["metrics"]["top1"]],
+            s=160,
+            facecolors="none",
+            edgecolors="red",
+            lw=1.5,
+            label=f"chosen ({report['budget']})",
+            zorder=4,
+        )
     ax.set_xlabel("latency, batch 1 (ms) - measured, interleaved")
     ax.set_ylabel("top-1 on held-out data (%)")
     ax.set_title(f"{report['model']} on {report['target']}: labels = prune ratio")
@@ -254,7 +326,7 @@ class SweepOptions(Options):
     precisions: tuple[str, ...] = ("fp32", "int8")
     target: Literal["cpu", "gpu", "jetson"] = "cpu"
     device: str | None = None
-    calib: DataSource | None = None          # default: the training split of data
+    calib: DataSource | None = None  # default: the training split of data
     budget: str | None = None
     weights: str | None = None
     finetune_epochs: int = 0
@@ -269,8 +341,9 @@ class SweepOptions(Options):
         if self.data is None:
             raise OptionError("A sweep scores candidates on labelled data: pass --data (e.g. --data digits).")
         if self.target not in TARGETS:
-            raise OptionError(f"Unknown target '{self.target}'.{suggest(self.target, TARGETS)} "
-                              f"Choose from {', '.join(TARGETS)}.")
+            raise OptionError(
+                f"Unknown target '{self.target}'.{suggest(self.target, TARGETS)} Choose from {', '.join(TARGETS)}."
+            )
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise OptionError(f"Unknown precision '{bad[0]}'; choose from {', '.join(PRECISIONS)}.")
@@ -290,20 +363,32 @@ class SweepOptions(Options):
 
     def settings(self, original: Artifact, device: str) -> dict:
         """What a candidate's content depends on; a resumed sweep must have been made with the same."""
-        return {"original_sha256": original.sha256, "model": original.model, "data": str(self.data),
-                "calib": str(self.calib or self.data), "finetune_epochs": self.finetune_epochs,
-                "distill": self.distill, "target": self.target, "device": device, "subset_size": self.subset_size}
+        return {
+            "original_sha256": original.sha256,
+            "model": original.model,
+            "data": str(self.data),
+            "calib": str(self.calib or self.data),
+            "finetune_epochs": self.finetune_epochs,
+            "distill": self.distill,
+            "target": self.target,
+            "device": device,
+            "subset_size": self.subset_size,
+        }
 
     def plan(self, ratio: float, precision: str) -> ChainPlan:
         """The chain that builds candidate (ratio, precision)."""
         plan = ChainPlan(export_original=ratio == 0.0)
         if ratio > 0.0:
             ft = self.finetune_epochs
-            plan.prune = PruneOptions(ratio=ratio, finetune_epochs=ft, data=self.data if ft else None,
-                                      distill=self.distill)
+            plan.prune = PruneOptions(
+                ratio=ratio, finetune_epochs=ft, data=self.data if ft else None, distill=self.distill
+            )
         if precision == "int8":
-            plan.int8 = QuantizeOptions(calib=self.calib or self.data, subset_size=self.subset_size,
-                                        target="tensorrt" if self.target in ("gpu", "jetson") else "cpu")
+            plan.int8 = QuantizeOptions(
+                calib=self.calib or self.data,
+                subset_size=self.subset_size,
+                target="tensorrt" if self.target in ("gpu", "jetson") else "cpu",
+            )
         elif precision == "fp16":
             plan.fp16 = Fp16Options()
         return plan
@@ -358,17 +443,18 @@ class _State:
         self.data["pruned"][key] = {"path": str(artifact.path), "sha256": artifact.sha256}
         self.save()
 
-    def record(self, cand: "Candidate") -> None:
+    def record(self, cand: Candidate) -> None:
         self.data["candidates"][cand.name] = asdict(cand)
         self.save()
 
-    def reuse(self, cand: "Candidate") -> bool:
+    def reuse(self, cand: Candidate) -> bool:
         entry = self.data["candidates"].get(cand.name)
         if not (entry and entry.get("status") in ("built", "measured", "not-measured") and _reusable(entry)):
             return False
         cand.path, cand.sha256 = entry["path"], entry["sha256"]
-        cand.metrics = {k: v for k, v in entry.get("metrics", {}).items()
-                        if k in ("top1", "top1_drop", "agreement", "size_mb")}
+        cand.metrics = {
+            k: v for k, v in entry.get("metrics", {}).items() if k in ("top1", "top1_drop", "agreement", "size_mb")
+        }
         cand.status, cand.reason = "built", entry.get("reason")
         cand.metrics["reused"] = True
         return True
@@ -403,8 +489,9 @@ def sweep(source: str, options: SweepOptions | None = None, *, progress: bool = 
     device = opts.device or default_device(opts.target)
     state = _State(out / STATE, opts.settings(original, device))
     dataset = opts.data.dataset(original.input, "val", num_classes=original.num_classes)
-    opts.data.check_classes(dataset.classes, original.num_classes, who=original.model,
-                            fix="sweep on data with the model's classes")
+    opts.data.check_classes(
+        dataset.classes, original.num_classes, who=original.model, fix="sweep on data with the model's classes"
+    )
     with open_runner(original, threads=opts.threads) as r:
         o_logits, labels, _ = predict(r, dataset)
     candidates = _build_all(original, opts, out, state, dataset, o_logits, labels, progress)
@@ -419,10 +506,12 @@ def _resolve_original(source: str, opts: SweepOptions) -> tuple[Artifact, Path]:
         original = Artifact.load(source, formats=("torch",))
         name = original.model
     else:
-        name = get_spec(source).name   # an unknown name fails here, with the nearest one
+        name = get_spec(source).name  # an unknown name fails here, with the nearest one
         if opts.weights is None:
-            raise InvalidInput(f"A sweep of '{source}' needs trained weights: pass --weights FILE|ARTIFACT|imagenet, "
-                               "or a torch artifact from 'edgecnn train' instead of the model name.")
+            raise InvalidInput(
+                f"A sweep of '{source}' needs trained weights: pass --weights FILE|ARTIFACT|imagenet, "
+                "or a torch artifact from 'edgecnn train' instead of the model name."
+            )
     out = Path(opts.out) if opts.out else Path("runs") / "sweep" / f"{name}-{opts.target}"
     if opts.fresh and out.exists():
         shutil.rmtree(out)
@@ -436,8 +525,9 @@ def _resolve_original(source: str, opts: SweepOptions) -> tuple[Artifact, Path]:
     return original, out
 
 
-def _build_all(original, opts: SweepOptions, out: Path, state: _State, dataset, o_logits, labels,
-               progress: bool) -> list[Candidate]:
+def _build_all(
+    original, opts: SweepOptions, out: Path, state: _State, dataset, o_logits, labels, progress: bool
+) -> list[Candidate]:
     """Build and score every candidate (resumable); the unpruned FP32 is always built: it is the reference."""
     wanted = list(opts.precisions)
     if "fp32" not in wanted:
@@ -474,21 +564,32 @@ class _LazyCalibration:
 
     def get(self):
         if self.value is None:
-            self.value = load_calibration(self.opts.calib or self.opts.data, self.input_spec,
-                                          subset_size=self.opts.subset_size)
+            self.value = load_calibration(
+                self.opts.calib or self.opts.data, self.input_spec, subset_size=self.opts.subset_size
+            )
         return self.value
 
 
 def _build(original, opts: SweepOptions, out: Path, state: _State, ratio: float, precision: str, calib):
     """original -> (pruned torch) -> FP32 ONNX -> FP16 / INT8 ONNX through the one chain; steps are reused."""
     r = f"{ratio:.2f}"
-    layout = {"prune": out / "stages" / f"torch-p{r}", "export original": out / "candidates" / candidate_name(0, "fp32"),
-              "export pruned": out / "candidates" / candidate_name(ratio, "fp32"),
-              "int8": out / "candidates" / candidate_name(ratio, "int8"),
-              "fp16": out / "candidates" / candidate_name(ratio, "fp16")}
+    layout = {
+        "prune": out / "stages" / f"torch-p{r}",
+        "export original": out / "candidates" / candidate_name(0, "fp32"),
+        "export pruned": out / "candidates" / candidate_name(ratio, "fp32"),
+        "int8": out / "candidates" / candidate_name(ratio, "int8"),
+        "fp16": out / "candidates" / candidate_name(ratio, "fp16"),
+    }
     keys = {"prune": f"torch-p{r}", "export original": "onnx-p0.00", "export pruned": f"onnx-p{r}"}
-    result = run_chain(original, opts.plan(ratio, precision), layout.__getitem__, cache=state, keys=keys,
-                       calib_set=calib.get() if precision == "int8" else None, progress=False)
+    result = run_chain(
+        original,
+        opts.plan(ratio, precision),
+        layout.__getitem__,
+        cache=state,
+        keys=keys,
+        calib_set=calib.get() if precision == "int8" else None,
+        progress=False,
+    )
     return result.final
 
 
@@ -517,9 +618,17 @@ def _time_all(candidates: list[Candidate], opts: SweepOptions, device: str, out:
     if not timed:
         return {}, None
     arts = _latency_artifacts(timed, opts.target, device, out)
-    result = measure_latency(arts, batch_sizes=(1,), warmup=0.2, min_time_s=opts.min_time_s, min_repeats=20,
-                             threads=opts.threads, device="cuda" if opts.target != "cpu" else "cpu",
-                             progress=progress, labels=[c.name for c in timed])
+    result = measure_latency(
+        arts,
+        batch_sizes=(1,),
+        warmup=0.2,
+        min_time_s=opts.min_time_s,
+        min_repeats=20,
+        threads=opts.threads,
+        device="cuda" if opts.target != "cpu" else "cpu",
+        progress=progress,
+        labels=[c.name for c in timed],
+    )
     by_label = {r["label"]: r for r in result["results"]}
     for c in timed:
         row = by_label.get(c.name)
@@ -529,24 +638,45 @@ def _time_all(candidates: list[Candidate], opts: SweepOptions, device: str, out:
     ref = next((c for c in timed if c.name == candidate_name(0.0, "fp32")), timed[0])
     for c in timed:
         c.metrics["speedup"] = ref.metrics["latency_ms"] / c.metrics["latency_ms"]
-    return {"threads": result["settings"].get("threads"), "environment": result.get("environment")}, \
-        ref.metrics["latency_ms"]
+    return {"threads": result["settings"].get("threads"), "environment": result.get("environment")}, ref.metrics[
+        "latency_ms"
+    ]
 
 
-def _record(original, opts: SweepOptions, out: Path, device: str, state: _State, candidates, labels, o_logits,
-            bench_meta: dict, ref_latency) -> dict:
+def _record(
+    original,
+    opts: SweepOptions,
+    out: Path,
+    device: str,
+    state: _State,
+    candidates,
+    labels,
+    o_logits,
+    bench_meta: dict,
+    ref_latency,
+) -> dict:
     """The report: sweep.json / .md / .png, the state file, and the chosen candidate's bundle if asked."""
     conditions = parse_budget(opts.budget)
     front = pareto_front(candidates)
     best = choose(candidates, conditions) if conditions else None
-    shown = [c for c in candidates if c.precision in opts.precisions]   # the reference-only fp32 stays out
+    shown = [c for c in candidates if c.precision in opts.precisions]  # the reference-only fp32 stays out
     report = {
-        "schema": "edgecnn.sweep/1", "model": original.model, "original": str(original.path), "target": opts.target,
-        "device": device, "data": opts.data.describe("val")["source"], "n_images": int(len(labels)),
-        "original_top1": 100.0 * float((o_logits.argmax(1) == labels).mean()), "original_latency_ms": ref_latency,
-        "latency_reference": candidate_name(0.0, "fp32"), "threads": bench_meta.get("threads"),
-        "environment": bench_meta.get("environment"), "settings": state.data["settings"],
-        "candidates": as_dicts(shown), "front": [c.name for c in front if c in shown], "budget": opts.budget,
+        "schema": "edgecnn.sweep/1",
+        "model": original.model,
+        "original": str(original.path),
+        "target": opts.target,
+        "device": device,
+        "data": opts.data.describe("val")["source"],
+        "n_images": int(len(labels)),
+        "original_top1": 100.0 * float((o_logits.argmax(1) == labels).mean()),
+        "original_latency_ms": ref_latency,
+        "latency_reference": candidate_name(0.0, "fp32"),
+        "threads": bench_meta.get("threads"),
+        "environment": bench_meta.get("environment"),
+        "settings": state.data["settings"],
+        "candidates": as_dicts(shown),
+        "front": [c.name for c in front if c in shown],
+        "budget": opts.budget,
         "best": asdict(best) if best else None,
     }
     for c in candidates:
@@ -555,7 +685,11 @@ def _record(original, opts: SweepOptions, out: Path, device: str, state: _State,
     atomic_write_json(out / "sweep.json", report)
     atomic_write_text(out / "sweep.md", markdown(report))
     plot(report, out / "sweep.png")
-    report["paths"] = {"json": str(out / "sweep.json"), "markdown": str(out / "sweep.md"), "plot": str(out / "sweep.png")}
+    report["paths"] = {
+        "json": str(out / "sweep.json"),
+        "markdown": str(out / "sweep.md"),
+        "plot": str(out / "sweep.png"),
+    }
     if conditions and best is None:
         report["no_candidate"] = True
     if opts.deploy_out and best is not None:

@@ -56,18 +56,18 @@ class TrainingDiverged(EdgeCnnError):
 @dataclass
 class TrainConfig(Options):
     epochs: int = 10
-    batch_size: int = 64                # per process under torchrun (global batch = batch_size * WORLD_SIZE)
-    optimizer: Literal["sgd", "adamw"] = "sgd"   # sgd (Nesterov momentum) | adamw
-    lr: float | None = None             # default: 0.05 for sgd, 1e-3 for adamw
+    batch_size: int = 64  # per process under torchrun (global batch = batch_size * WORLD_SIZE)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd (Nesterov momentum) | adamw
+    lr: float | None = None  # default: 0.05 for sgd, 1e-3 for adamw
     momentum: float = 0.9
-    weight_decay: float = 5e-4          # not applied to biases and norm layers
+    weight_decay: float = 5e-4  # not applied to biases and norm layers
     label_smoothing: float = 0.0
-    warmup_epochs: float = 0.0          # linear warm-up, then the schedule
+    warmup_epochs: float = 0.0  # linear warm-up, then the schedule
     schedule: Literal["cosine", "constant"] = "cosine"
     seed: int = 0
-    device: str = "auto"                # auto | cpu | cuda | cuda:N
-    amp: bool = True                    # mixed precision on CUDA only
-    channels_last: bool = True          # on CUDA only
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA only
+    channels_last: bool = True  # on CUDA only
     num_workers: int = 0
     augment: bool = True
     extra: dict = field(default_factory=dict)
@@ -104,12 +104,12 @@ class FitOptions(Options):
     ``batch_size``; the stage's own epochs (and ``lr`` when given) replace its values."""
 
     data: DataSource | None = None
-    lr: float | None = None             # default: the stage's (0.01 SGD for fine-tuning)
+    lr: float | None = None  # default: the stage's (0.01 SGD for fine-tuning)
     batch_size: int = 64
     config: TrainConfig | None = None
     seed: int = 0
-    device: str = "auto"                # auto | cpu | cuda | cuda:N
-    val_split: float = 0.2              # held-out fraction of a folder of class sub-folders
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    val_split: float = 0.2  # held-out fraction of a folder of class sub-folders
     skip_corrupt: bool = False
 
     def __post_init__(self) -> None:
@@ -136,20 +136,33 @@ class FitOptions(Options):
         """The rules on ``--finetune-epochs``: >= 0, and training needs data."""
         check_range("--finetune-epochs", epochs, 0, None)
         if epochs > 0 and self.data is None:
-            raise OptionError("--finetune-epochs needs training data: pass --data digits or a folder of class "
-                              "sub-folders.")
+            raise OptionError(
+                "--finetune-epochs needs training data: pass --data digits or a folder of class sub-folders."
+            )
 
     def train_config(self, epochs: int, default_lr: float | None = 0.01) -> TrainConfig:
         """The TrainConfig of the stage's training run: ``epochs``, and ``lr`` (else ``default_lr``)."""
         if self.config is None:
-            return TrainConfig(epochs=epochs, batch_size=self.batch_size, seed=self.seed, device=self.device,
-                               lr=self.lr if self.lr is not None else default_lr)
+            return TrainConfig(
+                epochs=epochs,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                device=self.device,
+                lr=self.lr if self.lr is not None else default_lr,
+            )
         return dataclasses.replace(self.config, epochs=epochs, **({"lr": self.lr} if self.lr is not None else {}))
 
     def dataset(self, input_spec: dict, split: str, *, num_classes: int, augment: bool = False):
         """The ``split`` ('train' | 'val') of ``data`` for a model with ``input_spec``."""
-        return self.data.dataset(input_spec, split, val_split=self.val_split, seed=self.seed, augment=augment,
-                                 skip_corrupt=self.skip_corrupt, num_classes=num_classes)
+        return self.data.dataset(
+            input_spec,
+            split,
+            val_split=self.val_split,
+            seed=self.seed,
+            augment=augment,
+            skip_corrupt=self.skip_corrupt,
+            num_classes=num_classes,
+        )
 
 
 # -- recipes -----------------------------------------------------------------------------------------
@@ -157,14 +170,37 @@ class FitOptions(Options):
 # Keys: in_channels / input_size (the model input) + TrainConfig fields.
 DIGITS_RECIPES: dict[str, dict] = {
     # 61,706 params; ~15 s on 2 idle cores; >= 98.6 % top-1 over seeds 0-2.
-    "lenet5": {"in_channels": 1, "input_size": 32, "epochs": 30, "batch_size": 32, "optimizer": "sgd", "lr": 0.1,
-               "label_smoothing": 0.1, "weight_decay": 5e-4},
-    "resnet18": {"in_channels": 1, "input_size": 32, "epochs": 12, "batch_size": 64, "optimizer": "sgd", "lr": 0.05,
-                 "label_smoothing": 0.1, "weight_decay": 5e-4},
+    "lenet5": {
+        "in_channels": 1,
+        "input_size": 32,
+        "epochs": 30,
+        "batch_size": 32,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "label_smoothing": 0.1,
+        "weight_decay": 5e-4,
+    },
+    "resnet18": {
+        "in_channels": 1,
+        "input_size": 32,
+        "epochs": 12,
+        "batch_size": 64,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "label_smoothing": 0.1,
+        "weight_decay": 5e-4,
+    },
 }
 # Any other zoo model on the digits: gray input at the smallest size >= 32 its architecture accepts.
-_DIGITS_GENERIC = {"in_channels": 1, "epochs": 15, "batch_size": 64, "optimizer": "sgd", "lr": 0.05,
-                   "label_smoothing": 0.1, "weight_decay": 5e-4}
+_DIGITS_GENERIC = {
+    "in_channels": 1,
+    "epochs": 15,
+    "batch_size": 64,
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "label_smoothing": 0.1,
+    "weight_decay": 5e-4,
+}
 #: measured recipes per kind of data source: (per model, any other model)
 MEASURED = {"digits": (DIGITS_RECIPES, _DIGITS_GENERIC)}
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -231,7 +267,7 @@ class _Loop:
     """The moving parts of one ``fit`` run."""
 
     model: object
-    net: object                 # the model, or its DistributedDataParallel wrapper
+    net: object  # the model, or its DistributedDataParallel wrapper
     config: TrainConfig
     loader: DataLoader
     sampler: DistributedSampler | None
@@ -266,14 +302,32 @@ def _setup(model, train_set, config: TrainConfig) -> _Loop:
     if world > 1:
         sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
     per_process = len(train_set) // world
-    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                        drop_last=per_process > config.batch_size, num_workers=config.num_workers,
-                        generator=g if sampler is None else None, pin_memory=cuda,
-                        persistent_workers=config.num_workers > 0)
+    loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=per_process > config.batch_size,
+        num_workers=config.num_workers,
+        generator=g if sampler is None else None,
+        pin_memory=cuda,
+        persistent_workers=config.num_workers > 0,
+    )
     optimizer = make_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and config.amp)
-    return _Loop(model=model, net=model, config=config, loader=loader, sampler=sampler, generator=g,
-                 optimizer=optimizer, scaler=scaler, device=device, world=world, main=rank == 0)
+    return _Loop(
+        model=model,
+        net=model,
+        config=config,
+        loader=loader,
+        sampler=sampler,
+        generator=g,
+        optimizer=optimizer,
+        scaler=scaler,
+        device=device,
+        world=world,
+        main=rank == 0,
+    )
 
 
 def _restore(loop: _Loop, resume: dict | None, optimizer_state: dict | None) -> tuple[int | None, list[dict]]:
@@ -287,8 +341,10 @@ def _restore(loop: _Loop, resume: dict | None, optimizer_state: dict | None) -> 
         loop.optimizer.load_state_dict(resume["optimizer"])
     except (KeyError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
-        raise WeightsError(f"The checkpoint does not fit this model/optimizer ({first}); resume with the model, "
-                           "input and --optimizer it was trained with.") from exc
+        raise WeightsError(
+            f"The checkpoint does not fit this model/optimizer ({first}); resume with the model, "
+            "input and --optimizer it was trained with."
+        ) from exc
     if loop.use_amp and resume.get("scaler"):
         loop.scaler.load_state_dict(resume["scaler"])
     rng = resume.get("rng") or {}
@@ -310,8 +366,14 @@ def _train_epoch(loop: _Loop, epoch: int, criterion, progress: bool) -> tuple[fl
         loop.sampler.set_epoch(epoch)
     loop.net.train()
     seen, loss_sum, correct, bad_steps = 0, 0.0, 0, 0
-    bar = tqdm(loop.loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=None if progress else True,
-               leave=False, unit="batch", dynamic_ncols=True)
+    bar = tqdm(
+        loop.loader,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        disable=None if progress else True,
+        leave=False,
+        unit="batch",
+        dynamic_ncols=True,
+    )
     for i, (x, y) in enumerate(named_errors(bar)):
         f = lr_factor(epoch * steps_per_epoch + i, total, warmup, config.schedule)
         for grp in optimizer.param_groups:
@@ -331,8 +393,10 @@ def _train_epoch(loop: _Loop, epoch: int, criterion, progress: bool) -> tuple[fl
             bad_steps += 1
             # AMP skips an overflowing step by itself; in FP32 (or when it keeps happening) it is divergence.
             if not loop.use_amp or bad_steps >= 20:
-                raise TrainingDiverged(f"Training diverged at epoch {epoch + 1} (loss {value}); lower --lr "
-                                       f"(now {config.resolved_lr():g}) or add --warmup-epochs.")
+                raise TrainingDiverged(
+                    f"Training diverged at epoch {epoch + 1} (loss {value}); lower --lr "
+                    f"(now {config.resolved_lr():g}) or add --warmup-epochs."
+                )
             continue
         bad_steps = 0
         n = y.shape[0]
@@ -348,18 +412,37 @@ def _train_epoch(loop: _Loop, epoch: int, criterion, progress: bool) -> tuple[fl
 
 
 def _save_epoch(loop: _Loop, path, meta: dict | None, epoch: int, history: list[dict]) -> None:
-    save_checkpoint(path, {
-        "format": CHECKPOINT_FORMAT, **(meta or {}), "epoch": epoch + 1, "config": asdict(loop.config),
-        "model": {k: v.detach().cpu() for k, v in loop.model.state_dict().items()},
-        "optimizer": loop.optimizer.state_dict(), "scaler": loop.scaler.state_dict() if loop.use_amp else {},
-        "rng": {"torch": torch.get_rng_state(), "loader": loop.generator.get_state()}, "history": history,
-    })
+    save_checkpoint(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            **(meta or {}),
+            "epoch": epoch + 1,
+            "config": asdict(loop.config),
+            "model": {k: v.detach().cpu() for k, v in loop.model.state_dict().items()},
+            "optimizer": loop.optimizer.state_dict(),
+            "scaler": loop.scaler.state_dict() if loop.use_amp else {},
+            "rng": {"torch": torch.get_rng_state(), "loader": loop.generator.get_state()},
+            "history": history,
+        },
+    )
 
 
-def fit(model, train_set, val_set=None, config: TrainConfig | None = None, *, loss_fn: LossFn | None = None,
-        progress: bool = True, on_epoch_end: Callable | None = None, start_epoch: int = 0,
-        optimizer_state: dict | None = None, checkpoint: str | os.PathLike | None = None,
-        checkpoint_meta: dict | None = None, resume: dict | None = None) -> dict:
+def fit(
+    model,
+    train_set,
+    val_set=None,
+    config: TrainConfig | None = None,
+    *,
+    loss_fn: LossFn | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable | None = None,
+    start_epoch: int = 0,
+    optimizer_state: dict | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_meta: dict | None = None,
+    resume: dict | None = None,
+) -> dict:
     """Train ``model`` in place. Returns {"history": [...], "best_top1": ..., "seconds": ..., "device": ...}.
 
     ``loss_fn(logits, targets, inputs)`` replaces cross-entropy (distillation passes its KD loss here).
@@ -378,8 +461,9 @@ def fit(model, train_set, val_set=None, config: TrainConfig | None = None, *, lo
     resumed_at, history = _restore(loop, resume, optimizer_state)
     start_epoch = start_epoch if resumed_at is None else resumed_at
     if loop.world > 1:
-        loop.net = DistributedDataParallel(model, device_ids=[torch.device(loop.device).index or 0] if loop.cuda
-                                           else None)
+        loop.net = DistributedDataParallel(
+            model, device_ids=[torch.device(loop.device).index or 0] if loop.cuda else None
+        )
     ce = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     criterion = loss_fn or (lambda logits, y, x: ce(logits, y))
     best = max((r["val_top1"] for r in history if r.get("val_top1") is not None), default=None)
@@ -388,8 +472,12 @@ def fit(model, train_set, val_set=None, config: TrainConfig | None = None, *, lo
     for epoch in range(start_epoch, config.epochs):
         t_epoch = time.perf_counter()
         loss_sum, correct, seen = _train_epoch(loop, epoch, criterion, show)
-        record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
-                  "lr": loop.optimizer.param_groups[0]["lr"]}
+        record = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / max(seen, 1),
+            "train_top1": correct / max(seen, 1),
+            "lr": loop.optimizer.param_groups[0]["lr"],
+        }
         if val_set is not None and loop.main:
             record["val_top1"] = evaluate_module(model, val_set, batch_size=256, device=loop.device)["top1"]
             best = record["val_top1"] if best is None else max(best, record["val_top1"])
@@ -398,8 +486,10 @@ def fit(model, train_set, val_set=None, config: TrainConfig | None = None, *, lo
         log.info("epoch %d: %s", epoch + 1, record)
         if show:
             val = f"  val top-1 {100 * record['val_top1']:.2f}%" if "val_top1" in record else ""
-            tqdm.write(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  train top-1 "
-                       f"{100 * record['train_top1']:.2f}%{val}  ({record['seconds']:.1f} s)")
+            tqdm.write(
+                f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  train top-1 "
+                f"{100 * record['train_top1']:.2f}%{val}  ({record['seconds']:.1f} s)"
+            )
         if checkpoint is not None and loop.main:
             _save_epoch(loop, checkpoint, checkpoint_meta, epoch, history)
         if on_epoch_end is not None:
@@ -407,8 +497,14 @@ def fit(model, train_set, val_set=None, config: TrainConfig | None = None, *, lo
     model.eval()
     # cpu_seconds (all threads of this process) does not depend on what else runs on the machine: on an
     # otherwise idle machine the wall time is at most this, even on one core.
-    return {"history": history, "best_top1": best, "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - cpu0, "device": loop.device, "world_size": loop.world}
+    return {
+        "history": history,
+        "best_top1": best,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - cpu0,
+        "device": loop.device,
+        "world_size": loop.world,
+    }
 
 
 # -- the stage --------------------------------------------------------------------------------------------
@@ -436,15 +532,20 @@ def _resume_state(resume, model_name: str) -> dict | None:
         return None
     state = read_checkpoint(resume)
     if state.get("model_name") != model_name:
-        raise WeightsError(f"Checkpoint '{resume}' is for {state.get('model_name')}, not {model_name}; resume it "
-                           f"with MODEL {state.get('model_name')}.")
+        raise WeightsError(
+            f"Checkpoint '{resume}' is for {state.get('model_name')}, not {model_name}; resume it "
+            f"with MODEL {state.get('model_name')}."
+        )
     return state
 
 
 def _input_spec(spec, plan: dict, state: dict | None, weights: str, in_channels, input_size, resume) -> dict:
     """The model input: explicit > the resumed checkpoint's > a weights artifact's > the recipe's."""
-    source_art = (Artifact.load(weights, formats=("torch",))
-                  if weights not in ("random", "imagenet") and is_artifact(weights) else None)
+    source_art = (
+        Artifact.load(weights, formats=("torch",))
+        if weights not in ("random", "imagenet") and is_artifact(weights)
+        else None
+    )
     if state is not None:
         arch = state["architecture"]
         defaults = (arch["in_channels"], tuple(arch["input_size"]))
@@ -456,15 +557,19 @@ def _input_spec(spec, plan: dict, state: dict | None, weights: str, in_channels,
     input_size = defaults[1] if input_size is None else input_size
     if state is not None:
         arch = state["architecture"]
-        want = architecture_of(spec.name, num_classes=arch["num_classes"], in_channels=in_channels,
-                               input_size=input_size)
+        want = architecture_of(
+            spec.name, num_classes=arch["num_classes"], in_channels=in_channels, input_size=input_size
+        )
         if [want["in_channels"], want["input_size"]] != [arch["in_channels"], arch["input_size"]]:
-            raise InvalidInput(f"Checkpoint '{resume}' was trained at {arch['in_channels']}x{arch['input_size'][0]}x"
-                               f"{arch['input_size'][1]}; drop --in-channels/--input-size when resuming.")
+            raise InvalidInput(
+                f"Checkpoint '{resume}' was trained at {arch['in_channels']}x{arch['input_size'][0]}x"
+                f"{arch['input_size'][1]}; drop --in-channels/--input-size when resuming."
+            )
     input_spec = spec.input_spec(in_channels=in_channels, input_size=input_size)
     if min(input_spec["height"], input_spec["width"]) < spec.min_input:  # raises the clear message
-        spec.build(num_classes=1, in_channels=input_spec["channels"],
-                   input_size=(input_spec["height"], input_spec["width"]))
+        spec.build(
+            num_classes=1, in_channels=input_spec["channels"], input_size=(input_spec["height"], input_spec["width"])
+        )
     return input_spec
 
 
@@ -476,13 +581,18 @@ def _datasets(run: _TrainRun, config: TrainConfig, *, num_classes, val_split: fl
     run.val_set = source.dataset(run.input_spec, "val", **kw)
     run.classes = list(run.train_set.classes)
     if num_classes is not None and num_classes != len(run.classes):
-        raise InvalidInput(f"--num-classes {num_classes} but data '{source}' has {len(run.classes)} classes; "
-                           "drop --num-classes.")
+        raise InvalidInput(
+            f"--num-classes {num_classes} but data '{source}' has {len(run.classes)} classes; drop --num-classes."
+        )
     if len(run.val_set) == 0:
         raise DataError(f"Data '{source}' has no validation images; add a val/ folder or raise --val-split.")
     if run.state is not None:
-        source.check_classes(run.classes, run.state["architecture"]["num_classes"],
-                             who=f"checkpoint '{run.resume}'", fix="resume on the data it was trained on")
+        source.check_classes(
+            run.classes,
+            run.state["architecture"]["num_classes"],
+            who=f"checkpoint '{run.resume}'",
+            fix="resume on the data it was trained on",
+        )
 
 
 def _initial_model(spec, run: _TrainRun):
@@ -493,14 +603,34 @@ def _initial_model(spec, run: _TrainRun):
     with warnings.catch_warnings():
         if run.weights == "random":
             warnings.simplefilter("ignore")
-        return build_model(spec.name, weights=run.weights, num_classes=len(run.classes), in_channels=c,
-                           input_size=(h, w), warn_random=False)
+        return build_model(
+            spec.name,
+            weights=run.weights,
+            num_classes=len(run.classes),
+            in_channels=c,
+            input_size=(h, w),
+            warn_random=False,
+        )
 
 
-def train(model_name: str, *, data, out: str | Path, weights: str = "random", num_classes: int | None = None,
-          in_channels: int | None = None, input_size=None, config: TrainConfig | None = None,
-          overrides: dict | None = None, val_split: float = 0.2, skip_corrupt: bool = False, progress: bool = True,
-          resume: str | os.PathLike | None = None, checkpoint: bool = True, on_epoch_end: Callable | None = None):
+def train(
+    model_name: str,
+    *,
+    data,
+    out: str | Path,
+    weights: str = "random",
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    input_size=None,
+    config: TrainConfig | None = None,
+    overrides: dict | None = None,
+    val_split: float = 0.2,
+    skip_corrupt: bool = False,
+    progress: bool = True,
+    resume: str | os.PathLike | None = None,
+    checkpoint: bool = True,
+    on_epoch_end: Callable | None = None,
+):
     """The train stage: build/load ``model_name``, fit it on ``data``, write a torch artifact to ``out``.
 
     ``data`` is a DataSource or its text ('digits', 'synthetic[:N]', a folder). ``config`` is used as
@@ -522,21 +652,43 @@ def train(model_name: str, *, data, out: str | Path, weights: str = "random", nu
     plan = recipe(model_name, source)
     config = config or configure(model_name, source, resume=state, **(overrides or {}))
     config.validate()
-    run = _TrainRun(model_name=model_name, source=source, out=out, weights=weights, recipe_name=plan["name"],
-                    input_spec=_input_spec(spec, plan, state, weights, in_channels, input_size, resume),
-                    classes=[], train_set=None, val_set=None, state=state, resume=resume,
-                    checkpoint=checkpoint_path(out) if checkpoint else None)
+    run = _TrainRun(
+        model_name=model_name,
+        source=source,
+        out=out,
+        weights=weights,
+        recipe_name=plan["name"],
+        input_spec=_input_spec(spec, plan, state, weights, in_channels, input_size, resume),
+        classes=[],
+        train_set=None,
+        val_set=None,
+        state=state,
+        resume=resume,
+        checkpoint=checkpoint_path(out) if checkpoint else None,
+    )
     _datasets(run, config, num_classes=num_classes, val_split=val_split, skip_corrupt=skip_corrupt)
-    seed_everything(config.seed)          # the initial weights too: the same seed gives the same run
+    seed_everything(config.seed)  # the initial weights too: the same seed gives the same run
     model, info = _initial_model(spec, run)
     c, h, w = run.input_spec["channels"], run.input_spec["height"], run.input_spec["width"]
-    meta = {"model_name": model_name, "classes": run.classes, "input": run.input_spec,
-            "architecture": architecture_of(model_name, num_classes=len(run.classes), in_channels=c,
-                                            input_size=(h, w))}
+    meta = {
+        "model_name": model_name,
+        "classes": run.classes,
+        "input": run.input_spec,
+        "architecture": architecture_of(model_name, num_classes=len(run.classes), in_channels=c, input_size=(h, w)),
+    }
     owns_group = init_distributed(config.device)
     try:
-        result = fit(model, run.train_set, run.val_set, config, progress=progress, checkpoint=run.checkpoint,
-                     checkpoint_meta=meta, resume=state, on_epoch_end=on_epoch_end)
+        result = fit(
+            model,
+            run.train_set,
+            run.val_set,
+            config,
+            progress=progress,
+            checkpoint=run.checkpoint,
+            checkpoint_meta=meta,
+            resume=state,
+            on_epoch_end=on_epoch_end,
+        )
         if not is_main_process():
             return None
         return _record(run, model, config, result, info)
@@ -550,14 +702,37 @@ def _record(run: _TrainRun, model, config: TrainConfig, result: dict, info: dict
     final = evaluate_module(model, run.val_set, device=result["device"])
     model.to("cpu")
     skipped = len(getattr(run.train_set, "skipped", []) or []) + len(getattr(run.val_set, "skipped", []) or [])
-    params = {"data": run.source.describe("train"), "weights": run.weights, "recipe": run.recipe_name,
-              **asdict(config), "lr": config.resolved_lr(), "world_size": result["world_size"],
-              "resumed_from": str(run.resume) if run.resume is not None else None,
-              "resumed_at_epoch": int(run.state["epoch"]) if run.state is not None else None,
-              "skipped_images": skipped}
-    metrics = {"top1": final["top1"], "top5": final["top5"], "eval_data": run.source.describe("val"),
-               "train_seconds": round(result["seconds"], 2), "train_cpu_seconds": round(result["cpu_seconds"], 2)}
-    return save_torch_artifact(model, run.out, name=run.model_name, input_spec=run.input_spec, classes=run.classes,
-                               stage="train", params=params, parent=info.get("parent"), metrics=metrics,
-                               extra={"history": result["history"], "weights_report": info.get("report"),
-                                      "checkpoint": str(run.checkpoint) if run.checkpoint is not None else None})
+    params = {
+        "data": run.source.describe("train"),
+        "weights": run.weights,
+        "recipe": run.recipe_name,
+        **asdict(config),
+        "lr": config.resolved_lr(),
+        "world_size": result["world_size"],
+        "resumed_from": str(run.resume) if run.resume is not None else None,
+        "resumed_at_epoch": int(run.state["epoch"]) if run.state is not None else None,
+        "skipped_images": skipped,
+    }
+    metrics = {
+        "top1": final["top1"],
+        "top5": final["top5"],
+        "eval_data": run.source.describe("val"),
+        "train_seconds": round(result["seconds"], 2),
+        "train_cpu_seconds": round(result["cpu_seconds"], 2),
+    }
+    return save_torch_artifact(
+        model,
+        run.out,
+        name=run.model_name,
+        input_spec=run.input_spec,
+        classes=run.classes,
+        stage="train",
+        params=params,
+        parent=info.get("parent"),
+        metrics=metrics,
+        extra={
+            "history": result["history"],
+            "weights_report": info.get("report"),
+            "checkpoint": str(run.checkpoint) if run.checkpoint is not None else None,
+        },
+    )

@@ -28,14 +28,30 @@ def export_lenet_onnx(torch_art, out: Path, *, opset: int = 13):
     from edgecnn.models import load_torch_model
 
     model = load_torch_model(torch_art)
-    manifest = new_manifest(model=torch_art.model, format="onnx", file="model.onnx", precision="fp32",
-                            input=torch_art.input, classes=torch_art.classes, stage="export", params={"opset": opset},
-                            parent=torch_art, architecture=torch_art.manifest.get("architecture"))
+    manifest = new_manifest(
+        model=torch_art.model,
+        format="onnx",
+        file="model.onnx",
+        precision="fp32",
+        input=torch_art.input,
+        classes=torch_art.classes,
+        stage="export",
+        params={"opset": opset},
+        parent=torch_art,
+        architecture=torch_art.manifest.get("architecture"),
+    )
 
     def write(tmp: Path) -> None:
-        torch.onnx.export(model, torch.zeros(1, *torch_art.input_shape), str(tmp / "model.onnx"), dynamo=False,
-                          opset_version=opset, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            torch.zeros(1, *torch_art.input_shape),
+            str(tmp / "model.onnx"),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
 
     return write_artifact(out, manifest, write)
 
@@ -53,20 +69,35 @@ def quantize_qdq(onnx_art, out: Path, *, n_calib: int = 128):
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"input": x[i:i + 32]} for i in range(0, len(x), 32)])
+            self.batches = iter([{"input": x[i : i + 32]} for i in range(0, len(x), 32)])
 
         def get_next(self):
             return next(self.batches, None)
 
-    manifest = new_manifest(model=onnx_art.model, format="onnx", file="model.onnx", precision="int8",
-                            input=onnx_art.input, classes=onnx_art.classes, stage="quantize",
-                            params={"tool": "onnxruntime.quantize_static", "calibration": n_calib}, parent=onnx_art,
-                            architecture=onnx_art.manifest.get("architecture"))
+    manifest = new_manifest(
+        model=onnx_art.model,
+        format="onnx",
+        file="model.onnx",
+        precision="int8",
+        input=onnx_art.input,
+        classes=onnx_art.classes,
+        stage="quantize",
+        params={"tool": "onnxruntime.quantize_static", "calibration": n_calib},
+        parent=onnx_art,
+        architecture=onnx_art.manifest.get("architecture"),
+    )
 
     def write(tmp: Path) -> None:
-        quantize_static(str(onnx_art.model_file), str(tmp / "model.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+        quantize_static(
+            str(onnx_art.model_file),
+            str(tmp / "model.onnx"),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        )
 
     return write_artifact(out, manifest, write)
 
@@ -94,7 +125,7 @@ class LoopbackSshd:
         self.key = self.root / "client_key"
         self.proc = None
 
-    def start(self) -> "LoopbackSshd":
+    def start(self) -> LoopbackSshd:
         sshd = sshd_binary()
         for name in ("host_key", "client_key"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.root / name)], check=True)
@@ -102,12 +133,27 @@ class LoopbackSshd:
         shutil.copyfile(self.root / "client_key.pub", auth)
         auth.chmod(0o600)
         config = self.root / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {self.root / 'host_key'}",
-            f"AuthorizedKeysFile {auth}", "PermitRootLogin yes", "PubkeyAuthentication yes",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            f"PidFile {self.root / 'sshd.pid'}", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)     # privilege separation directory
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.root / 'host_key'}",
+                    f"AuthorizedKeysFile {auth}",
+                    "PermitRootLogin yes",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    f"PidFile {self.root / 'sshd.pid'}",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
         self._log = open(self.root / "sshd.log", "wb")
         self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.time() + 10

@@ -39,8 +39,15 @@ def resnet18_digits(runs):
     """ResNet-18 trained on the digits at 1x32x32 (few epochs: a real but quick torch artifact)."""
     from edgecnn.train import TrainConfig, train
 
-    return train("resnet18", data="digits", out=runs / "resnet18", in_channels=1, input_size=32,
-                 config=TrainConfig(epochs=4, batch_size=64), progress=False)
+    return train(
+        "resnet18",
+        data="digits",
+        out=runs / "resnet18",
+        in_channels=1,
+        input_size=32,
+        config=TrainConfig(epochs=4, batch_size=64),
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,15 @@ import json
 import pytest
 import torch
 
-from edgecnn.artifact import (MANIFEST, Artifact, atomic_write_json, is_artifact, new_manifest, sha256_file,
-                              write_artifact)
+from edgecnn.artifact import (
+    MANIFEST,
+    Artifact,
+    atomic_write_json,
+    is_artifact,
+    new_manifest,
+    sha256_file,
+    write_artifact,
+)
 from edgecnn.errors import ArtifactError
 from edgecnn.models import create_model, get_spec, load_torch_model, save_torch_artifact
 
@@ -17,8 +24,16 @@ SPEC = get_spec("lenet5").input_spec()
 
 
 def _manifest(**kw):
-    return new_manifest(model="lenet5", format="torch", file="model.bin", precision="fp32", input=SPEC,
-                        classes=list("0123456789"), stage="test", **kw)
+    return new_manifest(
+        model="lenet5",
+        format="torch",
+        file="model.bin",
+        precision="fp32",
+        input=SPEC,
+        classes=list("0123456789"),
+        stage="test",
+        **kw,
+    )
 
 
 def _write(tmp):
@@ -83,7 +98,9 @@ def test_load_errors_say_what_to_do(tmp_path):
     with pytest.raises(ArtifactError, match="not an edgecnn manifest"):
         Artifact.load(tmp_path / "plain")
     write_artifact(tmp_path / "a", _manifest(), _write)
-    with pytest.raises(ArtifactError, match="is a torch artifact but this command needs onnx; make one with 'edgecnn export'"):
+    with pytest.raises(
+        ArtifactError, match="is a torch artifact but this command needs onnx; make one with 'edgecnn export'"
+    ):
         Artifact.load(tmp_path / "a", formats=("onnx",))
     (tmp_path / "a" / "model.bin").write_bytes(b"tampered")
     with pytest.raises(ArtifactError, match="does not match its sha256"):
@@ -105,11 +122,23 @@ def test_update_metrics_and_atomic_json(tmp_path):
 
 def test_torch_artifact_round_trip_is_safetensors(tmp_path):
     model = create_model("lenet5", num_classes=10).eval()
-    art = save_torch_artifact(model, tmp_path / "t", name="lenet5", input_spec=SPEC, classes=list("0123456789"),
-                              stage="train", metrics={"top1": 0.1})
+    art = save_torch_artifact(
+        model,
+        tmp_path / "t",
+        name="lenet5",
+        input_spec=SPEC,
+        classes=list("0123456789"),
+        stage="train",
+        metrics={"top1": 0.1},
+    )
     assert art.model_file.name == "model.safetensors" and art.metrics["params"] == 61706 and art.metrics["macs"] > 0
-    assert art.manifest["architecture"] == {"name": "lenet5", "num_classes": 10, "in_channels": 1,
-                                            "input_size": [32, 32], "structure": None}
+    assert art.manifest["architecture"] == {
+        "name": "lenet5",
+        "num_classes": 10,
+        "in_channels": 1,
+        "input_size": [32, 32],
+        "structure": None,
+    }
     loaded = load_torch_model(Artifact.load(art.path, verify=True))
     x = torch.randn(3, 1, 32, 32)
     with torch.no_grad():
@@ -130,8 +159,15 @@ def test_pruned_structure_rebuilds_from_the_manifest(tmp_path):
     model.features[0], model.features[3] = new_c1, new_c3
     structure = describe_structure(model, create_model("lenet5", num_classes=10))
     assert set(structure) == {"features.0", "features.3"}
-    art = save_torch_artifact(model, tmp_path / "p", name="lenet5", input_spec=SPEC, classes=list("0123456789"),
-                              stage="prune", structure=structure)
+    art = save_torch_artifact(
+        model,
+        tmp_path / "p",
+        name="lenet5",
+        input_spec=SPEC,
+        classes=list("0123456789"),
+        stage="prune",
+        structure=structure,
+    )
     assert art.metrics["params"] < 61706
     loaded = load_torch_model(Artifact.load(art.path))
     x = torch.randn(2, 1, 32, 32)

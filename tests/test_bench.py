@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from cli_helpers import one_line_error
 
 from edgecnn.errors import InvalidInput
-from cli_helpers import one_line_error
 
 FAST = dict(warmup=3, min_time_s=0.3, min_repeats=5, threads=1, progress=False)
 
@@ -33,8 +33,9 @@ def test_same_artifact_twice_gives_ratio_one(which, lenet_onnx, lenet_digits):
     from edgecnn.bench import measure_latency
 
     art = lenet_onnx if which == "onnx" else lenet_digits
-    result = measure_latency([art, art], batch_sizes=(1,), warmup=20, min_time_s=1.5, min_repeats=50, threads=1,
-                             progress=False)
+    result = measure_latency(
+        [art, art], batch_sizes=(1,), warmup=20, min_time_s=1.5, min_repeats=50, threads=1, progress=False
+    )
     first, second = result["results"]
     assert first["label"].endswith("#1") and second["label"].endswith("#2")
     assert first["ratio"] == 1.0
@@ -47,8 +48,15 @@ def test_same_artifact_twice_gives_ratio_one(which, lenet_onnx, lenet_digits):
 def test_torch_and_onnx_at_two_batch_sizes(lenet_digits, lenet_onnx):
     from edgecnn.bench import measure_latency
 
-    result = measure_latency([lenet_digits, lenet_onnx], batch_sizes=(1, 4), warmup=5, min_time_s=0.3,
-                             min_repeats=10, threads=1, progress=False)
+    result = measure_latency(
+        [lenet_digits, lenet_onnx],
+        batch_sizes=(1, 4),
+        warmup=5,
+        min_time_s=0.3,
+        min_repeats=10,
+        threads=1,
+        progress=False,
+    )
     by = {(r["label"], r["batch_size"]): r for r in result["results"]}
     labels = [c["label"] for c in result["candidates"]]
     assert len(by) == 4 and labels == ["lenet5 (torch fp32)", "lenet5-onnx (onnx fp32)"]
@@ -71,8 +79,16 @@ def test_torch_and_onnx_at_two_batch_sizes(lenet_digits, lenet_onnx):
 def test_sequential_mode_and_seconds_warmup(lenet_onnx):
     from edgecnn.bench import measure_latency
 
-    result = measure_latency([lenet_onnx], batch_sizes=(2,), warmup=0.2, min_time_s=0.2, min_repeats=5,
-                             threads=1, interleave=False, progress=False)
+    result = measure_latency(
+        [lenet_onnx],
+        batch_sizes=(2,),
+        warmup=0.2,
+        min_time_s=0.2,
+        min_repeats=5,
+        threads=1,
+        interleave=False,
+        progress=False,
+    )
     (row,) = result["results"]
     assert row["ratio"] == 1.0 and row["ratio_rounds"] is None and row["n"] >= 5
     assert result["settings"]["warmup_unit"] == "s"
@@ -127,16 +143,42 @@ def test_cli_bench_help(cli_run):
 
 def test_cli_bench_happy_path(cli_run, lenet_digits, lenet_onnx, tmp_path):
     js = tmp_path / "bench.json"
-    result = cli_run(["bench", lenet_digits.path, lenet_onnx.path, "--batch-size", "1", "--batch-size", "2",
-                      "--threads", "1", "--warmup", "3", "--min-time", "0.3", "--min-repeats", "5",
-                      "--label", "torch", "--label", "onnx", "--json", js])
+    result = cli_run(
+        [
+            "bench",
+            lenet_digits.path,
+            lenet_onnx.path,
+            "--batch-size",
+            "1",
+            "--batch-size",
+            "2",
+            "--threads",
+            "1",
+            "--warmup",
+            "3",
+            "--min-time",
+            "0.3",
+            "--min-repeats",
+            "5",
+            "--label",
+            "torch",
+            "--label",
+            "onnx",
+            "--json",
+            js,
+        ]
+    )
     assert result.exit_code == 0, result.output
     for text in ("p50 ms", "ratio vs first", "torch", "onnx", "1 threads, interleaved"):
         assert text in result.output
     data = json.loads(js.read_text())
     assert data["schema"] == "edgecnn.bench/1" and data["baseline"] == "torch"
-    assert [(r["label"], r["batch_size"]) for r in data["results"]] == [("torch", 1), ("onnx", 1), ("torch", 2),
-                                                                         ("onnx", 2)]
+    assert [(r["label"], r["batch_size"]) for r in data["results"]] == [
+        ("torch", 1),
+        ("onnx", 1),
+        ("torch", 2),
+        ("onnx", 2),
+    ]
 
 
 def test_cli_bench_errors(cli_run, lenet_onnx, tmp_path):
@@ -159,7 +201,22 @@ def test_cli_bench_ort_spinning(cli_run, lenet_onnx, tmp_path):
     """--ort-spinning runs ONNX Runtime with its own default (as a deployed bundle does); the runner says so."""
     js = tmp_path / "spin.json"
     for flag, expected in ((["--ort-spinning"], ", spinning)"), ([], ", no spinning)")):
-        r = cli_run(["bench", lenet_onnx.path, "--threads", "1", "--warmup", "3", "--min-time", "0.2",
-                     "--min-repeats", "5", "--json", js, *flag])
+        r = cli_run(
+            [
+                "bench",
+                lenet_onnx.path,
+                "--threads",
+                "1",
+                "--warmup",
+                "3",
+                "--min-time",
+                "0.2",
+                "--min-repeats",
+                "5",
+                "--json",
+                js,
+                *flag,
+            ]
+        )
         assert r.exit_code == 0, r.output
         assert json.loads(js.read_text())["candidates"][0]["runner"].endswith(expected)

@@ -17,8 +17,8 @@ from edgecnn.errors import DataError
 from edgecnn.models import get_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = get_spec("resnet18").input_spec(input_size=32)      # RGB, ImageNet mean/std, 32 px
-source = DataSource.parse                                    # sources are parsed once, at the edge
+SPEC = get_spec("resnet18").input_spec(input_size=32)  # RGB, ImageNet mean/std, 32 px
+source = DataSource.parse  # sources are parsed once, at the edge
 
 
 def _photo(seed: int, size=(40, 30)) -> np.ndarray:
@@ -51,8 +51,16 @@ def test_reads_every_format_recursively(mixed_folder):
         cal = load_calibration(source(mixed_folder), SPEC, batch_size=2)
     assert cal.num_images == 8 and len(cal) == 4
     assert all(b.shape == (2, 3, 32, 32) and b.dtype == np.float32 for b in cal)
-    assert {Path(f).name for f in cal.files} == {"one.jpg", "two.png", "three.bmp", "four.gif", "five.webp", "gray.png",
-                                                  "alpha.png", "sixteen.tif"}
+    assert {Path(f).name for f in cal.files} == {
+        "one.jpg",
+        "two.png",
+        "three.bmp",
+        "four.gif",
+        "five.webp",
+        "gray.png",
+        "alpha.png",
+        "sixteen.tif",
+    }
     assert "notes.txt" not in " ".join(cal.files)
     # preprocessing is the manifest's: resize + crop + ImageNet normalisation, so values leave [0, 1]
     x = cal.images()
@@ -121,7 +129,7 @@ def test_digits_source_uses_training_split_balanced():
 
     spec = get_spec("lenet5").input_spec()
     with warnings.catch_warnings():
-        warnings.simplefilter("error")          # 1,437 training images: no "fewer than 300" warning
+        warnings.simplefilter("error")  # 1,437 training images: no "fewer than 300" warning
         cal = load_calibration(source("digits"), spec, subset_size=50)
     assert cal.num_images == 50 and cal.source["split"] == "train"
     train = DigitsDataset(spec, "train")
@@ -143,7 +151,7 @@ def test_build_folder_from_digits_is_balanced_and_atomic(tmp_path):
         build_calibration_folder(source("digits"), 10, out)
     info = build_calibration_folder(source("digits"), 10, out, overwrite=True)
     assert len(find_images(out)) == 10
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporary leftovers
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
 def test_build_folder_from_image_folder(tmp_path):

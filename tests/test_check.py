@@ -63,15 +63,18 @@ def test_policy_from_dict_and_overrides():
     assert Policy.from_dict({"max_top1_drop": None}).max_top1_drop is None
 
 
-@pytest.mark.parametrize("data,needle", [
-    ({"max_top1_dorp": 1}, "Did you mean 'max_top1_drop'"),
-    ({"min_agreement": 98}, "within [0, 1]"),
-    ({"max_top1_drop": "one"}, "must be a number"),
-    ({"decide_on": "vote"}, "'ci' or 'point'"),
-    ({"version": 2}, "version"),
-    ({"seed": 1.5}, "whole number"),
-    (["max_top1_drop", 1], "mapping"),
-])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        ({"max_top1_dorp": 1}, "Did you mean 'max_top1_drop'"),
+        ({"min_agreement": 98}, "within [0, 1]"),
+        ({"max_top1_drop": "one"}, "must be a number"),
+        ({"decide_on": "vote"}, "'ci' or 'point'"),
+        ({"version": 2}, "version"),
+        ({"seed": 1.5}, "whole number"),
+        (["max_top1_drop", 1], "mapping"),
+    ],
+)
 def test_policy_rejects_bad_values(data, needle):
     with pytest.raises(InvalidInput, match=None) as exc:
         Policy.from_dict(data, source="p.yaml")
@@ -106,9 +109,30 @@ def test_identical_candidate_passes(lenet_digits):
 def test_good_compressed_model_passes(cli_run, lenet_digits, compressed, gate_dir):
     out = gate_dir / "good"
     policy = Path(__file__).resolve().parents[1] / "examples" / "policies" / "digits-ci.yaml"
-    res = cli_run(["check", compressed.path, "--against", lenet_digits.path, "--data", "digits", "--policy", policy,
-                   "--latency-min-time", "0.3", "--json", out / "r.json", "--junit", out / "r.xml",
-                   "--markdown", out / "r.md", "--plot", out / "r.png", "--save-baseline", out / "baseline.json"])
+    res = cli_run(
+        [
+            "check",
+            compressed.path,
+            "--against",
+            lenet_digits.path,
+            "--data",
+            "digits",
+            "--policy",
+            policy,
+            "--latency-min-time",
+            "0.3",
+            "--json",
+            out / "r.json",
+            "--junit",
+            out / "r.xml",
+            "--markdown",
+            out / "r.md",
+            "--plot",
+            out / "r.png",
+            "--save-baseline",
+            out / "baseline.json",
+        ]
+    )
     assert res.exit_code == EXIT_PASS, res.output
     assert "PASS" in res.output
     for name in ("r.json", "r.xml", "r.md", "r.png", "baseline.json"):
@@ -126,9 +150,25 @@ def test_good_compressed_model_passes(cli_run, lenet_digits, compressed, gate_di
 
 def test_damaged_model_fails_and_names_the_metric(cli_run, lenet_digits, damaged, gate_dir):
     out = gate_dir / "bad"
-    res = cli_run(["check", damaged.path, "--against", lenet_digits.path, "--no-latency", "--min-agreement", "0.95",
-                   "--junit", out / "r.xml", "--markdown", out / "r.md", "--json", out / "r.json",
-                   "--save-baseline", out / "baseline.json"])
+    res = cli_run(
+        [
+            "check",
+            damaged.path,
+            "--against",
+            lenet_digits.path,
+            "--no-latency",
+            "--min-agreement",
+            "0.95",
+            "--junit",
+            out / "r.xml",
+            "--markdown",
+            out / "r.md",
+            "--json",
+            out / "r.json",
+            "--save-baseline",
+            out / "baseline.json",
+        ]
+    )
     assert res.exit_code == EXIT_FAIL, res.output
     assert "FAIL" in res.output and "top-1 drop" in res.output and "agreement" in res.output
     assert not (out / "baseline.json").exists()  # a failing gate never becomes the baseline
@@ -155,13 +195,25 @@ def test_inconclusive_when_interval_straddles_budget(cli_run, lenet_digits, dama
     first = check(damaged, lenet_digits, "digits", {"decide_on": "point"}, latency=False).metric("top1_drop")
     assert first.low < first.value < first.high
     budget = (first.value + first.high) / 2  # point estimate within budget, upper bound above it
-    res = cli_run(["check", damaged.path, "--against", lenet_digits.path, "--no-latency",
-                   "--max-top1-drop", f"{budget:.3f}"])
+    res = cli_run(
+        ["check", damaged.path, "--against", lenet_digits.path, "--no-latency", "--max-top1-drop", f"{budget:.3f}"]
+    )
     assert res.exit_code == EXIT_INCONCLUSIVE, res.output
     assert "INCONCLUSIVE" in res.output and "cannot be decided" in res.output
     # decided on the point estimate the same evidence passes
-    res = cli_run(["check", damaged.path, "--against", lenet_digits.path, "--no-latency",
-                   "--max-top1-drop", f"{budget:.3f}", "--decide-on", "point"])
+    res = cli_run(
+        [
+            "check",
+            damaged.path,
+            "--against",
+            lenet_digits.path,
+            "--no-latency",
+            "--max-top1-drop",
+            f"{budget:.3f}",
+            "--decide-on",
+            "point",
+        ]
+    )
     assert res.exit_code == EXIT_PASS, res.output
 
 
@@ -175,7 +227,7 @@ def test_baseline_roundtrip_regression_and_fingerprint(lenet_digits, gate_dir):
     again = check(lenet_digits, lenet_digits, "digits", {**policy, "baseline_latency_tolerance": 5.0}, baseline=path)
     assert again.verdict == "pass", again.summary()
     assert again.metric("baseline_top1").status == "pass"
-    assert again.metric("baseline_latency").status == "pass"   # same machine, same versions
+    assert again.metric("baseline_latency").status == "pass"  # same machine, same versions
     # a baseline that was better than what we have now -> regression
     better = dict(base)
     better["metrics"] = {**base["metrics"], "candidate_top1": base["metrics"]["candidate_top1"] + 2.0}
@@ -192,9 +244,14 @@ def test_baseline_roundtrip_regression_and_fingerprint(lenet_digits, gate_dir):
 def test_baseline_from_another_model(cli_run, lenet_digits, gate_dir):
     from edgecnn.models import create_model, save_torch_artifact
 
-    other = save_torch_artifact(create_model("resnet18", num_classes=10, in_channels=1, input_size=32),
-                                gate_dir / "resnet18-random", name="resnet18",
-                                input_spec=_spec("resnet18"), classes=lenet_digits.classes, stage="train")
+    other = save_torch_artifact(
+        create_model("resnet18", num_classes=10, in_channels=1, input_size=32),
+        gate_dir / "resnet18-random",
+        name="resnet18",
+        input_spec=_spec("resnet18"),
+        classes=lenet_digits.classes,
+        stage="train",
+    )
     # plumbing: only the identity matters
     rep = check(other, other, "synthetic:16", {"max_top1_drop": 1.0}, latency=False)
     path = save_baseline(rep, gate_dir / "resnet-baseline.json")
@@ -202,9 +259,10 @@ def test_baseline_from_another_model(cli_run, lenet_digits, gate_dir):
     msg = one_line_error(res)
     assert "resnet18" in msg and "lenet5" in msg and "--save-baseline" in msg
     bad = gate_dir / "not-a-baseline.json"
-    bad.write_text("{\"hello\": 1}")
-    msg = one_line_error(cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency",
-                                   "--baseline", bad]))
+    bad.write_text('{"hello": 1}')
+    msg = one_line_error(
+        cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency", "--baseline", bad])
+    )
     assert "not an edgecnn check baseline" in msg
 
 
@@ -225,8 +283,14 @@ def test_help(cli_run):
 def test_different_class_count_is_an_error(cli_run, lenet_digits, gate_dir):
     from edgecnn.models import create_model, save_torch_artifact
 
-    five = save_torch_artifact(create_model("lenet5", num_classes=5), gate_dir / "lenet5-5classes", name="lenet5",
-                               input_spec=lenet_digits.input, classes=[str(i) for i in range(5)], stage="train")
+    five = save_torch_artifact(
+        create_model("lenet5", num_classes=5),
+        gate_dir / "lenet5-5classes",
+        name="lenet5",
+        input_spec=lenet_digits.input,
+        classes=[str(i) for i in range(5)],
+        stage="train",
+    )
     msg = one_line_error(cli_run(["check", five.path, "--against", lenet_digits.path, "--no-latency"]))
     assert "5 classes" in msg and "10" in msg
 
@@ -242,24 +306,31 @@ def test_different_input_spec_is_an_error(cli_run, lenet_digits, gate_dir):
 
 
 def test_missing_data_and_artifacts(cli_run, lenet_digits, tmp_path):
-    msg = one_line_error(cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency",
-                                   "--data", tmp_path / "nope"]))
+    msg = one_line_error(
+        cli_run(
+            ["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency", "--data", tmp_path / "nope"]
+        )
+    )
     assert "does not exist" in msg
     msg = one_line_error(cli_run(["check", tmp_path / "missing", "--against", lenet_digits.path]))
     assert "does not exist" in msg
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("max_top1_drop: [1, 2\n", "not valid YAML"),
-    ("max_top1_drp: 1.0\n", "Did you mean 'max_top1_drop'"),
-    ("min_agreement: 98\n", "min_agreement"),
-    ("- 1\n- 2\n", "mapping"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("max_top1_drop: [1, 2\n", "not valid YAML"),
+        ("max_top1_drp: 1.0\n", "Did you mean 'max_top1_drop'"),
+        ("min_agreement: 98\n", "min_agreement"),
+        ("- 1\n- 2\n", "mapping"),
+    ],
+)
 def test_malformed_policy_file(cli_run, lenet_digits, tmp_path, text, needle):
     f = tmp_path / "policy.yaml"
     f.write_text(text)
-    msg = one_line_error(cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency",
-                                   "--policy", f]))
+    msg = one_line_error(
+        cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--no-latency", "--policy", f])
+    )
     assert needle in msg and "policy.yaml" in msg
 
 

@@ -14,8 +14,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 GATE = "examples/ci/gate.sh"
-SHARED_KEYS = ("MODEL", "DATA", "COMPRESS", "PRUNE_MACS", "FINETUNE_EPOCHS", "OUT", "POLICY", "BASELINE",
-               "ON_INCONCLUSIVE")
+SHARED_KEYS = (
+    "MODEL",
+    "DATA",
+    "COMPRESS",
+    "PRUNE_MACS",
+    "FINETUNE_EPOCHS",
+    "OUT",
+    "POLICY",
+    "BASELINE",
+    "ON_INCONCLUSIVE",
+)
 
 
 def _github() -> tuple[str, dict, dict]:
@@ -103,8 +112,9 @@ def test_ci_gate_runs_on_digits(lenet_digits, tmp_path):
 
     gl_command, gl_env, _ = _gitlab()
     bad = damaged_model(lenet_digits, tmp_path / "damaged")
-    gl_env.update(OUT=str(tmp_path / "gate-bad"), ORIGINAL=str(lenet_digits.path), CANDIDATE=str(bad.path),
-                  BASELINE=str(baseline))
+    gl_env.update(
+        OUT=str(tmp_path / "gate-bad"), ORIGINAL=str(lenet_digits.path), CANDIDATE=str(bad.path), BASELINE=str(baseline)
+    )
     res = _run(gl_command, gl_env)
     assert res.returncode == 3, res.stdout[-3000:] + res.stderr[-3000:]
     assert "FAIL" in res.stdout and "top-1 drop" in res.stdout

@@ -8,10 +8,9 @@ import json
 
 import pytest
 import torch
+from test_data import write_digit_folder
 
 from edgecnn.artifact import Artifact
-
-from test_data import write_digit_folder
 
 
 def assert_clean_failure(result, code: int, *needles: str, out=None):
@@ -22,7 +21,7 @@ def assert_clean_failure(result, code: int, *needles: str, out=None):
     errors = [line for line in text.splitlines() if line.startswith("Error")]
     assert len(errors) == 1, text
     if code == 1:
-        assert len([l for l in result.stderr.splitlines() if l.strip()]) == 1, result.stderr
+        assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]
     if out is not None:
@@ -37,8 +36,22 @@ def test_help(cli_run, cmd):
 
 
 def test_models_table_and_json(cli_run, tmp_path):
-    r = cli_run(["models", "lenet5", "resnet18", "vgg16", "--input-size", "32", "--in-channels", "1", "--num-classes", "10",
-                 "--json", tmp_path / "zoo.json"])
+    r = cli_run(
+        [
+            "models",
+            "lenet5",
+            "resnet18",
+            "vgg16",
+            "--input-size",
+            "32",
+            "--in-channels",
+            "1",
+            "--num-classes",
+            "10",
+            "--json",
+            tmp_path / "zoo.json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert "lenet5" in r.output and "61,706" in r.output and "LeCun" in r.output
     rows = json.loads((tmp_path / "zoo.json").read_text())
@@ -52,7 +65,9 @@ def test_models_table_and_json(cli_run, tmp_path):
 
 def test_train_digits_json_and_resume(cli_run, tmp_path):
     out = tmp_path / "lenet"
-    r = cli_run(["train", "lenet5", "--data", "digits", "--epochs", "2", "--out", out, "--json", tmp_path / "t.json", "-q"])
+    r = cli_run(
+        ["train", "lenet5", "--data", "digits", "--epochs", "2", "--out", out, "--json", tmp_path / "t.json", "-q"]
+    )
     assert r.exit_code == 0, r.output
     assert "val top-1" in r.output and "digits/lenet5" in r.output
     art = Artifact.load(out, verify=True)
@@ -68,7 +83,9 @@ def test_train_digits_json_and_resume(cli_run, tmp_path):
     assert art.manifest["stage"]["params"]["resumed_at_epoch"] == 2 and len(art.manifest["history"]) == 3
     r = cli_run(["train", "resnet18", "--data", "digits", "--epochs", "3", "--out", tmp_path / "r", "--resume", ckpt])
     assert_clean_failure(r, 1, "is for lenet5, not resnet18", out=tmp_path / "r")
-    r = cli_run(["train", "lenet5", "--data", "digits", "--out", tmp_path / "r", "--resume", ckpt, "--weights", "imagenet"])
+    r = cli_run(
+        ["train", "lenet5", "--data", "digits", "--out", tmp_path / "r", "--resume", ckpt, "--weights", "imagenet"]
+    )
     assert_clean_failure(r, 2, "drop --weights", out=tmp_path / "r")
 
 
@@ -79,7 +96,9 @@ def test_eval_torch_and_onnx(cli_run, lenet_digits, lenet_onnx, tmp_path):
     res = json.loads((tmp_path / "e.json").read_text())
     assert res["top1"] == pytest.approx(lenet_digits.metrics["top1"]) and 0.98 <= res["top1"] <= 1.0
     assert len(res["per_class"]) == 10 and res["n"] == 360 and res["images_per_second"] > 0
-    r = cli_run(["eval", lenet_onnx.path, "--data", "digits", "--batch-size", "32", "--json", tmp_path / "o.json", "-q"])
+    r = cli_run(
+        ["eval", lenet_onnx.path, "--data", "digits", "--batch-size", "32", "--json", tmp_path / "o.json", "-q"]
+    )
     assert r.exit_code == 0, r.output
     onnx = json.loads((tmp_path / "o.json").read_text())
     assert onnx["format"] == "onnx" and abs(onnx["top1"] - res["top1"]) <= 1 / 360
@@ -101,15 +120,35 @@ def test_eval_errors(cli_run, lenet_digits, tmp_path):
 def test_train_imagefolder_of_png_files(cli_run, tmp_path):
     root = write_digit_folder(tmp_path / "pngs", per_class=20)
     out = tmp_path / "folder-model"
-    r = cli_run(["train", "lenet5", "--data", root, "--epochs", "8", "--lr", "0.05", "--batch-size", "16",
-                 "--no-augment", "--out", out, "--json", tmp_path / "f.json", "-q"])
+    r = cli_run(
+        [
+            "train",
+            "lenet5",
+            "--data",
+            root,
+            "--epochs",
+            "8",
+            "--lr",
+            "0.05",
+            "--batch-size",
+            "16",
+            "--no-augment",
+            "--out",
+            out,
+            "--json",
+            tmp_path / "f.json",
+            "-q",
+        ]
+    )
     assert r.exit_code == 0, r.output
     art = Artifact.load(out, verify=True)
     assert art.classes == [f"digit{i}" for i in range(10)]
     assert art.manifest["stage"]["params"]["recipe"] == "default"
-    assert art.metrics["top1"] >= 0.6                         # 100 val PNGs, 10 classes: far above chance
+    assert art.metrics["top1"] >= 0.6  # 100 val PNGs, 10 classes: far above chance
     r = cli_run(["eval", out, "--data", root, "--json", tmp_path / "fe.json", "-q"])
-    assert r.exit_code == 0 and json.loads((tmp_path / "fe.json").read_text())["top1"] == pytest.approx(art.metrics["top1"])
+    assert r.exit_code == 0 and json.loads((tmp_path / "fe.json").read_text())["top1"] == pytest.approx(
+        art.metrics["top1"]
+    )
 
 
 def test_train_single_folder_with_val_split(cli_run, tmp_path):
@@ -150,8 +189,22 @@ def test_corrupt_image_fails_naming_it_or_is_skipped(cli_run, tmp_path):
     out = tmp_path / "m"
     r = cli_run(["train", "lenet5", "--data", root, "--epochs", "1", "--out", out, "-q"])
     assert_clean_failure(r, 1, str(bad), "--skip-corrupt", out=out)
-    r = cli_run(["train", "lenet5", "--data", root, "--epochs", "1", "--out", out, "--skip-corrupt", "-q",
-                 "--json", tmp_path / "j.json"])
+    r = cli_run(
+        [
+            "train",
+            "lenet5",
+            "--data",
+            root,
+            "--epochs",
+            "1",
+            "--out",
+            out,
+            "--skip-corrupt",
+            "-q",
+            "--json",
+            tmp_path / "j.json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert "skipped 1 unreadable" in r.output
     assert json.loads((tmp_path / "j.json").read_text())["config"]["skipped_images"] == 1
@@ -163,8 +216,22 @@ def test_weights_error_paths(cli_run, tmp_path, monkeypatch):
     out = tmp_path / "w"
     mismatched = tmp_path / "r34.pth"
     torch.save(create_model("resnet34", num_classes=10).state_dict(), mismatched)
-    args = ["train", "resnet18", "--data", "synthetic:8", "--num-classes", "10", "--input-size", "32", "--epochs", "1",
-            "--out", out, "-q", "--weights"]
+    args = [
+        "train",
+        "resnet18",
+        "--data",
+        "synthetic:8",
+        "--num-classes",
+        "10",
+        "--input-size",
+        "32",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "-q",
+        "--weights",
+    ]
     r = cli_run(args + [mismatched])
     assert_clean_failure(r, 1, "do not fit resnet18", "unexpected key(s): layer1.2.conv1.weight", out=out)
     garbage = tmp_path / "garbage.pth"
@@ -194,8 +261,25 @@ def test_torchvision_weights_through_the_cli_give_identical_logits(cli_run, tmp_
     path = tmp_path / "tv-r18.pth"
     torch.save(theirs.state_dict(), path)
     out = tmp_path / "imported"
-    r = cli_run(["train", "resnet18", "--data", "synthetic:4", "--num-classes", "1000", "--input-size", "64",
-                 "--epochs", "0", "--weights", path, "--out", out, "-q"])
+    r = cli_run(
+        [
+            "train",
+            "resnet18",
+            "--data",
+            "synthetic:4",
+            "--num-classes",
+            "1000",
+            "--input-size",
+            "64",
+            "--epochs",
+            "0",
+            "--weights",
+            path,
+            "--out",
+            out,
+            "-q",
+        ]
+    )
     assert r.exit_code == 0, r.output
     ours = load_torch_model(Artifact.load(out))
     x = torch.randn(2, 3, 64, 64)

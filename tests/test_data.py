@@ -29,7 +29,7 @@ def write_digit_folder(root, *, per_class: int = 6, split: str | None = "both", 
         for c in classes:
             folder = root / sub / f"digit{c}" if sub else root / f"digit{c}"
             folder.mkdir(parents=True, exist_ok=True)
-            for j, i in enumerate(np.flatnonzero(d.target == c)[lo:hi]):
+            for i in np.flatnonzero(d.target == c)[lo:hi]:
                 img = Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8), mode="L").resize((32, 32))
                 img.save(folder / f"{i}.{fmt}")
     return root
@@ -66,7 +66,7 @@ def test_digits_augmentation_is_random_batched_and_label_preserving():
     b = ds.__getitems__([0, 1, 2, 3])
     assert [y for _, y in a] == [y for _, y in b] == [int(ds.targets[i]) for i in range(4)]
     assert all(x.shape == (1, 32, 32) for x, _ in a)
-    assert not torch.equal(a[0][0], b[0][0])                    # fresh jitter on every fetch
+    assert not torch.equal(a[0][0], b[0][0])  # fresh jitter on every fetch
     plain = load_dataset("digits", LENET, "train", augment=False)
     # the jitter is small: each augmented digit is still nearest to its own plain version
     aug = torch.stack([x.flatten() for x, _ in a])
@@ -97,10 +97,10 @@ def test_imagefolder_single_folder_val_split(tmp_path):
     train = load_dataset(str(root), LENET, "train", val_split=0.3, seed=1)
     val = load_dataset(str(root), LENET, "val", val_split=0.3, seed=1)
     assert len(train) == 70 and len(val) == 30
-    assert np.bincount(val.targets).tolist() == [3] * 10                                 # stratified
-    assert not {p for p, _ in train.samples} & {p for p, _ in val.samples}               # disjoint
+    assert np.bincount(val.targets).tolist() == [3] * 10  # stratified
+    assert not {p for p, _ in train.samples} & {p for p, _ in val.samples}  # disjoint
     again = load_dataset(str(root), LENET, "val", val_split=0.3, seed=1)
-    assert [p for p, _ in again.samples] == [p for p, _ in val.samples]                   # deterministic
+    assert [p for p, _ in again.samples] == [p for p, _ in val.samples]  # deterministic
     with pytest.raises(DataError, match="--val-split must be between 0 and 1"):
         load_dataset(str(root), LENET, "train", val_split=1.0)
 
@@ -136,9 +136,9 @@ def test_corrupt_image_is_named_or_skipped_with_a_count(tmp_path):
 def test_read_image_converts_modes(tmp_path):
     from PIL import Image
 
-    arr16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    arr16 = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
     Image.fromarray(arr16).save(tmp_path / "deep.png")
-    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))                # fully transparent red -> white
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent red -> white
     rgba.save(tmp_path / "alpha.png")
     Image.new("RGB", (10, 6), (0, 0, 255)).save(tmp_path / "blue.jpg")
     deep = read_image(tmp_path / "deep.png", 1)

@@ -42,15 +42,19 @@ def test_demo_runs_the_whole_chain(tmp_path, capsys):
     for kind in ("json", "junit", "markdown", "plot"):
         assert Path(chk["reports"][kind]).is_file(), kind
     assert json.loads(Path(chk["reports"]["json"]).read_text())["verdict"] == chk["verdict"]
-    tail = out[out.rindex("edgecnn check: lenet5"):]
+    tail = out[out.rindex("edgecnn check: lenet5") :]
     assert "top-1" in tail and "reports:" in tail and chk["reports"]["markdown"] in tail
 
 
 def test_demo_strict_and_stage_errors(tmp_path):
     demo = _load_demo()
     # one epoch cannot reach the 98 % target: --strict turns that into exit 1
-    assert demo.main(["--models", "lenet5", "--epochs", "1", "--out", str(tmp_path), "-q", "--stages", "train",
-                      "--strict"]) == 1
+    assert (
+        demo.main(
+            ["--models", "lenet5", "--epochs", "1", "--out", str(tmp_path), "-q", "--stages", "train", "--strict"]
+        )
+        == 1
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "compress" not in summary["models"]["lenet5"]
     r = subprocess.run([sys.executable, str(DEMO), "--stages", "deploy"], capture_output=True, text=True)

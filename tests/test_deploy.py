@@ -28,8 +28,14 @@ FAMILY_VERSION = {"8.0": "8.2", "8.4": "8.5", "10": "10.3", "11": "11.0"}
 
 def run_py(bundle: Path, *args, python=sys.executable, env_extra=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([python, str(bundle / "run.py"), *map(str, args)], capture_output=True, text=True,
-                          cwd=str(bundle.parent), env=env, timeout=120)
+    return subprocess.run(
+        [python, str(bundle / "run.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=str(bundle.parent),
+        env=env,
+        timeout=120,
+    )
 
 
 def check_scripts(bundle: Path) -> None:
@@ -46,13 +52,19 @@ def check_scripts(bundle: Path) -> None:
 def test_bundle_for_every_device(device, lenet_onnx13, tmp_path):
     p = load_profile(device)
     precision = "fp16" if p.uses_tensorrt and p.supports("fp16") else "fp32"
-    art = make_bundle(lenet_onnx13, tmp_path / f"{device}-bundle", target=p.target, device=device,
-                             precision=precision)
+    art = make_bundle(lenet_onnx13, tmp_path / f"{device}-bundle", target=p.target, device=device, precision=precision)
     b = art.path
     assert art.format == "bundle" and art.precision == precision and check_bundle(b).id == art.id
     files = set(art.manifest["files"])
-    assert {"model.onnx", "run.py", "verify.sh", "bundle.json", "README.md", "golden/inputs.npy",
-            "golden/expected.npy"} <= files
+    assert {
+        "model.onnx",
+        "run.py",
+        "verify.sh",
+        "bundle.json",
+        "README.md",
+        "golden/inputs.npy",
+        "golden/expected.npy",
+    } <= files
     assert ("build_engine.sh" in files) == p.uses_tensorrt
     assert len([f for f in files if f.startswith("golden/images/")]) == 10
     check_scripts(b)
@@ -61,13 +73,15 @@ def test_bundle_for_every_device(device, lenet_onnx13, tmp_path):
     if p.uses_tensorrt:
         fams = info["tensorrt"]["trtexec"]
         assert list(fams) == families_in_range(p.trt_min, p.trt_max)
-        opts = EngineOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["tensorrt"]["options"].items()})
+        opts = EngineOptions(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in info["tensorrt"]["options"].items()}
+        )
         script = (b / "build_engine.sh").read_text()
         for fam, args in fams.items():
             assert args == trtexec_args(opts, FAMILY_VERSION[fam])
             assert "--onnx=model.onnx" in args and "--saveEngine=model.engine" in args
             assert ("--explicitBatch" in args) == (fam in ("8.0", "8.4"))
-            assert ("--workspace=%d" % opts.workspace_mb in args) == (fam == "8.0")
+            assert (f"--workspace={opts.workspace_mb}" in args) == (fam == "8.0")
             assert (f"--memPoolSize=workspace:{opts.workspace_mb}" in args) == (fam != "8.0")
             assert ("--fp16" in args) == (fam != "11") and ("--stronglyTyped" in args) == (fam == "11")
             assert "--minShapes=input:1x1x32x32" in args and "--maxShapes=input:16x1x32x32" in args
@@ -80,14 +94,14 @@ def test_bundle_for_every_device(device, lenet_onnx13, tmp_path):
     assert "VERIFY PASSED" in r.stdout and f"files       {len(files)} checked" in r.stdout
     result = json.loads(r.stdout.split("edgecnn-verify-result: ")[1])
     assert result["max_abs_error"] <= 1e-4 and result["argmax_agree"] == 10 and result["preprocess_max_abs_diff"] == 0
-    assert info["golden"]["top1_matches_label"] >= 0.8          # real digits, trained model
+    assert info["golden"]["top1_matches_label"] >= 0.8  # real digits, trained model
 
 
 def test_int8_qdq_bundle(lenet_qdq, tmp_path):
     art = make_bundle(lenet_qdq, tmp_path / "int8", target="jetson", device="jetson-orin-nano")
     info = json.loads((art.path / "bundle.json").read_text())
     assert art.precision == "int8" and info["model_precision"] == "int8"
-    for fam, args in info["tensorrt"]["trtexec"].items():
+    for args in info["tensorrt"]["trtexec"].values():
         assert "--int8" in args and "--fp16" in args and "--noTF32" not in args
     assert info["tolerance"]["tensorrt"]["basis"].startswith("INT8")
     assert info["tolerance"]["onnxruntime"]["basis"].startswith("INT8")
@@ -96,8 +110,15 @@ def test_int8_qdq_bundle(lenet_qdq, tmp_path):
 
 
 def test_dla_bundle(lenet_onnx13, tmp_path):
-    art = make_bundle(lenet_onnx13, tmp_path / "dla", target="jetson", device="jetson-agx-orin",
-                             precision="fp16", dla_core=1, gpu_fallback=True)
+    art = make_bundle(
+        lenet_onnx13,
+        tmp_path / "dla",
+        target="jetson",
+        device="jetson-agx-orin",
+        precision="fp16",
+        dla_core=1,
+        gpu_fallback=True,
+    )
     info = json.loads((art.path / "bundle.json").read_text())
     for args in info["tensorrt"]["trtexec"].values():
         assert "--useDLACore=1" in args and "--allowGPUFallback" in args
@@ -110,7 +131,7 @@ def test_dla_bundle(lenet_onnx13, tmp_path):
 def test_torch_artifact_is_exported_for_the_device(lenet_digits, tmp_path):
     art = make_bundle(lenet_digits, tmp_path / "nano", target="jetson", device="jetson-nano", precision="fp16")
     info = json.loads((art.path / "bundle.json").read_text())
-    assert info["opset"] == 13 and art.manifest["parent"]["id"] == lenet_digits.id   # TensorRT 8.2 reads opset 13
+    assert info["opset"] == 13 and art.manifest["parent"]["id"] == lenet_digits.id  # TensorRT 8.2 reads opset 13
     assert run_py(art.path, "--verify", "--runtime", "onnxruntime").returncode == 0
 
 
@@ -138,8 +159,12 @@ def test_tampered_bundle_fails_clearly(lenet_onnx13, tmp_path):
     np.save(exp, arr)
     r = run_py(art.path, "--verify")
     assert r.returncode == 1 and "golden/expected.npy does not match its sha256 in manifest.json" in r.stderr
-    r = subprocess.run(["bash", str(art.path / "verify.sh")], capture_output=True, text=True,
-                       env={**os.environ, "PYTHON": sys.executable})
+    r = subprocess.run(
+        ["bash", str(art.path / "verify.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
     assert r.returncode == 1 and "sha256" in r.stderr
     with pytest.raises(ArtifactError, match="expected.npy does not match its sha256"):
         check_bundle(art.path)
@@ -153,7 +178,7 @@ def test_tampered_bundle_fails_clearly(lenet_onnx13, tmp_path):
 def test_verify_detects_wrong_outputs(lenet_onnx13, lenet_qdq, tmp_path):
     """A bundle whose model computes something else fails verification with the tolerance that would pass."""
     art = make_bundle(lenet_onnx13, tmp_path / "b", target="cpu")
-    shutil.copyfile(lenet_qdq.model_file, art.path / "model.onnx")       # swap in the INT8 model ...
+    shutil.copyfile(lenet_qdq.model_file, art.path / "model.onnx")  # swap in the INT8 model ...
     art.manifest["files"]["model.onnx"] = Artifact.load(lenet_qdq.path).sha256  # ... and re-sign it
     atomic_write_json(art.path / "manifest.json", art.manifest)
     r = run_py(art.path, "--verify")
@@ -176,7 +201,7 @@ def test_golden_images_from_a_folder(tmp_path):
             Image.fromarray(rng.integers(0, 255, (40, 36), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
     g = golden_images(spec, 3, tmp_path / "imgs")
     assert g.classes == ["cat", "dog"] and g.labels[:2] == [0, 1] and len(g.images) == len(g.names) == 3
-    assert all(img.mode == "L" and img.size == (36, 40) for img in g.images)       # as read; run.py preprocesses
+    assert all(img.mode == "L" and img.size == (36, 40) for img in g.images)  # as read; run.py preprocesses
     digits = golden_images(spec, 12)
     assert digits.labels[:10] == list(range(10)) and digits.names[3] == "03-digit3.png"
     assert all(img.size == (32, 32) for img in digits.images)
@@ -214,16 +239,26 @@ def test_cli_deploy(cli_run, lenet_onnx13, tmp_path):
         assert not (out / "prebuilt").exists()
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["--target", "jetson", "--device", "jetson-orin-nan"], 1, "Did you mean 'jetson-orin-nano'"),
-    (["--target", "jetson", "--device", "jetson-xavier-nx", "--precision", "fp16", "--dla-core", "2"], 1,
-     "--dla-core 2 does not exist"),
-    (["--target", "jetson", "--device", "jetson-orin-nano", "--precision", "fp16", "--dla-core", "0"], 1, "has no DLA"),
-    (["--target", "gpu", "--device", "jetson-nano"], 1, "use --target jetson"),
-    (["--target", "jetson", "--device", "jetson-orin-nano", "--precision", "int8"], 1, "quantize it first"),
-    (["--target", "cpu", "--port", "22"], 2, "need --host"),
-    (["--target", "jetson", "--gpu-fallback"], 2, "--dla-core"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--target", "jetson", "--device", "jetson-orin-nan"], 1, "Did you mean 'jetson-orin-nano'"),
+        (
+            ["--target", "jetson", "--device", "jetson-xavier-nx", "--precision", "fp16", "--dla-core", "2"],
+            1,
+            "--dla-core 2 does not exist",
+        ),
+        (
+            ["--target", "jetson", "--device", "jetson-orin-nano", "--precision", "fp16", "--dla-core", "0"],
+            1,
+            "has no DLA",
+        ),
+        (["--target", "gpu", "--device", "jetson-nano"], 1, "use --target jetson"),
+        (["--target", "jetson", "--device", "jetson-orin-nano", "--precision", "int8"], 1, "quantize it first"),
+        (["--target", "cpu", "--port", "22"], 2, "need --host"),
+        (["--target", "jetson", "--gpu-fallback"], 2, "--dla-core"),
+    ],
+)
 def test_cli_deploy_errors(cli_run, lenet_onnx13, tmp_path, args, code, message):
     r = cli_run(["deploy", lenet_onnx13.path, "--out", tmp_path / "b", *args])
     assert r.exit_code == code and message in r.output and "Traceback" not in r.output
@@ -253,8 +288,8 @@ def test_latest_compress_output(cli_run, lenet_onnx13, lenet_qdq, lenet_digits, 
     base = tmp_path / "runs" / "compress"
     _copy_as(lenet_onnx13, base / "exp1" / "onnx", "2030-01-01T00:00:00+00:00")
     _copy_as(lenet_qdq, base / "exp2" / "int8", "2030-01-02T00:00:00+00:00")
-    _copy_as(lenet_digits, base / "exp3" / "pruned", "2030-01-03T00:00:00+00:00")   # newer, but torch
-    (base / "exp4" / ".int8.tmp-abcd").mkdir(parents=True)                          # a stage still running
+    _copy_as(lenet_digits, base / "exp3" / "pruned", "2030-01-03T00:00:00+00:00")  # newer, but torch
+    (base / "exp4" / ".int8.tmp-abcd").mkdir(parents=True)  # a stage still running
     art, why = latest_compress_output(tmp_path)
     assert art.path == base / "exp2" / "int8" and art.precision == "int8" and "newest edgecnn compress output" in why
     monkeypatch.chdir(tmp_path)
@@ -280,27 +315,33 @@ done
 """
 
 
-@pytest.mark.parametrize("device, precision, code, version, family", [
-    ("jetson-xavier-nx", "fp16", 8201, "8.2.1", "8.0"),      # JetPack 4.6.1: --explicitBatch --workspace
-    ("jetson-xavier-nx", "fp16", 8502, "8.5.2", "8.4"),      # JetPack 5.1: --memPoolSize
-    ("jetson-agx-orin", "fp16", 100300, "10.3.0", "10"),     # JetPack 6.1: no --explicitBatch
-    ("x86-gpu", "fp32", 110200, "11.2.0", "11"),             # strongly typed
-    ("jetson-agx-orin", "fp16", 8201, None, "outside 8.4-10.7"),
-    ("jetson-xavier-nx", "fp16", 100300, None, "outside 8.0-8.5"),
-    ("x86-gpu", "fp16", 110200, None, "FP16 on TensorRT 11 needs an FP16 ONNX"),
-])
+@pytest.mark.parametrize(
+    "device, precision, code, version, family",
+    [
+        ("jetson-xavier-nx", "fp16", 8201, "8.2.1", "8.0"),  # JetPack 4.6.1: --explicitBatch --workspace
+        ("jetson-xavier-nx", "fp16", 8502, "8.5.2", "8.4"),  # JetPack 5.1: --memPoolSize
+        ("jetson-agx-orin", "fp16", 100300, "10.3.0", "10"),  # JetPack 6.1: no --explicitBatch
+        ("x86-gpu", "fp32", 110200, "11.2.0", "11"),  # strongly typed
+        ("jetson-agx-orin", "fp16", 8201, None, "outside 8.4-10.7"),
+        ("jetson-xavier-nx", "fp16", 100300, None, "outside 8.0-8.5"),
+        ("x86-gpu", "fp16", 110200, None, "FP16 on TensorRT 11 needs an FP16 ONNX"),
+    ],
+)
 def test_build_engine_script_picks_flags(lenet_onnx13, tmp_path, device, precision, code, version, family):
     """build_engine.sh reads the TensorRT version from trtexec's banner and runs that family's flags;
     versions outside the device's range stop with a clear message."""
     p = load_profile(device)
-    art = make_bundle(lenet_onnx13, tmp_path / "b", target=p.target, device=device, precision=precision,
-                         build_now="never")
+    art = make_bundle(
+        lenet_onnx13, tmp_path / "b", target=p.target, device=device, precision=precision, build_now="never"
+    )
     tool = tmp_path / "bin" / "trtexec"
     tool.parent.mkdir()
     tool.write_text(TRTEXEC_STANDIN.format(code=code))
     tool.chmod(0o755)
     env = {**os.environ, "TRTEXEC": str(tool), "PYTHON": sys.executable}
-    r = subprocess.run(["bash", str(art.path / "build_engine.sh")], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        ["bash", str(art.path / "build_engine.sh")], capture_output=True, text=True, env=env, timeout=120
+    )
     info = json.loads((art.path / "bundle.json").read_text())
     if version is None:
         assert r.returncode == 1 and family in r.stderr, r.stdout + r.stderr
@@ -310,7 +351,7 @@ def test_build_engine_script_picks_flags(lenet_onnx13, tmp_path, device, precisi
     used = (art.path / "model.engine").read_text().split()
     assert used == info["tensorrt"]["trtexec"][family]
     assert json.loads((art.path / "engine.json").read_text())["tensorrt"] == version
-    assert run_py(art.path, "--check-files").returncode == 0         # build outputs are not bundle files
+    assert run_py(art.path, "--check-files").returncode == 0  # build outputs are not bundle files
 
 
 def test_build_engine_script_without_trtexec(lenet_onnx13, tmp_path):
@@ -325,9 +366,10 @@ def test_build_engine_script_without_trtexec(lenet_onnx13, tmp_path):
 
 def test_run_py_tensorrt_path_without_tensorrt(lenet_onnx13, tmp_path):
     art = make_bundle(lenet_onnx13, tmp_path / "b", target="jetson", device="jetson-orin-nano")
-    r = run_py(art.path, "--verify")                          # the bundle's default runtime is TensorRT
+    r = run_py(art.path, "--verify")  # the bundle's default runtime is TensorRT
     try:
         import tensorrt  # noqa: F401
+
         has_trt = True
     except ImportError:
         has_trt = False

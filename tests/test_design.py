@@ -79,8 +79,11 @@ def _imports(path: Path):
 
 
 def test_no_module_over_600_lines():
-    long = {str(p.relative_to(ROOT)): n for p in _modules()
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in _modules()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
     assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by what they own): {long}"
 
 
@@ -139,14 +142,17 @@ def test_function_level_imports_only_for_heavy_optional_modules():
     for p in _modules():
         in_cli = p.parent.name == "cli" and p.name.startswith("cmd_")
         for target, node, in_func, _ in _imports(p):
-            if not in_func or isinstance(node, ast.ImportFrom) and target != _resolve(
-                    _name(p), p.name == "__init__.py", node):
-                continue   # module level, or the per-name duplicate of a from-import
+            if (
+                not in_func
+                or isinstance(node, ast.ImportFrom)
+                and target != _resolve(_name(p), p.name == "__init__.py", node)
+            ):
+                continue  # module level, or the per-name duplicate of a from-import
             top = target.split(".")[0]
             if top in LAZY_OK:
                 continue
             if in_cli and top == "edgecnn":
-                continue   # a command imports the library function it calls (keeps `edgecnn --help` instant)
+                continue  # a command imports the library function it calls (keeps `edgecnn --help` instant)
             bad.append(f"{p.relative_to(ROOT)}:{node.lineno} {target}")
     assert not bad, "function-level imports of modules that belong at the top of the file:\n" + "\n".join(bad)
 
@@ -193,8 +199,9 @@ def test_whole_split_is_never_materialised():
 def test_small_findings_stay_fixed():
     text = "\n".join(p.read_text(encoding="utf-8") for p in _modules())
     assert "FIELD-NOTES" not in text, "cite what is in the repository, not a file outside it"
-    assert "--list-layers" not in text or re.search(r"""["']--list-layers["']""", text), \
+    assert "--list-layers" not in text or re.search(r"""["']--list-layers["']""", text), (
         "an error message names an option that exists"
+    )
     assert not re.search(r"^ROUTES\s*=", text, re.M), "no unused routing table"
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert re.search(r'"rich[>=<~ ]', pyproject), "rich is used, so it is declared"
@@ -203,11 +210,20 @@ def test_small_findings_stay_fixed():
 
 def test_one_chain_builds_candidates_for_compress_and_sweep():
     """prune -> fine-tune -> export -> INT8/FP16 is composed once (compress/chain.py)."""
-    hits = _source_lines(r"\b(prune|quantize|convert_fp16|export_onnx)\(",
-                         exclude=("edgecnn/compress/chain.py", "edgecnn/cli/", "edgecnn/compress/prune.py",
-                                  "edgecnn/compress/quantize.py", "edgecnn/compress/fp16.py",
-                                  "edgecnn/export/", "edgecnn/compress/distill.py", "edgecnn/compress/sparsity.py",
-                                  "edgecnn/deploy"))
+    hits = _source_lines(
+        r"\b(prune|quantize|convert_fp16|export_onnx)\(",
+        exclude=(
+            "edgecnn/compress/chain.py",
+            "edgecnn/cli/",
+            "edgecnn/compress/prune.py",
+            "edgecnn/compress/quantize.py",
+            "edgecnn/compress/fp16.py",
+            "edgecnn/export/",
+            "edgecnn/compress/distill.py",
+            "edgecnn/compress/sparsity.py",
+            "edgecnn/deploy",
+        ),
+    )
     hits = [h for h in hits if "def " not in h.split(":", 2)[2]]
     assert not hits, "compose stages in edgecnn/compress/chain.py only:\n" + "\n".join(hits)
 

@@ -7,12 +7,29 @@ import json
 
 import pytest
 
-from edgecnn.devices import (DeviceProfile, UnknownDevice, list_profiles, load_profile, parse_version, profile_names,
-                             version_floor)
+from edgecnn.devices import (
+    DeviceProfile,
+    UnknownDevice,
+    list_profiles,
+    load_profile,
+    parse_version,
+    profile_names,
+    version_floor,
+)
 from edgecnn.errors import InvalidInput
 
-EXPECTED = {"jetson-nano", "jetson-tx2", "jetson-xavier-nx", "jetson-agx-xavier", "jetson-orin-nano", "jetson-orin-nx",
-            "jetson-orin-nx-8gb", "jetson-agx-orin", "x86-gpu", "x86-cpu"}
+EXPECTED = {
+    "jetson-nano",
+    "jetson-tx2",
+    "jetson-xavier-nx",
+    "jetson-agx-xavier",
+    "jetson-orin-nano",
+    "jetson-orin-nx",
+    "jetson-orin-nx-8gb",
+    "jetson-agx-orin",
+    "x86-gpu",
+    "x86-cpu",
+}
 
 
 def test_every_profile_loads_and_is_consistent():
@@ -25,7 +42,7 @@ def test_every_profile_loads_and_is_consistent():
             assert p.trt_min <= version_floor(p.trt_default) <= p.trt_max
             assert p.compute_capability and p.default_workspace_gb and p.default_workspace_gb < p.memory_gb
             assert p.software_for(p.trt_default) is not None, f"{p.name}: no software row ships its default TensorRT"
-            for row in p.software:               # every listed release lies inside the stated range
+            for row in p.software:  # every listed release lies inside the stated range
                 assert p.trt_in_range(row["tensorrt"]), (p.name, row)
         if p.dla_cores:
             assert p.dla_version in ("1.0", "2.0")
@@ -53,7 +70,9 @@ def test_profile_facts():
 
 
 def test_version_parsing():
-    assert parse_version("8.5.2.2") == (8, 5) and parse_version("10.x") == (10, 999) and version_floor("10.x") == (10, 0)
+    assert (
+        parse_version("8.5.2.2") == (8, 5) and parse_version("10.x") == (10, 999) and version_floor("10.x") == (10, 0)
+    )
     with pytest.raises(ValueError):
         parse_version("ten")
 
@@ -93,18 +112,21 @@ software:
 """
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t + "dla_core: 1\n", r"unknown key 'dla_core'. Did you mean 'dla_cores'"),
-    (lambda t: t.replace("memory_gb: 8\n", ""), "lacks the required key 'memory_gb'"),
-    (lambda t: t.replace("dla_cores: 0", "dla_cores: two"), "'dla-cores' must be a whole number, got 'two'"),
-    (lambda t: t.replace('default: "10.3"', 'default: "11.0"'), "default 11.0 is outside"),
-    (lambda t: t.replace("target: jetson", "target: jetsn"), "'target' must be one of .*Did you mean 'jetson'"),
-    (lambda t: t.replace("[fp32, fp16]", "[fp32, bf16]"), "'precisions' must list"),
-    (lambda t: t.replace("dla_cores: 0", "dla_cores: 2"), "needs 'dla_version'"),
-    (lambda t: t.replace("name: my-board", "name: other"), "must match the file name"),
-    (lambda t: t.replace("{jetpack:", "{jetpak:"), "'software' entry"),
-    (lambda t: t + ": [", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t + "dla_core: 1\n", r"unknown key 'dla_core'. Did you mean 'dla_cores'"),
+        (lambda t: t.replace("memory_gb: 8\n", ""), "lacks the required key 'memory_gb'"),
+        (lambda t: t.replace("dla_cores: 0", "dla_cores: two"), "'dla-cores' must be a whole number, got 'two'"),
+        (lambda t: t.replace('default: "10.3"', 'default: "11.0"'), "default 11.0 is outside"),
+        (lambda t: t.replace("target: jetson", "target: jetsn"), "'target' must be one of .*Did you mean 'jetson'"),
+        (lambda t: t.replace("[fp32, fp16]", "[fp32, bf16]"), "'precisions' must list"),
+        (lambda t: t.replace("dla_cores: 0", "dla_cores: 2"), "needs 'dla_version'"),
+        (lambda t: t.replace("name: my-board", "name: other"), "must match the file name"),
+        (lambda t: t.replace("{jetpack:", "{jetpak:"), "'software' entry"),
+        (lambda t: t + ": [", "not valid YAML"),
+    ],
+)
 def test_invalid_profiles_are_errors(tmp_path, edit, message):
     f = tmp_path / "my-board.yaml"
     f.write_text(edit(GOOD))
@@ -154,7 +176,7 @@ def test_installed_wheel_finds_profiles_under_share(tmp_path, monkeypatch):
     share.mkdir(parents=True)
     for f in devices.BUILTIN_DIR.glob("*.yaml"):
         shutil.copy(f, share / f.name)
-    monkeypatch.setattr(devices, "BUILTIN_DIR", tmp_path / "site-packages" / "devices")   # not there in a wheel
+    monkeypatch.setattr(devices, "BUILTIN_DIR", tmp_path / "site-packages" / "devices")  # not there in a wheel
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
     monkeypatch.delenv("EDGECNN_DEVICES", raising=False)
     assert devices.search_dirs()[-1] == share
@@ -168,8 +190,23 @@ def test_wheel_ships_every_profile(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                        str(tmp_path), str(root)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if r.returncode != 0 and "No module named" in r.stderr:
         pytest.skip(f"cannot build a wheel here: {r.stderr.strip().splitlines()[-1]}")
     assert r.returncode == 0, r.stderr

@@ -35,10 +35,10 @@ def test_cross_architecture_student_from_name(resnet18_digits, tmp_path):
     art = distill("lenet5", resnet18_digits, tmp_path / "kd", DistillOptions(data="digits", epochs=3), progress=False)
     rep = art.manifest["distillation"]
     assert art.model == "lenet5" and art.stage == "distill"
-    assert art.input == resnet18_digits.input                      # inherits the teacher's preprocessing
+    assert art.input == resnet18_digits.input  # inherits the teacher's preprocessing
     assert art.manifest["parent"]["id"] == resnet18_digits.id
     assert rep["teacher_top1"] == pytest.approx(resnet18_digits.metrics["top1"])
-    assert art.metrics["top1"] > 0.6          # 10 classes: chance is 0.1
+    assert art.metrics["top1"] > 0.6  # 10 classes: chance is 0.1
     assert len(art.manifest["history"]) == 3
 
 
@@ -91,26 +91,39 @@ def test_errors(lenet_digits, tmp_path):
     with pytest.raises(InvalidInput, match="alexnet needs inputs of at least 63x63 but the teacher"):
         distill("alexnet", lenet_digits, tmp_path / "a", one, progress=False)
     with pytest.raises(InvalidInput, match="no layer 'features.7'"):
-        distill("lenet5", lenet_digits, tmp_path / "a",
-                DistillOptions(data="digits", epochs=1, feature_layers=["features.7:features.3"]), progress=False)
+        distill(
+            "lenet5",
+            lenet_digits,
+            tmp_path / "a",
+            DistillOptions(data="digits", epochs=1, feature_layers=["features.7:features.3"]),
+            progress=False,
+        )
     with pytest.raises(InvalidInput, match="not a feature map"):
-        distill("lenet5", lenet_digits, tmp_path / "a",
-                DistillOptions(data="digits", epochs=1, feature_layers=[("classifier.1", "classifier.1")]),
-                progress=False)
+        distill(
+            "lenet5",
+            lenet_digits,
+            tmp_path / "a",
+            DistillOptions(data="digits", epochs=1, feature_layers=[("classifier.1", "classifier.1")]),
+            progress=False,
+        )
     with pytest.raises(OptionError, match="alpha"):
-        distill("lenet5", lenet_digits, tmp_path / "a", DistillOptions(data="digits", epochs=1, alpha=1.5),
-                progress=False)
+        distill(
+            "lenet5", lenet_digits, tmp_path / "a", DistillOptions(data="digits", epochs=1, alpha=1.5), progress=False
+        )
     assert not (tmp_path / "a").exists()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"epochs": 1}, "trains on data"),
-    ({"data": "digits", "epochs": 0}, "epochs must be >= 1"),
-    ({"data": "digits", "temperature": 0.0}, "temperature must be > 0"),
-    ({"data": "digits", "alpha": -0.1}, "alpha must be in"),
-    ({"data": "digits", "feature_weight": -1.0}, "feature weight"),
-    ({"data": "digits", "feature_layers": ["a:b:c"]}, "STUDENT_LAYER:TEACHER_LAYER"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epochs": 1}, "trains on data"),
+        ({"data": "digits", "epochs": 0}, "epochs must be >= 1"),
+        ({"data": "digits", "temperature": 0.0}, "temperature must be > 0"),
+        ({"data": "digits", "alpha": -0.1}, "alpha must be in"),
+        ({"data": "digits", "feature_weight": -1.0}, "feature weight"),
+        ({"data": "digits", "feature_layers": ["a:b:c"]}, "STUDENT_LAYER:TEACHER_LAYER"),
+    ],
+)
 def test_option_rules_live_in_distill_options(kwargs, match):
     with pytest.raises(OptionError, match=match):
         DistillOptions(**kwargs).validate()
@@ -127,9 +140,27 @@ def test_cli_help(cli_run):
 def test_cli_happy_path(cli_run, lenet_digits, tmp_path):
     import json
 
-    r = cli_run(["distill", "lenet5", "--teacher", lenet_digits.path, "--data", "digits", "--out", tmp_path / "kd",
-                 "--epochs", "2", "--temperature", "2", "--alpha", "0.5", "--no-progress", "--json",
-                 tmp_path / "kd.json"])
+    r = cli_run(
+        [
+            "distill",
+            "lenet5",
+            "--teacher",
+            lenet_digits.path,
+            "--data",
+            "digits",
+            "--out",
+            tmp_path / "kd",
+            "--epochs",
+            "2",
+            "--temperature",
+            "2",
+            "--alpha",
+            "0.5",
+            "--no-progress",
+            "--json",
+            tmp_path / "kd.json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert "student distilled" in r.output and "wrote" in r.output
     s = json.loads((tmp_path / "kd.json").read_text())
@@ -150,7 +181,10 @@ def test_cli_errors(cli_run, lenet_digits, tmp_path):
     one_line(cli_run(["distill", lenet_digits.path, "--teacher", big.path, *base]), 1, "1x36x36")
     one_line(cli_run(["distill", "lenet", "--teacher", lenet_digits.path, *base]), 1, "Did you mean 'lenet5'")
     one_line(cli_run(["distill", "lenet5", "--teacher", tmp_path / "none", *base]), 1, "does not exist")
-    one_line(cli_run(["distill", "lenet5", "--teacher", lenet_digits.path, "--feature", "a:b:c", *base]), 2,
-             "STUDENT_LAYER:TEACHER_LAYER")
+    one_line(
+        cli_run(["distill", "lenet5", "--teacher", lenet_digits.path, "--feature", "a:b:c", *base]),
+        2,
+        "STUDENT_LAYER:TEACHER_LAYER",
+    )
     one_line(cli_run(["distill", "lenet5", "--teacher", lenet_digits.path, "--alpha", "2", *base]), 2, "alpha")
     assert not (tmp_path / "kd").exists()

@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from cli_helpers import one_line_error
 
 from edgecnn.errors import ArtifactError, InvalidInput
-from cli_helpers import one_line_error
 
 
 def _zoo_model(name: str, size: int, images: np.ndarray):
@@ -126,7 +126,7 @@ def test_fold_batchnorm_in_place_keeps_outputs():
     assert type(model).__name__ == "DenseNet"
     assert "features.conv0+features.norm0" in folded
     assert "features.denseblock1.denselayer1.conv1+features.denseblock1.denselayer1.norm2" in folded
-    assert left == n_bn - len(folded) and left > 0          # norm1 / transition norms / norm5 stay
+    assert left == n_bn - len(folded) and left > 0  # norm1 / transition norms / norm5 stay
     assert isinstance(model.features.norm0, nn.Identity)
     with torch.no_grad():
         assert torch.allclose(model(x), ref, atol=2e-5)
@@ -181,8 +181,8 @@ def test_eval_onnx_equals_torch(lenet_onnx, lenet_digits):
 
 
 def test_eval_resnet_with_folded_bn_equals_torch(resnet18_digits, tmp_path):
-    from edgecnn.export import export_onnx
     from edgecnn.evaluation import evaluate
+    from edgecnn.export import export_onnx
 
     art = export_onnx(resnet18_digits, tmp_path / "r18", progress=False)
     assert art.manifest["onnx"]["bn_folded"] == 20 and art.manifest["onnx"]["bn_remaining"] == 0
@@ -260,15 +260,35 @@ def test_export_refuses_bad_input(lenet_onnx, lenet_digits, tmp_path):
 def test_cli_export_help(cli_run):
     result = cli_run(["export", "--help"])
     assert result.exit_code == 0
-    for opt in ("--out", "--opset", "--dynamic-batch / --static-batch", "--simplify / --no-simplify", "--fold-bn",
-                "--parity-data", "--json"):
+    for opt in (
+        "--out",
+        "--opset",
+        "--dynamic-batch / --static-batch",
+        "--simplify / --no-simplify",
+        "--fold-bn",
+        "--parity-data",
+        "--json",
+    ):
         assert opt in result.output
 
 
 def test_cli_export_happy_path(cli_run, lenet_digits, tmp_path):
     out, js = tmp_path / "cli-onnx", tmp_path / "export.json"
-    result = cli_run(["export", lenet_digits.path, "--out", out, "--static-batch", "--batch-size", "2",
-                      "--parity-images", "8", "--json", js])
+    result = cli_run(
+        [
+            "export",
+            lenet_digits.path,
+            "--out",
+            out,
+            "--static-batch",
+            "--batch-size",
+            "2",
+            "--parity-images",
+            "8",
+            "--json",
+            js,
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert "parity max abs" in result.output and "onnx.checker" in result.output
     data = json.loads(js.read_text())

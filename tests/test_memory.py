@@ -43,8 +43,14 @@ def _folder(root, n_val: int):
 
 def _peak_rss_mb(args, tmp_path) -> float:
     env = dict(os.environ, NNCF_CI="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", CHILD, *map(str, args)], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RSS "))
     return json.loads(line[4:]) / 1024
@@ -52,8 +58,22 @@ def _peak_rss_mb(args, tmp_path) -> float:
 
 @pytest.mark.slow
 def test_compress_comparison_memory_does_not_grow_with_the_split(tmp_path):
-    common = ["lenet5", "--weights", "random", "--num-classes", "2", "--in-channels", "3", "--input-size", "224",
-              "--prune", "0.3", "--finetune-epochs", "0", "--no-bench"]
+    common = [
+        "lenet5",
+        "--weights",
+        "random",
+        "--num-classes",
+        "2",
+        "--in-channels",
+        "3",
+        "--input-size",
+        "224",
+        "--prune",
+        "0.3",
+        "--finetune-epochs",
+        "0",
+        "--no-bench",
+    ]
     small = _folder(tmp_path / "small", 300)
     large = _folder(tmp_path / "large", 900)
     rss_small = _peak_rss_mb(["compress", *common, "--data", small, "--out", tmp_path / "r1"], tmp_path)

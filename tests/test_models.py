@@ -14,8 +14,14 @@ TV_MODELS = [n for n in list_models() if get_spec(n).torchvision]
 
 
 def test_registry_has_the_whole_zoo():
-    expected = {"lenet5", "alexnet", "googlenet", *(f"vgg{d}{b}" for d in (11, 13, 16, 19) for b in ("", "_bn")),
-                *(f"resnet{d}" for d in (18, 34, 50, 101, 152)), *(f"densenet{d}" for d in (121, 161, 169, 201))}
+    expected = {
+        "lenet5",
+        "alexnet",
+        "googlenet",
+        *(f"vgg{d}{b}" for d in (11, 13, 16, 19) for b in ("", "_bn")),
+        *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
+        *(f"densenet{d}" for d in (121, 161, 169, 201)),
+    }
     assert set(list_models()) == expected
     assert len(TV_MODELS) == 19
 
@@ -31,7 +37,7 @@ def test_lenet5_is_the_1998_network():
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 6, (5, 5)), (6, 16, (5, 5))]
     assert [(lin.in_features, lin.out_features) for lin in linears] == [(400, 120), (120, 84), (84, 10)]
-    assert sum(isinstance(m, torch.nn.AvgPool2d) for m in model.modules()) == 2      # S2, S4 subsampling
+    assert sum(isinstance(m, torch.nn.AvgPool2d) for m in model.modules()) == 2  # S2, S4 subsampling
     assert sum(isinstance(m, torch.nn.Tanh) for m in model.modules()) == 4
     assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.MaxPool2d)) for m in model.modules())
     # C1 156 + C3 2,416 + F5 48,120 + F6 10,164 + output 850
@@ -92,7 +98,7 @@ def _torchvision_model(name: str):
     torch.manual_seed(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return getattr(torchvision.models, name)().eval()   # torchvision's own defaults (googlenet: with aux heads)
+        return getattr(torchvision.models, name)().eval()  # torchvision's own defaults (googlenet: with aux heads)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "densenet121", "googlenet"])
@@ -151,8 +157,9 @@ def test_mismatched_weights_list_the_first_keys(tmp_path):
     assert "\n" not in msg
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "pickled-module", "not-tensors", "bad-safetensors",
-                                  "missing"])
+@pytest.mark.parametrize(
+    "kind", ["garbage", "truncated", "pickled-module", "not-tensors", "bad-safetensors", "missing"]
+)
 def test_unreadable_weights_files_fail_clearly(tmp_path, kind):
     path = tmp_path / ("w.safetensors" if kind == "bad-safetensors" else "w.pth")
     if kind == "garbage":
@@ -161,14 +168,19 @@ def test_unreadable_weights_files_fail_clearly(tmp_path, kind):
         torch.save(create_model("lenet5", num_classes=10).state_dict(), path)
         path.write_bytes(path.read_bytes()[:500])
     elif kind == "pickled-module":
-        torch.save(create_model("lenet5", num_classes=10), path)       # a whole pickled nn.Module
+        torch.save(create_model("lenet5", num_classes=10), path)  # a whole pickled nn.Module
     elif kind == "not-tensors":
         torch.save({"epoch": 3, "note": "hello"}, path)
     elif kind == "bad-safetensors":
         path.write_bytes(b"\x00" * 64)
-    expected = {"garbage": "Cannot read weights file", "truncated": "Cannot read weights file",
-                "pickled-module": "refuses to unpickle", "not-tensors": "is not a state_dict",
-                "bad-safetensors": "not a valid safetensors file", "missing": "does not exist"}[kind]
+    expected = {
+        "garbage": "Cannot read weights file",
+        "truncated": "Cannot read weights file",
+        "pickled-module": "refuses to unpickle",
+        "not-tensors": "is not a state_dict",
+        "bad-safetensors": "not a valid safetensors file",
+        "missing": "does not exist",
+    }[kind]
     with pytest.raises(WeightsError, match=expected):
         build_model("lenet5", weights=str(path), num_classes=10)
 
@@ -217,12 +229,14 @@ def test_imagenet_from_the_cache(monkeypatch, tmp_path):
 def test_describe_models_counts_at_a_chosen_input():
     from edgecnn.models import describe_models
 
-    rows = {r["name"]: r for r in describe_models(["lenet5", "resnet18"], input_size=(64, 64), in_channels=1,
-                                                  num_classes=10)}
+    rows = {
+        r["name"]: r
+        for r in describe_models(["lenet5", "resnet18"], input_size=(64, 64), in_channels=1, num_classes=10)
+    }
     assert rows["lenet5"]["input"] == [1, 64, 64]
     real = create_model("resnet18", num_classes=10, in_channels=1)
     assert rows["resnet18"]["params"] == count_params(real)
-    assert rows["resnet18"]["macs"] == count_macs(real, (1, 64, 64))          # meta-device count == real count
+    assert rows["resnet18"]["macs"] == count_macs(real, (1, 64, 64))  # meta-device count == real count
     default = {r["name"]: r for r in describe_models(["lenet5", "vgg16"])}
     assert (default["lenet5"]["classes"], default["lenet5"]["params"]) == (10, 61706)
     assert default["vgg16"]["classes"] == 1000 and default["vgg16"]["input"] == [3, 224, 224]
@@ -248,10 +262,16 @@ def test_layer_names_and_torch_artifacts(tmp_path):
     model = create_model("lenet5", num_classes=10)
     assert unknown_layer(model, ["features.0", "classifier.5"]) is None
     assert unknown_layer(model, ["features.0", "features.9"]) == ("features.9", " Did you mean 'features.5'?")
-    assert unknown_layer(model, [""])[0] == ""                    # the root is not a layer
+    assert unknown_layer(model, [""])[0] == ""  # the root is not a layer
     spec = get_spec("lenet5")
-    art = save_torch_artifact(model, tmp_path / "l", name="lenet5", input_spec=spec.input_spec(),
-                              classes=[str(i) for i in range(10)], stage="random-init")
+    art = save_torch_artifact(
+        model,
+        tmp_path / "l",
+        name="lenet5",
+        input_spec=spec.input_spec(),
+        classes=[str(i) for i in range(10)],
+        stage="random-init",
+    )
     assert torch_artifact(tmp_path / "l", why="-").id == art.id
     other = Artifact(path=art.path, manifest={**art.manifest, "format": "onnx"})
     with pytest.raises(ArtifactError, match="The teacher '.*' is a onnx artifact; use the torch one"):

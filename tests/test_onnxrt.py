@@ -45,7 +45,9 @@ def test_runner_settings_are_explicit(lenet_onnx, lenet_digits, digits_batch):
         onnx_logits = runner.infer(digits_batch)
     with open_runner(lenet_onnx, threads=2) as runner:  # defaults: no spinning, all optimisations
         opts = runner.session.get_session_options()
-        assert opts.intra_op_num_threads == 2 and opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert (
+            opts.intra_op_num_threads == 2 and opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        )
         assert opts.graph_optimization_level.name == "ORT_ENABLE_ALL"
     with open_runner(lenet_onnx, threads=1, spinning=True) as runner:
         assert runner.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
@@ -91,7 +93,7 @@ def test_corrupted_file_is_a_clear_error(lenet_onnx, tmp_path):
     art = _copy(lenet_onnx, tmp_path)
     data = bytearray(art.model_file.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
     art.model_file.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="does not match its sha256"):
         open_runner(art)
@@ -107,7 +109,9 @@ def test_not_an_onnx_model_even_with_matching_hash(lenet_onnx, tmp_path):
     m = json.loads((art.path / MANIFEST).read_text())
     m["sha256"], m["files"]["model.onnx"] = digest, digest
     (art.path / MANIFEST).write_text(json.dumps(m))
-    with pytest.raises(ArtifactError, match="cannot load.*it is not a valid ONNX model; re-create it with 'edgecnn export'"):
+    with pytest.raises(
+        ArtifactError, match="cannot load.*it is not a valid ONNX model; re-create it with 'edgecnn export'"
+    ):
         open_runner(art.path)
 
 
@@ -122,7 +126,10 @@ def test_wrong_input_shapes(lenet_onnx):
     from edgecnn.runtime import open_runner
 
     with open_runner(lenet_onnx, threads=1) as runner:
-        with pytest.raises(InvalidInput, match=r"batch of images \(N, C, H, W\) with C,H,W = 1x32x32; got an array of shape \(1, 32, 32\)"):
+        with pytest.raises(
+            InvalidInput,
+            match=r"batch of images \(N, C, H, W\) with C,H,W = 1x32x32; got an array of shape \(1, 32, 32\)",
+        ):
             runner.infer(np.zeros((1, 32, 32), np.float32))
         with pytest.raises(InvalidInput, match="takes images of C,H,W = 1x32x32.*got 3x32x32"):
             runner.infer(np.zeros((2, 3, 32, 32), np.float32))
@@ -139,8 +146,9 @@ def test_batch_size_not_exported(lenet_digits, tmp_path):
     from edgecnn.export import export_onnx
     from edgecnn.runtime import open_runner
 
-    art = export_onnx(lenet_digits, tmp_path / "b1", dynamic_batch=False, batch_size=1, parity_images_n=4,
-                      progress=False)
+    art = export_onnx(
+        lenet_digits, tmp_path / "b1", dynamic_batch=False, batch_size=1, parity_images_n=4, progress=False
+    )
     with open_runner(art, threads=1) as runner:
         assert runner.fixed_batch == 1
         assert runner.infer(np.zeros((1, 1, 32, 32), np.float32)).shape == (1, 10)
@@ -175,7 +183,8 @@ def test_missing_onnxruntime_library(lenet_onnx):
         "try:\n"
         f"    open_runner({str(lenet_onnx.path)!r})\n"
         "except MissingDependency as exc:\n"
-        "    print('MISSING:', exc)\n")
+        "    print('MISSING:', exc)\n"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "MISSING: onnxruntime is needed for running ONNX models" in proc.stdout
     assert "install it with: pip install onnxruntime" in proc.stdout
@@ -184,7 +193,8 @@ def test_missing_onnxruntime_library(lenet_onnx):
 def test_missing_onnxruntime_cli(lenet_onnx):
     proc = _without_onnxruntime(
         "from edgecnn.cli import main\n"
-        f"main(['bench', {str(lenet_onnx.path)!r}, '--min-time', '0', '--min-repeats', '1', '--warmup', '0'])\n")
+        f"main(['bench', {str(lenet_onnx.path)!r}, '--min-time', '0', '--min-repeats', '1', '--warmup', '0'])\n"
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     err = proc.stderr.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err

@@ -29,15 +29,24 @@ def random_artifact(name, out, *, size=None, in_channels=None, num_classes=10):
     c = in_channels or spec.default_input[0]
     size = size or max(32, spec.min_input)
     model = spec.build(num_classes=num_classes, in_channels=c, input_size=size)
-    return save_torch_artifact(model.eval(), out, name=name, input_spec=spec.input_spec(c, size),
-                               classes=[f"c{i}" for i in range(num_classes)], stage="random-init")
+    return save_torch_artifact(
+        model.eval(),
+        out,
+        name=name,
+        input_spec=spec.input_spec(c, size),
+        classes=[f"c{i}" for i in range(num_classes)],
+        stage="random-init",
+    )
 
 
 def _widths(model):
     from torch import nn
 
-    return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
-            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {
+        n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
 
 
 # -- library ---------------------------------------------------------------------------------------
@@ -51,10 +60,14 @@ def test_prune_lenet_ratio_records_everything(lenet_digits, tmp_path):
     rep = again.manifest["pruning"]
     assert again.stage == "prune" and again.manifest["parent"]["id"] == lenet_digits.id
     assert rep["requested"] == {"kind": "ratio", "value": 0.3}
-    assert rep["round_to"] == 1 and rep["round_to_source"] == "auto"      # LeNet-5's 6-channel C1
+    assert rep["round_to"] == 1 and rep["round_to_source"] == "auto"  # LeNet-5's 6-channel C1
     # every prunable layer lost int(0.3 * width) channels; the classifier kept its 10 outputs
-    assert rep["layers"] == {"features.0": [6, 4], "features.3": [16, 11], "classifier.1": [120, 84],
-                             "classifier.3": [84, 58]}
+    assert rep["layers"] == {
+        "features.0": [6, 4],
+        "features.3": [16, 11],
+        "classifier.1": [120, 84],
+        "classifier.3": [84, 58],
+    }
     assert 0.25 < rep["achieved"]["channel_ratio"] < 0.35
     assert rep["macs"]["after"] < rep["macs"]["before"] and rep["params"]["after"] < rep["params"]["before"]
     assert again.metrics["macs"] == rep["macs"]["after"]
@@ -78,24 +91,28 @@ def test_target_macs_is_reached_on_a_residual_network(tmp_path):
     art = prune(src, tmp_path / "p", PruneOptions(target_macs=0.5), progress=False)
     ach = art.manifest["pruning"]["achieved"]
     assert ach["macs_ratio"] <= 0.5
-    assert ach["macs_ratio"] > 0.4            # the search stops close to the target, not far below it
+    assert ach["macs_ratio"] > 0.4  # the search stops close to the target, not far below it
     widths = art.manifest["pruning"]["layers"]
     # residual adds couple layer1's convs with the stem: they are pruned together, to the same width
     assert widths["conv1"][1] == widths["layer1.0.conv2"][1] == widths["layer1.1.conv2"][1]
-    assert all(after % 8 == 0 for _, after in widths.values())               # round_to 8 (auto)
+    assert all(after % 8 == 0 for _, after in widths.values())  # round_to 8 (auto)
 
 
 def test_target_params_and_global_caps(tmp_path):
     from edgecnn.compress.prune import prune
 
     src = random_artifact("resnet18", tmp_path / "r18", size=32)
-    art = prune(src, tmp_path / "p", PruneOptions(target_params=0.4, global_pruning=True, max_layer_ratio=0.5,
-                                                  round_to=4), progress=False)
+    art = prune(
+        src,
+        tmp_path / "p",
+        PruneOptions(target_params=0.4, global_pruning=True, max_layer_ratio=0.5, round_to=4),
+        progress=False,
+    )
     rep = art.manifest["pruning"]
     assert rep["achieved"]["params_ratio"] <= 0.4
     for name, (before, after) in rep["layers"].items():
         if name != "fc":
-            assert after >= before * 0.5, name          # the cap holds under global ranking
+            assert after >= before * 0.5, name  # the cap holds under global ranking
             assert after % 4 == 0, name
 
 
@@ -109,14 +126,18 @@ def test_steps_with_distillation_finetuning(lenet_digits, tmp_path):
     assert rep["steps"][0]["macs_ratio"] <= 0.75 and rep["steps"][1]["macs_ratio"] <= 0.5
     assert all(len(s["history"]) == 1 and "top1_finetuned" in s for s in rep["steps"])
     assert art.manifest["stage"]["params"]["distill"] is True
-    assert art.metrics["top1"] > 0.85                     # fine-tuned with KD on the real digits
+    assert art.metrics["top1"] > 0.85  # fine-tuned with KD on the real digits
 
 
 def test_taylor_importance_uses_data(lenet_digits, tmp_path):
     from edgecnn.compress.prune import prune
 
-    art = prune(lenet_digits, tmp_path / "t", PruneOptions(ratio=0.5, importance="taylor", global_pruning=True,
-                                                           data="digits"), progress=False)
+    art = prune(
+        lenet_digits,
+        tmp_path / "t",
+        PruneOptions(ratio=0.5, importance="taylor", global_pruning=True, data="digits"),
+        progress=False,
+    )
     assert art.manifest["pruning"]["importance"] == "taylor"
     assert art.manifest["pruning"]["achieved"]["channel_ratio"] == pytest.approx(0.5, abs=0.05)
 
@@ -161,27 +182,39 @@ def test_option_rules_live_in_prune_options(kwargs, match):
 
 def test_options_from_a_mapping_and_for_the_chain():
     """The fields the chain fills, read the way a recipe is (kebab-case keys, data parsed once)."""
-    o = PruneOptions.from_mapping({"ratio": 0.5, "importance": "l2", "finetune-epochs": 1, "data": "digits",
-                                   "distill": True, "temperature": 2.0, "seed": 3})
+    o = PruneOptions.from_mapping(
+        {
+            "ratio": 0.5,
+            "importance": "l2",
+            "finetune-epochs": 1,
+            "data": "digits",
+            "distill": True,
+            "temperature": 2.0,
+            "seed": 3,
+        }
+    )
     assert (o.ratio, o.importance, o.finetune_epochs, o.distill, o.temperature, o.seed) == (0.5, "l2", 1, True, 2.0, 3)
     assert str(o.data) == "digits" and o.target() == ("ratio", 0.5)
     with pytest.raises(OptionError, match="Did you mean 'finetune-epochs'"):
         PruneOptions.from_mapping({"ratio": 0.5, "finetune-epoch": 1})
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    *OPTION_RULES[:4],
-    ({"ratio": 0.3, "importance": "bn"}, "no BatchNorm"),
-    ({"ratio": 0.3, "ignore": ["features.9"]}, "no such layer"),
-    ({"ratio": 0.3, "ignore": ["features.0", "features.3", "classifier.1", "classifier.3"]}, "Nothing to prune"),
-    ({"target_macs": 0.01}, "Cannot bring MACs down"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        *OPTION_RULES[:4],
+        ({"ratio": 0.3, "importance": "bn"}, "no BatchNorm"),
+        ({"ratio": 0.3, "ignore": ["features.9"]}, "no such layer"),
+        ({"ratio": 0.3, "ignore": ["features.0", "features.3", "classifier.1", "classifier.3"]}, "Nothing to prune"),
+        ({"target_macs": 0.01}, "Cannot bring MACs down"),
+    ],
+)
 def test_bad_requests_raise_clear_errors(lenet_digits, tmp_path, kwargs, match):
     from edgecnn.compress.prune import prune
 
     with pytest.raises(InvalidInput, match=match):
         prune(lenet_digits, tmp_path / "p", PruneOptions(**kwargs), progress=False)
-    assert not (tmp_path / "p").exists()                      # nothing half-written
+    assert not (tmp_path / "p").exists()  # nothing half-written
 
 
 def test_group_frozen_by_ignored_member_is_nothing_to_prune(tmp_path):
@@ -208,8 +241,11 @@ def _zoo_params():
 
     out = []
     for name in list_models():
-        marks = [] if FULL_ZOO or name in FAMILY_REPRESENTATIVES else [
-            pytest.mark.skip(reason="same blocks as its family representative; EDGECNN_TEST_FULL_ZOO=1 runs it")]
+        marks = (
+            []
+            if FULL_ZOO or name in FAMILY_REPRESENTATIVES
+            else [pytest.mark.skip(reason="same blocks as its family representative; EDGECNN_TEST_FULL_ZOO=1 runs it")]
+        )
         out.append(pytest.param(name, marks=marks))
     return out
 
@@ -230,7 +266,7 @@ def test_every_zoo_model_prunes_reloads_and_exports(name, tmp_path):
     art = prune(src, tmp_path / "pruned", PruneOptions(ratio=0.3), progress=False)
     rep = art.manifest["pruning"]
     assert rep["layers"] and rep["achieved"]["macs_ratio"] < 0.8
-    assert art.metrics["reload_max_abs_diff"] == 0.0          # rebuilt from disk == pruned in memory
+    assert art.metrics["reload_max_abs_diff"] == 0.0  # rebuilt from disk == pruned in memory
     model = load_torch_model(Artifact.load(tmp_path / "pruned", verify=True))
     x = torch.randn(3, *src.input_shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -257,34 +293,75 @@ def _one_line_error(result, code):
 def test_cli_help(cli_run):
     r = cli_run(["prune", "--help"])
     assert r.exit_code == 0
-    for opt in ("--ratio", "--target-macs", "--target-params", "--importance", "--global", "--round-to",
-                "--max-layer-ratio", "--steps", "--finetune-epochs", "--distill", "--json"):
+    for opt in (
+        "--ratio",
+        "--target-macs",
+        "--target-params",
+        "--importance",
+        "--global",
+        "--round-to",
+        "--max-layer-ratio",
+        "--steps",
+        "--finetune-epochs",
+        "--distill",
+        "--json",
+    ):
         assert opt in r.output
 
 
 def test_cli_happy_path_json(cli_run, lenet_digits, tmp_path):
     import json
 
-    r = cli_run(["prune", lenet_digits.path, "--out", tmp_path / "p", "--target-params", "0.6", "--data", "digits",
-                 "--no-progress", "--json", tmp_path / "p.json"])
+    r = cli_run(
+        [
+            "prune",
+            lenet_digits.path,
+            "--out",
+            tmp_path / "p",
+            "--target-params",
+            "0.6",
+            "--data",
+            "digits",
+            "--no-progress",
+            "--json",
+            tmp_path / "p.json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert "MACs" in r.output and "top-1" in r.output and "wrote" in r.output
     s = json.loads((tmp_path / "p.json").read_text())
     assert s["achieved"]["params_ratio"] <= 0.6 and s["requested"] == {"kind": "target_params", "value": 0.6}
 
 
-@pytest.mark.parametrize("args, code, match", [
-    (["--ratio", "1.5"], 2, "1.5"),
-    (["--ratio", "0"], 2, "0"),
-    (["--ratio", "0.3", "--target-macs", "0.5"], 2, "exactly one"),
-    ([], 2, "exactly one"),
-    (["--ratio", "0.3", "--importance", "taylor"], 2, "--data"),
-    (["--ratio", "0.9"], 2, "--max-layer-ratio"),                   # PruneOptions' rule, exit 2 through the CLI
-    (["--ratio", "0.3", "--distill"], 2, "--finetune-epochs"),
-    (["--ratio", "0.3", "--ignore", "features.0", "--ignore", "features.3", "--ignore", "classifier.1",
-      "--ignore", "classifier.3"], 1, "Nothing to prune"),
-    (["--ratio", "0.3", "--ignore", "fc"], 1, "no such layer"),
-])
+@pytest.mark.parametrize(
+    "args, code, match",
+    [
+        (["--ratio", "1.5"], 2, "1.5"),
+        (["--ratio", "0"], 2, "0"),
+        (["--ratio", "0.3", "--target-macs", "0.5"], 2, "exactly one"),
+        ([], 2, "exactly one"),
+        (["--ratio", "0.3", "--importance", "taylor"], 2, "--data"),
+        (["--ratio", "0.9"], 2, "--max-layer-ratio"),  # PruneOptions' rule, exit 2 through the CLI
+        (["--ratio", "0.3", "--distill"], 2, "--finetune-epochs"),
+        (
+            [
+                "--ratio",
+                "0.3",
+                "--ignore",
+                "features.0",
+                "--ignore",
+                "features.3",
+                "--ignore",
+                "classifier.1",
+                "--ignore",
+                "classifier.3",
+            ],
+            1,
+            "Nothing to prune",
+        ),
+        (["--ratio", "0.3", "--ignore", "fc"], 1, "no such layer"),
+    ],
+)
 def test_cli_errors(cli_run, lenet_digits, tmp_path, args, code, match):
     r = cli_run(["prune", lenet_digits.path, "--out", tmp_path / "p", "--no-progress", *args])
     out = _one_line_error(r, code)

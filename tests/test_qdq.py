@@ -42,8 +42,9 @@ class Builder:
             inputs.append(z)
         kw = {} if axis is None else {"axis": axis}
         self.nodes.append(helper.make_node("QuantizeLinear", inputs, [f"{name}_q"], name=f"Q_{name}", **kw))
-        self.nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q"] + inputs[1:], [f"{name}_dq"],
-                                           name=f"DQ_{name}", **kw))
+        self.nodes.append(
+            helper.make_node("DequantizeLinear", [f"{name}_q"] + inputs[1:], [f"{name}_dq"], name=f"DQ_{name}", **kw)
+        )
         return f"{name}_dq"
 
     def weight(self, shape, *, per_channel=True, axis=0, dtype=np.int8, zp=0, name=None):
@@ -57,8 +58,15 @@ class Builder:
             scale, zps = np.asarray(0.01, np.float32), np.asarray(zp, dtype)
         self.inits += [_const(f"{name}_scale", scale), _const(f"{name}_zp", zps)]
         kw = {"axis": axis} if per_channel else {}
-        self.nodes.append(helper.make_node("DequantizeLinear", [f"{name}_int", f"{name}_scale", f"{name}_zp"],
-                                           [f"{name}_dq"], name=f"DQ_{name}", **kw))
+        self.nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_int", f"{name}_scale", f"{name}_zp"],
+                [f"{name}_dq"],
+                name=f"DQ_{name}",
+                **kw,
+            )
+        )
         return f"{name}_dq"
 
     def conv(self, x, cin, cout, name, *, relu=True, **wkw):
@@ -72,9 +80,13 @@ class Builder:
         return out
 
     def model(self, out, out_shape):
-        graph = helper.make_graph(self.nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                  list(self.in_shape))],
-                                  [helper.make_tensor_value_info(out, TensorProto.FLOAT, list(out_shape))], self.inits)
+        graph = helper.make_graph(
+            self.nodes,
+            "g",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(self.in_shape))],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, list(out_shape))],
+            self.inits,
+        )
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         m.ir_version = 8
         onnx.checker.check_model(m)
@@ -109,7 +121,7 @@ def test_good_model_passes_and_runs():
     m = good_model()
     out, x = run(m)
     assert out.shape == (1, 4, 8, 8)
-    np.testing.assert_allclose(run(m, x, optimize=True)[0], out, atol=0.5)   # ORT's INT8 kernels load it
+    np.testing.assert_allclose(run(m, x, optimize=True)[0], out, atol=0.5)  # ORT's INT8 kernels load it
     assert validate_qdq(m) == []
     assert qdq.summarize([])["passed"] is True
 
@@ -118,7 +130,7 @@ def test_uint8_zero_point_named():
     b = Builder()
     x = b.qdq("input", name="in")
     y = b.conv(x, 3, 4, "conv1")
-    y = b.qdq(y, name="after_relu", dtype=np.uint8)          # what NNCF emits after a ReLU
+    y = b.qdq(y, name="after_relu", dtype=np.uint8)  # what NNCF emits after a ReLU
     y = b.conv(y, 4, 2, "conv2", relu=False)
     m = b.model(y, (1, 2, 8, 8))
     run(m)
@@ -161,7 +173,7 @@ def test_per_tensor_weights_named():
 def test_weight_axis_not_zero_named():
     b = Builder()
     x = b.qdq("input", name="in")
-    y = b.conv(x, 3, 4, "conv1", relu=False, axis=1)         # per input channel: wrong for TensorRT
+    y = b.conv(x, 3, 4, "conv1", relu=False, axis=1)  # per input channel: wrong for TensorRT
     m = b.model(y, (1, 4, 8, 8))
     run(m)
     v = qdq.errors(validate_qdq(m))
@@ -202,7 +214,7 @@ def _residual(b, *, skip_qdq=True, conv_out_qdq=True):
     y = b.qdq(y, name="c1")
     y = b.conv(y, 3, 3, "conv2", relu=False)
     if conv_out_qdq:
-        y = b.qdq(y, name="c2out", scale=0.5)    # wide range: no saturation, rounding error <= 0.25
+        y = b.qdq(y, name="c2out", scale=0.5)  # wide range: no saturation, rounding error <= 0.25
     skip = b.qdq("input", name="skip") if skip_qdq else "input"
     b.nodes.append(helper.make_node("Add", [y, skip], ["sum"], name="res_add"))
     return b.model("sum", (1, 3, 8, 8))
@@ -348,14 +360,14 @@ def test_uint8_activations_is_exact_and_lets_ort_fuse():
     before, x = run(m)
     assert fused_ops(m).get("QLinearConv", 0) == 0
     changed = qdq.uint8_activations(m)
-    assert set(changed) == {"Q_s1", "DQ_s1"}                              # the uint8 input quantizer stays
+    assert set(changed) == {"Q_s1", "DQ_s1"}  # the uint8 input quantizer stays
     zps = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     assert zps["s1_zp"].dtype == np.uint8 and int(zps["s1_zp"]) == 128 and int(zps["in_zp"]) == 0
-    assert zps["conv1_w_zp"].dtype == np.int8                             # weights stay signed
+    assert zps["conv1_w_zp"].dtype == np.int8  # weights stay signed
     after, _ = run(m, x)
     np.testing.assert_array_equal(after, before)
     assert fused_ops(m).get("QLinearConv", 0) == 1
-    assert qdq.uint8_activations(m) == []                                 # idempotent
+    assert qdq.uint8_activations(m) == []  # idempotent
 
 
 def _concat_model(scales=(0.1, 0.1)):
@@ -389,12 +401,15 @@ def _preact_bn(followed_by_q=True):
     b.nodes.append(helper.make_node("Relu", ["input"], ["in_relu"], name="in_Relu"))
     x = b.qdq("in_relu", name="in", dtype=np.uint8, scale=0.02)
     c = 3
-    b.inits += [_const("bn_g", rng.uniform(-1.5, 1.5, c).astype(np.float32)),
-                _const("bn_b", rng.uniform(-0.5, 0.5, c).astype(np.float32)),
-                _const("bn_m", rng.uniform(0, 1, c).astype(np.float32)),
-                _const("bn_v", rng.uniform(0.5, 2, c).astype(np.float32))]
-    b.nodes.append(helper.make_node("BatchNormalization", [x, "bn_g", "bn_b", "bn_m", "bn_v"], ["bn"], name="bn",
-                                    epsilon=1e-5))
+    b.inits += [
+        _const("bn_g", rng.uniform(-1.5, 1.5, c).astype(np.float32)),
+        _const("bn_b", rng.uniform(-0.5, 0.5, c).astype(np.float32)),
+        _const("bn_m", rng.uniform(0, 1, c).astype(np.float32)),
+        _const("bn_v", rng.uniform(0.5, 2, c).astype(np.float32)),
+    ]
+    b.nodes.append(
+        helper.make_node("BatchNormalization", [x, "bn_g", "bn_b", "bn_m", "bn_v"], ["bn"], name="bn", epsilon=1e-5)
+    )
     b.nodes.append(helper.make_node("Relu", ["bn"], ["bn_relu"], name="bn_Relu"))
     if not followed_by_q:
         return b.model("bn_relu", (1, 3, 8, 8))
@@ -417,7 +432,7 @@ def test_batchnorm_as_depthwise_matches_and_fuses():
     assert diff.max() <= 0.01 + 1e-6 and (diff > 1e-6).mean() < 0.05, (diff.max(), (diff > 1e-6).mean())
     ops = fused_ops(m)
     assert ops.get("QLinearConv", 0) == 1 and "BatchNormalization" not in ops, ops
-    assert qdq.quantized_layers(m) == []        # not a candidate for keeping a layer in float
+    assert qdq.quantized_layers(m) == []  # not a candidate for keeping a layer in float
 
 
 def test_batchnorm_with_float_result_is_left_alone():
@@ -438,20 +453,20 @@ def test_harmonize_concat_quantizers_then_concat_as_integers():
     b.nodes.append(helper.make_node("Concat", ["pool", y1, y2], ["cat2"], name="cat2", axis=1))
     m = b.model("cat2", (1, 7, 8, 8))
     before, x_in = run(m)
-    assert qdq.concat_before_dequantize(m) == []                   # three different quantizers
+    assert qdq.concat_before_dequantize(m) == []  # three different quantizers
     assert qdq.harmonize_concat_quantizers(m) == ["cat1", "cat2"]
     consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-    assert float(consts["stem_scale"]) == pytest.approx(0.02) and int(consts["stem_zp"]) == 0   # ReLU stays fused
+    assert float(consts["stem_scale"]) == pytest.approx(0.02) and int(consts["stem_zp"]) == 0  # ReLU stays fused
     common = (float(consts["o1_scale"]), int(consts["o1_zp"]))
     assert common == (pytest.approx(float(consts["o2_scale"])), int(consts["o2_zp"]))
-    lo, hi = -128 * 0.1, max(127 * 0.1, 255 * 0.02)                 # covers every member's range
+    lo, hi = -128 * 0.1, max(127 * 0.1, 255 * 0.02)  # covers every member's range
     assert common[0] == pytest.approx((hi - lo) / 255) and common[1] == round(-lo / common[0])
     after, _ = run(m, x_in)
     # stem and c1 channels: at most half a common step away (c2 reads the re-quantized block, and its wider
     # common range no longer clips what its own scale did, so its channels move by more)
     assert np.abs(after - before)[:, :5].max() <= common[0] * 0.5 + 1e-6
     assert qdq.concat_before_dequantize(m) == ["cat1", "cat2"]
-    np.testing.assert_array_equal(run(m, x_in)[0], after)           # the integer concat is exact
+    np.testing.assert_array_equal(run(m, x_in)[0], after)  # the integer concat is exact
     g = qdq.Graph(m)
     for cat in ("cat1", "cat2"):
         node = next(n for n in m.graph.node if n.name == cat)

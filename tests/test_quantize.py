@@ -28,14 +28,22 @@ from edgecnn.evaluation import evaluate
 def lenet_int8(runs, lenet_digits):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize(lenet_digits, runs / "lenet5-int8",
-                        QuantizeOptions(calib="digits", subset_size=64, data="digits", target="cpu"), progress=False)
+        return quantize(
+            lenet_digits,
+            runs / "lenet5-int8",
+            QuantizeOptions(calib="digits", subset_size=64, data="digits", target="cpu"),
+            progress=False,
+        )
 
 
 @pytest.fixture(scope="module")
 def resnet18_trt(runs, resnet18_digits):
-    return quantize(resnet18_digits, runs / "resnet18-int8-trt",
-                    QuantizeOptions(calib="digits", subset_size=64, data="digits", target="tensorrt"), progress=False)
+    return quantize(
+        resnet18_digits,
+        runs / "resnet18-int8-trt",
+        QuantizeOptions(calib="digits", subset_size=64, data="digits", target="tensorrt"),
+        progress=False,
+    )
 
 
 def test_lenet_int8_artifact(lenet_digits, lenet_int8):
@@ -66,14 +74,14 @@ def test_resnet18_tensorrt_target_passes_rules(resnet18_digits, resnet18_trt):
     violations = validate_qdq(art.model_file)
     assert errors(violations) == []
     assert not [v for v in violations if v.rule in ("residual-add", "concat-scales")]
-    assert len(q["rewrites"]["residual_adds_fused"]) == 8          # every BasicBlock's add can fuse
+    assert len(q["rewrites"]["residual_adds_fused"]) == 8  # every BasicBlock's add can fuse
     model = onnx.load(str(art.model_file))
     zps = {i.name: i for i in model.graph.initializer}
     for n in model.graph.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             assert zps[n.input[2]].data_type == onnx.TensorProto.INT8
     m = art.manifest["metrics"]
-    assert m["top1_drop_pt"] <= 1.2, m          # 64 calibration images here; the 300-image number is in the README
+    assert m["top1_drop_pt"] <= 1.2, m  # 64 calibration images here; the 300-image number is in the README
     assert evaluate(art, "digits")["top1"] == pytest.approx(m["top1"], abs=1e-9)
 
 
@@ -93,10 +101,12 @@ def test_every_family_quantizes_validates_and_runs(tmp_path, name, size):
     spec = get_spec(name)
     ispec = spec.input_spec(input_size=size)
     net, _ = build_model(name, weights="random", num_classes=10, input_size=size, warn_random=False)
-    src = save_torch_artifact(net, tmp_path / "src", name=name, input_spec=ispec, classes=[str(i) for i in range(10)],
-                              stage="load")
-    art = quantize(src, tmp_path / "int8", QuantizeOptions(calib="synthetic:4", subset_size=4, target="tensorrt"),
-                   progress=False)
+    src = save_torch_artifact(
+        net, tmp_path / "src", name=name, input_spec=ispec, classes=[str(i) for i in range(10)], stage="load"
+    )
+    art = quantize(
+        src, tmp_path / "int8", QuantizeOptions(calib="synthetic:4", subset_size=4, target="tensorrt"), progress=False
+    )
     v = validate_qdq(art.model_file)
     assert errors(v) == [], v[:3]
     assert not [x for x in v if x.rule == "unquantized-layer"], [x for x in v if x.rule == "unquantized-layer"]
@@ -121,19 +131,23 @@ def gray_calib(tmp_path_factory):
 def test_accuracy_aware_keeps_measured_layers_in_float(lenet_digits, gray_calib, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        art = quantize(lenet_digits, tmp_path / "aa",
-                       QuantizeOptions(calib=gray_calib, data="digits", max_drop=0.5, target="cpu"), progress=False)
+        art = quantize(
+            lenet_digits,
+            tmp_path / "aa",
+            QuantizeOptions(calib=gray_calib, data="digits", max_drop=0.5, target="cpu"),
+            progress=False,
+        )
     acc = art.manifest["quantization"]["accuracy_aware"]
     assert acc["ptq_drop_pt"] > 20, "gray calibration should have broken plain PTQ"
     assert acc["met"] and acc["final_drop_pt"] <= 0.5
     kept = art.manifest["quantization"]["kept_float"]
     ranked = [r["layer"] for r in acc["ranking"]]
-    assert len(ranked) == 5                               # LeNet-5: 2 convolutions + 3 linear layers
-    assert kept and [k["layer"] for k in acc["kept_float"]] == kept == ranked[:len(kept)]   # measured order
-    assert kept[0] == "/features/features.0/Conv"         # the input quantizer is the broken one
+    assert len(ranked) == 5  # LeNet-5: 2 convolutions + 3 linear layers
+    assert kept and [k["layer"] for k in acc["kept_float"]] == kept == ranked[: len(kept)]  # measured order
+    assert kept[0] == "/features/features.0/Conv"  # the input quantizer is the broken one
     assert acc["ranking"][0]["top1_gain_pt"] > 20
     assert all("gives back" in k["reason"] for k in acc["kept_float"])
-    assert [s["kept"] for s in acc["steps"]] == [kept[:i + 1] for i in range(len(kept))]
+    assert [s["kept"] for s in acc["steps"]] == [kept[: i + 1] for i in range(len(kept))]
     assert evaluate(art, "digits")["top1"] == pytest.approx(art.manifest["metrics"]["top1"], abs=1e-9)
     v = validate_qdq(art.model_file)
     assert {x.node for x in v if x.rule == "unquantized-layer"} == set(kept)
@@ -144,8 +158,12 @@ def test_budget_not_met_writes_nothing(lenet_digits, gray_calib, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(BudgetNotMet, match=r"features.0/Conv.*--qat"):
-            quantize(lenet_digits, out, QuantizeOptions(calib=gray_calib, data="digits", max_drop=0.5,
-                                                        max_float_layers=0, target="cpu"), progress=False)
+            quantize(
+                lenet_digits,
+                out,
+                QuantizeOptions(calib=gray_calib, data="digits", max_drop=0.5, max_float_layers=0, target="cpu"),
+                progress=False,
+            )
     assert not out.exists()
 
 
@@ -182,20 +200,28 @@ def test_library_errors(lenet_digits, lenet_int8, tmp_path):
     with pytest.raises(ArtifactError, match="already int8"):
         quantize(lenet_int8, tmp_path / "x", QuantizeOptions(calib="digits"), progress=False)
     with pytest.raises(OptionError, match="TensorRT rejects"):
-        quantize(lenet_digits, tmp_path / "x", QuantizeOptions(calib="digits", target="tensorrt", preset="mixed"),
-                 progress=False)
+        quantize(
+            lenet_digits,
+            tmp_path / "x",
+            QuantizeOptions(calib="digits", target="tensorrt", preset="mixed"),
+            progress=False,
+        )
     with pytest.raises(OptionError, match="needs --data"):
         quantize(lenet_digits, tmp_path / "x", QuantizeOptions(calib="digits", max_drop=0.5), progress=False)
     with pytest.raises(InvalidInput, match=r"matches no node.*Did you mean.*--list-layers"):
-        quantize(lenet_digits, tmp_path / "x",
-                 QuantizeOptions(calib="synthetic:2", subset_size=2, ignore=["/classifier/classifier.1/Gem"]),
-                 progress=False)
+        quantize(
+            lenet_digits,
+            tmp_path / "x",
+            QuantizeOptions(calib="synthetic:2", subset_size=2, ignore=["/classifier/classifier.1/Gem"]),
+            progress=False,
+        )
     assert not (tmp_path / "x").exists()
 
 
 def test_ignore_keeps_layer_float(lenet_digits, tmp_path):
-    options = QuantizeOptions(calib="synthetic:4", subset_size=4, target="tensorrt",
-                              ignore=["/classifier/classifier.5/Gemm"])
+    options = QuantizeOptions(
+        calib="synthetic:4", subset_size=4, target="tensorrt", ignore=["/classifier/classifier.5/Gemm"]
+    )
     art = quantize(lenet_digits, tmp_path / "ign", options, progress=False)
     v = validate_qdq(art.model_file)
     assert [x.node for x in v if x.rule == "unquantized-layer"] == ["/classifier/classifier.5/Gemm"]
@@ -206,8 +232,23 @@ def test_quantize_cli(lenet_digits, tmp_path, cli_run):
     r = cli_run(["quantize", "--help"])
     assert r.exit_code == 0 and "--calib" in r.output and "--validate-only" in r.output
     out = tmp_path / "q"
-    r = cli_run(["quantize", lenet_digits.path, "--calib", "digits", "--subset-size", "32", "--target", "tensorrt",
-                 "--compact-names", "--out", out, "--json", tmp_path / "q.json"])
+    r = cli_run(
+        [
+            "quantize",
+            lenet_digits.path,
+            "--calib",
+            "digits",
+            "--subset-size",
+            "32",
+            "--target",
+            "tensorrt",
+            "--compact-names",
+            "--out",
+            out,
+            "--json",
+            tmp_path / "q.json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert "TensorRT rules" in r.output and "passed" in r.output and "compacted" in r.output
     report = json.loads((tmp_path / "q.json").read_text())
@@ -216,20 +257,23 @@ def test_quantize_cli(lenet_digits, tmp_path, cli_run):
     assert r.exit_code == 0, r.output and Artifact.load(tmp_path / "h").precision == "fp16"
 
 
-@pytest.mark.parametrize("args,code,text", [
-    (["--out", "X"], 2, "--calib"),                                   # --int8 (default) without --calib
-    (["--int8", "--out", "X"], 2, "--calib"),
-    (["--int8", "--fp16", "--out", "X"], 2, "one precision"),
-    (["--fp16", "--calib", "digits", "--out", "X"], 2, "INT8 option"),
-    (["--fp16-io", "--out", "X"], 2, "--fp16-io"),
-    (["--fp16", "--compact-names", "--out", "X"], 2, "INT8 option"),
-    (["--calib", "digits", "--max-drop", "0.5", "--out", "X"], 2, "--data"),
-    (["--calib", "digits", "--qat", "--out", "X"], 2, "--qat needs --data"),
-    (["--calib", "digits", "--target", "tensorrt", "--preset", "mixed", "--out", "X"], 2, "TensorRT rejects"),
-    (["--fp16", "--val-split", "1.5", "--out", "X"], 2, "--val-split"),
-    (["--calib", "MISSING", "--out", "X"], 1, "does not exist"),
-    (["--calib", "digits"], 2, "--out"),
-])
+@pytest.mark.parametrize(
+    "args,code,text",
+    [
+        (["--out", "X"], 2, "--calib"),  # --int8 (default) without --calib
+        (["--int8", "--out", "X"], 2, "--calib"),
+        (["--int8", "--fp16", "--out", "X"], 2, "one precision"),
+        (["--fp16", "--calib", "digits", "--out", "X"], 2, "INT8 option"),
+        (["--fp16-io", "--out", "X"], 2, "--fp16-io"),
+        (["--fp16", "--compact-names", "--out", "X"], 2, "INT8 option"),
+        (["--calib", "digits", "--max-drop", "0.5", "--out", "X"], 2, "--data"),
+        (["--calib", "digits", "--qat", "--out", "X"], 2, "--qat needs --data"),
+        (["--calib", "digits", "--target", "tensorrt", "--preset", "mixed", "--out", "X"], 2, "TensorRT rejects"),
+        (["--fp16", "--val-split", "1.5", "--out", "X"], 2, "--val-split"),
+        (["--calib", "MISSING", "--out", "X"], 1, "does not exist"),
+        (["--calib", "digits"], 2, "--out"),
+    ],
+)
 def test_quantize_cli_errors(lenet_digits, tmp_path, cli_run, args, code, text):
     args = [str(tmp_path / a) if a in ("X", "MISSING") else a for a in args]
     r = cli_run(["quantize", lenet_digits.path, *args])
@@ -268,7 +312,7 @@ def test_compact_names_same_model_smaller_file(lenet_int8, tmp_path):
     assert set(info["names"].values()) >= {i.name for i in original.graph.initializer}
     x = np.random.default_rng(0).standard_normal((8, *lenet_int8.input_shape)).astype(np.float32)
     np.testing.assert_array_equal(run_batches(create_session(short), x), run_batches(create_session(original), x))
-    assert original.ByteSize() - short.ByteSize() > 5000, (short.ByteSize(), original.ByteSize())   # ~7 of 75 kB
+    assert original.ByteSize() - short.ByteSize() > 5000, (short.ByteSize(), original.ByteSize())  # ~7 of 75 kB
 
 
 def test_densenet_cpu_layout_runs_every_conv_in_int8(tmp_path):
@@ -285,13 +329,16 @@ def test_densenet_cpu_layout_runs_every_conv_in_int8(tmp_path):
     torch.manual_seed(0)
     ispec = get_spec("densenet121").input_spec(input_size=32)
     net, _ = build_model("densenet121", weights="random", num_classes=10, input_size=32, warn_random=False)
-    src = save_torch_artifact(net, tmp_path / "src", name="densenet121", input_spec=ispec,
-                              classes=[str(i) for i in range(10)], stage="load")
-    art = quantize(src, tmp_path / "int8", QuantizeOptions(calib="synthetic:4", subset_size=4, target="cpu"),
-                   progress=False)
+    src = save_torch_artifact(
+        net, tmp_path / "src", name="densenet121", input_spec=ispec, classes=[str(i) for i in range(10)], stage="load"
+    )
+    art = quantize(
+        src, tmp_path / "int8", QuantizeOptions(calib="synthetic:4", subset_size=4, target="cpu"), progress=False
+    )
     rw = art.manifest["quantization"]["rewrites"]
-    assert len(rw["batchnorm_as_depthwise"]) == 61 and len(rw["concat_before_dequantize"]) == 58, \
-        {k: (len(v) if isinstance(v, list) else v) for k, v in rw.items()}
+    assert len(rw["batchnorm_as_depthwise"]) == 61 and len(rw["concat_before_dequantize"]) == 58, {
+        k: (len(v) if isinstance(v, list) else v) for k, v in rw.items()
+    }
     ops = fused_ops(onnx.load(str(art.model_file)))
     assert "Conv" not in ops and ops.get("BatchNormalization", 0) <= 1, ops
     assert ops["QLinearConv"] == 120 + 61 and ops.get("DequantizeLinear", 0) <= 2, ops
@@ -300,19 +347,31 @@ def test_densenet_cpu_layout_runs_every_conv_in_int8(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # options: the rules live once, in the library (OptionError), and the CLI maps them to exit 2
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kw,text,args", [
-    ({}, "--int8 needs calibration images", []),
-    ({"calib": "digits", "max_drop": 0.5}, "--max-drop needs --data", ["--calib", "digits", "--max-drop", "0.5"]),
-    ({"calib": "digits", "qat": True}, "--qat needs --data", ["--calib", "digits", "--qat"]),
-    ({"calib": "digits", "target": "tensorrt", "preset": "mixed"}, "TensorRT rejects",
-     ["--calib", "digits", "--target", "tensorrt", "--preset", "mixed"]),
-    ({"calib": "digits", "target": "tensorrt", "per_channel": False}, "drop --per-tensor",
-     ["--calib", "digits", "--target", "tensorrt", "--per-tensor"]),
-    ({"calib": "digits", "data": "digits", "max_drop": -1.0}, "--max-drop must be >= 0",
-     ["--calib", "digits", "--data", "digits", "--max-drop", "-1"]),
-    ({"calib": "digits", "subset_size": 0}, "--subset-size must be >= 1", None),
-    ({"calib": "digits", "target": "gpu"}, "Unknown target 'gpu'", None),
-])
+@pytest.mark.parametrize(
+    "kw,text,args",
+    [
+        ({}, "--int8 needs calibration images", []),
+        ({"calib": "digits", "max_drop": 0.5}, "--max-drop needs --data", ["--calib", "digits", "--max-drop", "0.5"]),
+        ({"calib": "digits", "qat": True}, "--qat needs --data", ["--calib", "digits", "--qat"]),
+        (
+            {"calib": "digits", "target": "tensorrt", "preset": "mixed"},
+            "TensorRT rejects",
+            ["--calib", "digits", "--target", "tensorrt", "--preset", "mixed"],
+        ),
+        (
+            {"calib": "digits", "target": "tensorrt", "per_channel": False},
+            "drop --per-tensor",
+            ["--calib", "digits", "--target", "tensorrt", "--per-tensor"],
+        ),
+        (
+            {"calib": "digits", "data": "digits", "max_drop": -1.0},
+            "--max-drop must be >= 0",
+            ["--calib", "digits", "--data", "digits", "--max-drop", "-1"],
+        ),
+        ({"calib": "digits", "subset_size": 0}, "--subset-size must be >= 1", None),
+        ({"calib": "digits", "target": "gpu"}, "Unknown target 'gpu'", None),
+    ],
+)
 def test_quantize_options_rules(lenet_digits, tmp_path, cli_run, kw, text, args):
     """The same rule, from the library with no CLI involved, and from 'edgecnn quantize' as exit 2."""
     with pytest.raises(OptionError, match=re.escape(text)):
@@ -324,8 +383,9 @@ def test_quantize_options_rules(lenet_digits, tmp_path, cli_run, kw, text, args)
 
 
 def test_quantize_options_from_a_mapping():
-    o = QuantizeOptions.from_mapping({"calib": "digits", "subset-size": 32, "ignore": ["/fc/Gemm"], "data": "digits",
-                                      "max_drop": 0.5})
+    o = QuantizeOptions.from_mapping(
+        {"calib": "digits", "subset-size": 32, "ignore": ["/fc/Gemm"], "data": "digits", "max_drop": 0.5}
+    )
     assert o.calib == DataSource.parse("digits") and o.data.kind == "digits"
     assert o.subset_size == 32 and o.ignore == ("/fc/Gemm",) and o.as_dict()["calib"] == "digits"
     with pytest.raises(OptionError, match="Did you mean 'subset-size'"):
@@ -334,13 +394,16 @@ def test_quantize_options_from_a_mapping():
         QuantizeOptions.from_mapping({"calib": "digits", "qat": True})
 
 
-@pytest.mark.parametrize("flags,kw,text", [
-    ((True, True, False, {}), {}, "one precision"),
-    ((False, False, True, {}), {}, "--fp16-io only applies with --fp16"),
-    ((False, True, False, {"--calib": True}), {"int8_by_default": True}, "--calib is an INT8 option"),
-    ((False, True, False, {"--calib": True}), {}, "--calib is only used by --int8"),
-    ((False, False, False, {"--calib": False, "--compact-names": True}), {}, "--compact-names belongs to INT8"),
-])
+@pytest.mark.parametrize(
+    "flags,kw,text",
+    [
+        ((True, True, False, {}), {}, "one precision"),
+        ((False, False, True, {}), {}, "--fp16-io only applies with --fp16"),
+        ((False, True, False, {"--calib": True}), {"int8_by_default": True}, "--calib is an INT8 option"),
+        ((False, True, False, {"--calib": True}), {}, "--calib is only used by --int8"),
+        ((False, False, False, {"--calib": False, "--compact-names": True}), {}, "--compact-names belongs to INT8"),
+    ],
+)
 def test_precision_flag_rules(flags, kw, text):
     with pytest.raises(OptionError, match=re.escape(text)):
         check_precision_flags(*flags, **kw)

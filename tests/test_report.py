@@ -19,16 +19,29 @@ def bad_report(lenet_digits, tmp_path_factory):
     # failing metrics, an inconclusive one (threshold inside the top-5 interval) and a skipped one
     first = check(damaged, lenet_digits, "digits", {"decide_on": "point"}, latency=False)
     top5 = first.metric("top5_drop")
-    policy = {"max_top1_drop": 1.0, "max_top5_drop": (top5.value + top5.high) / 2, "min_speedup": 1.5,
-              "max_class_drop": 10.0}
+    policy = {
+        "max_top1_drop": 1.0,
+        "max_top5_drop": (top5.value + top5.high) / 2,
+        "min_speedup": 1.5,
+        "max_class_drop": 10.0,
+    }
     return check(damaged, lenet_digits, "digits", policy, latency=False)
 
 
 @pytest.fixture(scope="module")
 def good_report(lenet_digits):
-    return check(lenet_digits, lenet_digits, "digits",
-                 {"min_agreement": 0.99, "latency_min_time_s": 0.2, "latency_min_repeats": 5, "latency_warmup": 3,
-                  "latency_threads": 1})
+    return check(
+        lenet_digits,
+        lenet_digits,
+        "digits",
+        {
+            "min_agreement": 0.99,
+            "latency_min_time_s": 0.2,
+            "latency_min_repeats": 5,
+            "latency_warmup": 3,
+            "latency_threads": 1,
+        },
+    )
 
 
 def test_statuses_of_the_fixture(bad_report):
@@ -43,7 +56,7 @@ def test_markdown(bad_report, good_report):
     lines = md.splitlines()
     assert lines[0].startswith("## ") and "FAIL" in lines[0]
     header = next(i for i, line in enumerate(lines) if line.startswith("| metric |"))
-    rows = lines[header + 2: header + 2 + len(bad_report.metrics)]
+    rows = lines[header + 2 : header + 2 + len(bad_report.metrics)]
     assert [r.split("|")[1].strip() for r in rows] == [m.label for m in bad_report.metrics]
     assert all(r.count("|") - r.count("\\|") == 7 for r in rows)  # 6 cells, pipes in values escaped
     assert "❌ fail" in md and "⚠️ inconclusive" in md and "⏭️ skipped" in md
@@ -92,8 +105,13 @@ def test_png_plots(bad_report, good_report, tmp_path):
 
 
 def test_write_reports_records_paths(good_report, tmp_path):
-    paths = write_reports(good_report, json=tmp_path / "r.json", junit=tmp_path / "r.xml",
-                          markdown=tmp_path / "r.md", plot=tmp_path / "r.png")
+    paths = write_reports(
+        good_report,
+        json=tmp_path / "r.json",
+        junit=tmp_path / "r.xml",
+        markdown=tmp_path / "r.md",
+        plot=tmp_path / "r.png",
+    )
     assert set(paths) == {"json", "junit", "markdown", "plot"}
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["reports"]["plot"] == str(tmp_path / "r.png")

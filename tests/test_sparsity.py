@@ -51,11 +51,11 @@ def test_skips_layers_tensorrt_would_not_run_sparse(tmp_path):
     src = random_artifact("resnet18", tmp_path / "r18", size=32, in_channels=1)
     art = sparsify(src, tmp_path / "s", SparsifyOptions(), progress=False)
     rep = art.manifest["sparsity"]
-    assert "conv1" in rep["skipped"] and "1 input channels" in rep["skipped"]["conv1"]   # the 1-channel stem
-    assert "fc" in rep["skipped"] and "10 outputs" in rep["skipped"]["fc"]              # 10 classes
+    assert "conv1" in rep["skipped"] and "1 input channels" in rep["skipped"]["conv1"]  # the 1-channel stem
+    assert "fc" in rep["skipped"] and "10 outputs" in rep["skipped"]["fc"]  # 10 classes
     assert len(rep["layers"]) == 19 and all(v == 0.5 for v in rep["layers"].values())
     assert rep["covered_weight_fraction"] > 0.99
-    assert check_2to4(art) == []              # layers taken from the manifest
+    assert check_2to4(art) == []  # layers taken from the manifest
     assert check_2to4(src, list(rep["layers"]))  # the dense original fails the same check
     assert art.stage == "sparsify" and art.manifest["parent"]["id"] == src.id
 
@@ -75,8 +75,11 @@ def test_2to4_survives_onnx_export(tmp_path):
     graph = onnx.load(str(onnx_art.model_file)).graph
     inits = {i.name: i for i in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
-    weights = {f"conv{i}": torch.from_numpy(numpy_helper.to_array(inits[n.input[1]]).copy())
-               for i, n in enumerate(convs) if n.input[1] in inits}
+    weights = {
+        f"conv{i}": torch.from_numpy(numpy_helper.to_array(inits[n.input[1]]).copy())
+        for i, n in enumerate(convs)
+        if n.input[1] in inits
+    }
     sparse = {k + ".weight": w for k, w in weights.items() if w.shape[1] % 16 == 0 and w.shape[0] % 8 == 0}
     assert len(sparse) >= 16
     assert check_2to4(sparse) == []
@@ -86,10 +89,11 @@ def test_finetuning_keeps_the_mask(lenet_digits, tmp_path):
     from edgecnn.compress.sparsity import check_2to4, sparsify
     from edgecnn.models import load_torch_model
 
-    art = sparsify(lenet_digits, tmp_path / "s", SparsifyOptions(pattern="2:4", finetune_epochs=1, data="digits"),
-                   progress=False)
+    art = sparsify(
+        lenet_digits, tmp_path / "s", SparsifyOptions(pattern="2:4", finetune_epochs=1, data="digits"), progress=False
+    )
     rep = art.manifest["sparsity"]
-    assert list(rep["layers"]) == ["classifier.1"]          # the only 2:4-eligible layer of LeNet-5
+    assert list(rep["layers"]) == ["classifier.1"]  # the only 2:4-eligible layer of LeNet-5
     assert check_2to4(art) == []
     model = load_torch_model(art)
     assert (model.classifier[1].weight == 0).float().mean().item() == 0.5
@@ -106,12 +110,20 @@ def test_mask_keeper_holds_under_adamw():
     from edgecnn.train import TrainConfig, fit
 
     model = create_model("lenet5", num_classes=10, in_channels=1, input_size=32)
-    masks = {n: mask_magnitude(m.weight, 0.6) for n, m in model.named_modules()
-             if hasattr(m, "weight") and m.weight is not None}
+    masks = {
+        n: mask_magnitude(m.weight, 0.6)
+        for n, m in model.named_modules()
+        if hasattr(m, "weight") and m.weight is not None
+    }
     keeper = MaskKeeper(model, masks)
     spec = {"channels": 1, "height": 32, "width": 32}
-    fit(model, load_dataset("synthetic:128", spec, "train"), None,
-        TrainConfig(epochs=2, batch_size=32, optimizer="adamw", weight_decay=0.05), progress=False)
+    fit(
+        model,
+        load_dataset("synthetic:128", spec, "train"),
+        None,
+        TrainConfig(epochs=2, batch_size=32, optimizer="adamw", weight_decay=0.05),
+        progress=False,
+    )
     keeper.close()
     for n, m in model.named_modules():
         if n in masks:
@@ -155,11 +167,10 @@ def test_out_and_check_rule():
     check_mode(None, True), check_mode("somewhere", False)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    *OPTION_RULES[:4],
-    ({"exclude": ["classifier.9"]}, "no such layer"),
-    ({"exclude": ["classifier.1"]}, "No layer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [*OPTION_RULES[:4], ({"exclude": ["classifier.9"]}, "no such layer"), ({"exclude": ["classifier.1"]}, "No layer")],
+)
 def test_bad_requests(lenet_digits, tmp_path, kwargs, match):
     from edgecnn.compress.sparsity import sparsify
 
@@ -177,8 +188,9 @@ def test_cli_help(cli_run):
 def test_cli_sparsify_and_check(cli_run, lenet_digits, tmp_path):
     import json
 
-    r = cli_run(["sparsify", lenet_digits.path, "--out", tmp_path / "s", "--no-progress", "--json",
-                 tmp_path / "s.json"])
+    r = cli_run(
+        ["sparsify", lenet_digits.path, "--out", tmp_path / "s", "--no-progress", "--json", tmp_path / "s.json"]
+    )
     assert r.exit_code == 0, r.output
     assert "classifier.1" in r.output and "dense (" in r.output
     assert json.loads((tmp_path / "s.json").read_text())["layers"] == {"classifier.1": 0.5}
@@ -188,14 +200,17 @@ def test_cli_sparsify_and_check(cli_run, lenet_digits, tmp_path):
     assert bad.exit_code == 3 and "classifier.1" in bad.output and "Traceback" not in bad.output
 
 
-@pytest.mark.parametrize("args, code, match", [
-    (["--out", "X", "--sparsity", "0.7"], 2, "50 %"),
-    (["--out", "X", "--pattern", "3:4"], 2, "3:4"),
-    (["--out", "X", "--finetune-epochs", "1"], 2, "--data"),
-    ([], 2, "--out"),
-    (["--out", "X", "--check"], 2, "drop --out"),
-    (["--out", "X", "--exclude", "nope"], 1, "no such layer"),
-])
+@pytest.mark.parametrize(
+    "args, code, match",
+    [
+        (["--out", "X", "--sparsity", "0.7"], 2, "50 %"),
+        (["--out", "X", "--pattern", "3:4"], 2, "3:4"),
+        (["--out", "X", "--finetune-epochs", "1"], 2, "--data"),
+        ([], 2, "--out"),
+        (["--out", "X", "--check"], 2, "drop --out"),
+        (["--out", "X", "--exclude", "nope"], 1, "no such layer"),
+    ],
+)
 def test_cli_errors(cli_run, lenet_digits, tmp_path, args, code, match):
     args = [str(tmp_path / "s") if a == "X" else a for a in args]
     r = cli_run(["sparsify", lenet_digits.path, *args])

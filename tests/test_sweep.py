@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 from edgecnn.errors import InvalidInput
-from edgecnn.sweep import Candidate, choose, dominates, parse_budget, parse_list, pareto_front
+from edgecnn.sweep import Candidate, choose, dominates, pareto_front, parse_budget, parse_list
 
 
 def _cand(name, lat, top1):
-    return Candidate(name=name, prune=0.0, precision="fp32", status="measured", metrics={"latency_ms": lat, "top1": top1})
+    return Candidate(
+        name=name, prune=0.0, precision="fp32", status="measured", metrics={"latency_ms": lat, "top1": top1}
+    )
 
 
 def test_budget_parsing():
@@ -31,10 +33,11 @@ def test_budget_parsing():
 
 def test_front_and_choice_logic():
     a, b, c, d = _cand("a", 1.0, 90), _cand("b", 2.0, 95), _cand("c", 2.5, 94), _cand("d", 3.0, 99)
-    unmeasured = Candidate(name="e", prune=0.5, precision="int8", status="not-measured", reason="no GPU",
-                           metrics={"top1": 99.9})
+    unmeasured = Candidate(
+        name="e", prune=0.5, precision="int8", status="not-measured", reason="no GPU", metrics={"top1": 99.9}
+    )
     front = pareto_front([a, b, c, d, unmeasured])
-    assert [x.name for x in front] == ["a", "b", "d"]           # c is dominated by b
+    assert [x.name for x in front] == ["a", "b", "d"]  # c is dominated by b
     assert dominates(b.metrics, c.metrics) and not dominates(a.metrics, b.metrics)
     assert not unmeasured.pareto
     for x in (a, b, c, d):
@@ -56,9 +59,9 @@ def _assert_front_consistent(report):
     measured = [c for c in report["candidates"] if c["status"] == "measured"]
     front = [c for c in measured if c["name"] in report["front"]]
     assert front, "a sweep with measured candidates has a non-empty front"
-    for p in front:      # no listed Pareto point is dominated by another measured point
+    for p in front:  # no listed Pareto point is dominated by another measured point
         assert not any(dominates(o["metrics"], p["metrics"]) for o in measured if o is not p), p["name"]
-    for c in measured:   # and every measured point off the front is dominated by one on it
+    for c in measured:  # and every measured point off the front is dominated by one on it
         if c["name"] not in report["front"]:
             assert any(dominates(p["metrics"], c["metrics"]) for p in front), c["name"]
 
@@ -67,8 +70,17 @@ def test_resnet18_sweep_cpu(resnet18_digits, tmp_path):
     from edgecnn.sweep import sweep
 
     t0 = time.perf_counter()
-    report = sweep(str(resnet18_digits.path), data="digits", out=tmp_path / "sw", prune_ratios=(0.0, 0.3, 0.5),
-                   precisions=("fp32", "int8"), subset_size=64, min_time_s=0.3, budget="top1_drop<=1", progress=False)
+    report = sweep(
+        str(resnet18_digits.path),
+        data="digits",
+        out=tmp_path / "sw",
+        prune_ratios=(0.0, 0.3, 0.5),
+        precisions=("fp32", "int8"),
+        subset_size=64,
+        min_time_s=0.3,
+        budget="top1_drop<=1",
+        progress=False,
+    )
     elapsed = time.perf_counter() - t0
     assert len(report["candidates"]) == 6
     assert all(c["status"] == "measured" for c in report["candidates"]), report["candidates"]
@@ -93,11 +105,25 @@ def test_resume_reuses_finished_candidates(lenet_digits, tmp_path):
     from edgecnn.sweep import sweep
 
     out = tmp_path / "sw"
-    first = sweep(str(lenet_digits.path), data="digits", out=out, prune_ratios=(0.0, 0.3), precisions=("fp32",),
-                  min_time_s=0.1, progress=False)
+    first = sweep(
+        str(lenet_digits.path),
+        data="digits",
+        out=out,
+        prune_ratios=(0.0, 0.3),
+        precisions=("fp32",),
+        min_time_s=0.1,
+        progress=False,
+    )
     shas = {c["name"]: c["sha256"] for c in first["candidates"]}
-    second = sweep(str(lenet_digits.path), data="digits", out=out, prune_ratios=(0.0, 0.3, 0.5), precisions=("fp32",),
-                   min_time_s=0.1, progress=False)
+    second = sweep(
+        str(lenet_digits.path),
+        data="digits",
+        out=out,
+        prune_ratios=(0.0, 0.3, 0.5),
+        precisions=("fp32",),
+        min_time_s=0.1,
+        progress=False,
+    )
     by_name = {c["name"]: c for c in second["candidates"]}
     for name, sha in shas.items():
         assert by_name[name]["sha256"] == sha and by_name[name]["metrics"].get("reused") is True
@@ -105,20 +131,49 @@ def test_resume_reuses_finished_candidates(lenet_digits, tmp_path):
     # a candidate changed on disk is rebuilt, not trusted
     victim = Path(by_name["p0.30-fp32"]["path"]) / "model.onnx"
     victim.write_bytes(victim.read_bytes() + b"\0")
-    third = sweep(str(lenet_digits.path), data="digits", out=out, prune_ratios=(0.0, 0.3, 0.5), precisions=("fp32",),
-                  min_time_s=0.1, progress=False)
+    third = sweep(
+        str(lenet_digits.path),
+        data="digits",
+        out=out,
+        prune_ratios=(0.0, 0.3, 0.5),
+        precisions=("fp32",),
+        min_time_s=0.1,
+        progress=False,
+    )
     assert "reused" not in {c["name"]: c for c in third["candidates"]}["p0.30-fp32"]["metrics"]
     # different settings in the same folder are refused
     with pytest.raises(InvalidInput, match="different settings"):
-        sweep(str(lenet_digits.path), data="digits", out=out, prune_ratios=(0.0,), precisions=("fp32",),
-              finetune_epochs=1, progress=False)
+        sweep(
+            str(lenet_digits.path),
+            data="digits",
+            out=out,
+            prune_ratios=(0.0,),
+            precisions=("fp32",),
+            finetune_epochs=1,
+            progress=False,
+        )
 
 
 def test_interrupted_sweep_continues(lenet_digits, tmp_path):
     """Kill a real `edgecnn sweep` process after its first candidate, then run it again to completion."""
     out = tmp_path / "sw"
-    cmd = [sys.executable, "-m", "edgecnn.cli", "sweep", str(lenet_digits.path), "--data", "digits",
-           "--prune", "0,0.3,0.5", "--precision", "fp32", "--min-time", "0.1", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgecnn.cli",
+        "sweep",
+        str(lenet_digits.path),
+        "--data",
+        "digits",
+        "--prune",
+        "0,0.3,0.5",
+        "--precision",
+        "fp32",
+        "--min-time",
+        "0.1",
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     state = out / "sweep-state.json"
@@ -127,7 +182,9 @@ def test_interrupted_sweep_continues(lenet_digits, tmp_path):
     while time.time() < deadline and proc.poll() is None:
         if state.exists():
             try:
-                done_before = {k for k, v in json.loads(state.read_text())["candidates"].items() if v["status"] == "built"}
+                done_before = {
+                    k for k, v in json.loads(state.read_text())["candidates"].items() if v["status"] == "built"
+                }
             except (json.JSONDecodeError, KeyError):
                 done_before = set()
             if done_before:
@@ -141,7 +198,7 @@ def test_interrupted_sweep_continues(lenet_digits, tmp_path):
     report = json.loads((out / "sweep.json").read_text())
     by_name = {c["name"]: c for c in report["candidates"]}
     assert set(by_name) == {"p0.00-fp32", "p0.30-fp32", "p0.50-fp32"}
-    if proc.returncode != 0:       # it really stopped early: what it had finished was reused
+    if proc.returncode != 0:  # it really stopped early: what it had finished was reused
         for name in done_before:
             assert by_name[name]["metrics"].get("reused") is True
 
@@ -150,26 +207,39 @@ def test_gpu_target_without_tensorrt_is_not_measured(lenet_digits, tmp_path):
     pytest.importorskip("onnxruntime")
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("TensorRT is installed here; this test covers machines without it")
     except ImportError:
         pass
     from edgecnn.sweep import sweep
 
-    report = sweep(str(lenet_digits.path), data="digits", out=tmp_path / "sw", prune_ratios=(0.0,),
-                   precisions=("fp32", "int8"), target="gpu", subset_size=32, budget="top1_drop<=5", progress=False)
+    report = sweep(
+        str(lenet_digits.path),
+        data="digits",
+        out=tmp_path / "sw",
+        prune_ratios=(0.0,),
+        precisions=("fp32", "int8"),
+        target="gpu",
+        subset_size=32,
+        budget="top1_drop<=5",
+        progress=False,
+    )
     assert {c["status"] for c in report["candidates"]} == {"not-measured"}
     assert all("TensorRT" in c["reason"] for c in report["candidates"])
-    assert all(c["metrics"].get("latency_ms") is None for c in report["candidates"])   # never estimated
+    assert all(c["metrics"].get("latency_ms") is None for c in report["candidates"])  # never estimated
     assert report["front"] == [] and report["best"] is None
-    assert all(c["metrics"]["top1"] > 90 for c in report["candidates"])               # accuracy still measured (ORT)
+    assert all(c["metrics"]["top1"] > 90 for c in report["candidates"])  # accuracy still measured (ORT)
 
 
-@pytest.mark.parametrize("args, code, text", [
-    (["--prune", "0,1.5"], 2, "[0, 1)"),
-    (["--precision", "fp32,int4"], 2, "Unknown precision 'int4'"),
-    (["--budget", "acc>=0.9"], 2, "Unknown budget key 'acc'"),
-    (["--deploy-out", "x"], 2, "--deploy-out needs --budget"),
-])
+@pytest.mark.parametrize(
+    "args, code, text",
+    [
+        (["--prune", "0,1.5"], 2, "[0, 1)"),
+        (["--precision", "fp32,int4"], 2, "Unknown precision 'int4'"),
+        (["--budget", "acc>=0.9"], 2, "Unknown budget key 'acc'"),
+        (["--deploy-out", "x"], 2, "--deploy-out needs --budget"),
+    ],
+)
 def test_cli_usage_errors(cli_run, lenet_digits, tmp_path, args, code, text):
     res = cli_run(["sweep", lenet_digits.path, "--data", "digits", "--out", tmp_path / "sw", *args])
     assert res.exit_code == code, res.output

@@ -14,8 +14,14 @@ import pytest
 
 from edgecnn.devices import load_profile
 from edgecnn.errors import DeviceMismatch, InvalidInput, MissingDependency, OptionError
-from edgecnn.runtime.tensorrt import (EngineOptions, check_engine_compatible, families_in_range, plan_engine,
-                                      trt_family, trtexec_args)
+from edgecnn.runtime.tensorrt import (
+    EngineOptions,
+    check_engine_compatible,
+    families_in_range,
+    plan_engine,
+    trt_family,
+    trtexec_args,
+)
 
 
 def _trt_skip_reason() -> str | None:
@@ -35,16 +41,30 @@ needs_trt = pytest.mark.skipif(TRT_SKIP is not None, reason=TRT_SKIP or "")
 
 
 def opts(**kw) -> EngineOptions:
-    base = dict(precision="fp32", input_name="input", input_chw=(1, 32, 32), batch=(1, 4, 16), workspace_mb=512,
-                timing_cache="timing.cache")
+    base = dict(
+        precision="fp32",
+        input_name="input",
+        input_chw=(1, 32, 32),
+        batch=(1, 4, 16),
+        workspace_mb=512,
+        timing_cache="timing.cache",
+    )
     base.update(kw)
     return EngineOptions(**base)
 
 
 # -- flag rules ------------------------------------------------------------------------------------
 def test_families():
-    assert [trt_family(v) for v in ("8.0.1", "8.2", "8.4.1", "8.5.2.2", "8.6", "9.3", "10.3.0.30", "11.2")] == \
-        ["8.0", "8.0", "8.4", "8.4", "8.4", "10", "10", "11"]
+    assert [trt_family(v) for v in ("8.0.1", "8.2", "8.4.1", "8.5.2.2", "8.6", "9.3", "10.3.0.30", "11.2")] == [
+        "8.0",
+        "8.0",
+        "8.4",
+        "8.4",
+        "8.4",
+        "10",
+        "10",
+        "11",
+    ]
     assert families_in_range((8, 0), (8, 2)) == ["8.0"]
     assert families_in_range((8, 5), (10, 7)) == ["8.4", "10"]
     assert families_in_range((8, 6), (11, 999)) == ["8.4", "10", "11"]
@@ -56,7 +76,11 @@ def test_trtexec_flags_tensorrt_8_2():
     a = trtexec_args(opts(precision="fp16"), "8.2.1")
     assert "--explicitBatch" in a and "--workspace=512" in a and "--fp16" in a
     assert not any(x.startswith("--memPoolSize") for x in a)
-    assert "--minShapes=input:1x1x32x32" in a and "--optShapes=input:4x1x32x32" in a and "--maxShapes=input:16x1x32x32" in a
+    assert (
+        "--minShapes=input:1x1x32x32" in a
+        and "--optShapes=input:4x1x32x32" in a
+        and "--maxShapes=input:16x1x32x32" in a
+    )
     assert "--timingCacheFile=timing.cache" in a and "--saveEngine=model.engine" in a and "--onnx=model.onnx" in a
 
 
@@ -66,7 +90,7 @@ def test_trtexec_flags_tensorrt_8_5_and_10():
     assert not any(x.startswith("--workspace=") for x in a85)
     a10 = trtexec_args(opts(precision="int8", fp16_fallback=False), "10.3.0")
     assert "--explicitBatch" not in a10 and "--memPoolSize=workspace:512" in a10
-    assert "--int8" in a10 and "--fp16" not in a10          # Q/DQ INT8 still needs --int8 on 10.x
+    assert "--int8" in a10 and "--fp16" not in a10  # Q/DQ INT8 still needs --int8 on 10.x
     assert "--noTF32" in trtexec_args(opts(precision="fp32"), "10.3") and "--fp16" not in trtexec_args(opts(), "10.3")
 
 
@@ -82,7 +106,7 @@ def test_trtexec_flags_tensorrt_11_strongly_typed():
 def test_trtexec_flags_dla():
     a = trtexec_args(opts(precision="fp16", dla_core=1, gpu_fallback=True), "8.5.2")
     assert "--useDLACore=1" in a and "--allowGPUFallback" in a
-    shapes = [x for x in a if "Shapes=" in x]            # DLA: static shapes, min = opt = max
+    shapes = [x for x in a if "Shapes=" in x]  # DLA: static shapes, min = opt = max
     assert shapes == ["--minShapes=input:4x1x32x32", "--optShapes=input:4x1x32x32", "--maxShapes=input:4x1x32x32"]
     assert "--allowGPUFallback" not in trtexec_args(opts(precision="fp16", dla_core=0), "10.3")
     static = trtexec_args(opts(batch=None), "10.3")
@@ -100,20 +124,23 @@ def test_plan_engine_defaults(lenet_onnx13, lenet_qdq):
     assert d.batch == (1, 1, 1) and d.dla_core == 1
 
 
-@pytest.mark.parametrize("device, kw, message", [
-    ("jetson-orin-nano", {"precision": "int8"}, "INT8 needs a Q/DQ-quantized model"),
-    ("jetson-nano", {"precision": "int8"}, "jetson-nano .*cannot run INT8"),
-    ("jetson-agx-orin", {"precision": "fp16", "dla_core": 2}, "--dla-core 2 does not exist"),
-    ("jetson-orin-nano", {"precision": "fp16", "dla_core": 0}, "has no DLA"),
-    ("jetson-agx-orin", {"dla_core": 0}, "DLA runs FP16 or INT8 only"),
-    ("jetson-agx-orin", {"precision": "fp16", "gpu_fallback": True}, "--gpu-fallback only applies"),
-    ("jetson-orin-nano", {"batch": (4, 2, 8)}, "1 <= MIN <= OPT <= MAX"),
-    ("jetson-agx-orin", {"precision": "fp16", "dla_core": 0, "batch": (1, 2, 4)}, "DLA needs static shapes"),
-    ("jetson-nano", {"workspace_gb": 8.0}, "exceeds jetson-nano's 4 GB"),
-    ("x86-cpu", {}, "runs onnxruntime, not TensorRT"),
-])
+@pytest.mark.parametrize(
+    "device, kw, message",
+    [
+        ("jetson-orin-nano", {"precision": "int8"}, "INT8 needs a Q/DQ-quantized model"),
+        ("jetson-nano", {"precision": "int8"}, "jetson-nano .*cannot run INT8"),
+        ("jetson-agx-orin", {"precision": "fp16", "dla_core": 2}, "--dla-core 2 does not exist"),
+        ("jetson-orin-nano", {"precision": "fp16", "dla_core": 0}, "has no DLA"),
+        ("jetson-agx-orin", {"dla_core": 0}, "DLA runs FP16 or INT8 only"),
+        ("jetson-agx-orin", {"precision": "fp16", "gpu_fallback": True}, "--gpu-fallback only applies"),
+        ("jetson-orin-nano", {"batch": (4, 2, 8)}, "1 <= MIN <= OPT <= MAX"),
+        ("jetson-agx-orin", {"precision": "fp16", "dla_core": 0, "batch": (1, 2, 4)}, "DLA needs static shapes"),
+        ("jetson-nano", {"workspace_gb": 8.0}, "exceeds jetson-nano's 4 GB"),
+        ("x86-cpu", {}, "runs onnxruntime, not TensorRT"),
+    ],
+)
 def test_plan_engine_rejects(lenet_onnx13, device, kw, message):
-    with pytest.raises((InvalidInput, OptionError), match=message):   # OptionError: options that contradict each other
+    with pytest.raises((InvalidInput, OptionError), match=message):  # OptionError: options that contradict each other
         plan_engine(lenet_onnx13, load_profile(device), **kw)
 
 
@@ -135,9 +162,11 @@ def test_engine_compatibility():
 def test_importable_without_tensorrt():
     """TensorRT is optional: with ``import tensorrt`` failing, every module that builds, checks or ships engines
     still imports (the MissingDependency comes when an engine is built or run)."""
-    code = ("import sys; sys.modules['tensorrt'] = None\n"
-            "import edgecnn.runtime.tensorrt, edgecnn.doctor, edgecnn.deploy, edgecnn.devices, edgecnn.cli.cmd_build\n"
-            "print(sys.modules['tensorrt'])")
+    code = (
+        "import sys; sys.modules['tensorrt'] = None\n"
+        "import edgecnn.runtime.tensorrt, edgecnn.doctor, edgecnn.deploy, edgecnn.devices, edgecnn.cli.cmd_build\n"
+        "print(sys.modules['tensorrt'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "None", out.stderr
 
@@ -146,10 +175,25 @@ def _fake_engine_artifact(src, out: Path, version: str = "8.5.2.2"):
     """An engine artifact as 'edgecnn build' writes it; the plan bytes are never parsed by these tests."""
     from edgecnn.artifact import new_manifest, write_artifact
 
-    meta = {"version": version, "gpu": "Orin", "compute_capability": "8.7", "device_profile": "jetson-orin-nano",
-            "max_batch": 16, "dla_core": None}
-    m = new_manifest(model=src.model, format="engine", file="model.engine", precision="fp16", input=src.input,
-                     classes=src.classes, stage="build", parent=src, extra={"tensorrt": meta})
+    meta = {
+        "version": version,
+        "gpu": "Orin",
+        "compute_capability": "8.7",
+        "device_profile": "jetson-orin-nano",
+        "max_batch": 16,
+        "dla_core": None,
+    }
+    m = new_manifest(
+        model=src.model,
+        format="engine",
+        file="model.engine",
+        precision="fp16",
+        input=src.input,
+        classes=src.classes,
+        stage="build",
+        parent=src,
+        extra={"tensorrt": meta},
+    )
     return write_artifact(out, m, lambda tmp: (tmp / "model.engine").write_bytes(b"plan built on another machine"))
 
 
@@ -179,7 +223,9 @@ def test_cli_build_usage(cli_run, lenet_onnx13, tmp_path):
     assert cli_run(["build", "--help"]).exit_code == 0
     r = cli_run(["build", lenet_onnx13.path, "--device", "jetson-agx-orin", "--gpu-fallback", "--out", tmp_path / "e"])
     assert r.exit_code == 2 and "--dla-core" in r.output
-    r = cli_run(["build", lenet_onnx13.path, "--device", "jetson-agx-orin", "--batch", "8,1,4", "--out", tmp_path / "e"])
+    r = cli_run(
+        ["build", lenet_onnx13.path, "--device", "jetson-agx-orin", "--batch", "8,1,4", "--out", tmp_path / "e"]
+    )
     assert r.exit_code == 2 and "MIN,OPT,MAX" in r.output
     r = cli_run(["build", lenet_onnx13.path, "--device", "jetson-nano", "--int8", "--out", tmp_path / "e"])
     assert r.exit_code == 1 and "cannot run INT8" in r.output and len(r.output.strip().splitlines()) == 1
@@ -189,10 +235,10 @@ def test_cli_build_usage(cli_run, lenet_onnx13, tmp_path):
 
 # -- real TensorRT ---------------------------------------------------------------------------------
 def _local_profile() -> str:
+    import tensorrt as trt
+
     from edgecnn.devices import list_profiles
     from edgecnn.runtime.tensorrt import local_gpu
-
-    import tensorrt as trt
 
     cc = local_gpu()["compute_capability"]
     arch = "x86_64" if platform.machine() in ("x86_64", "AMD64") else "aarch64"
@@ -219,9 +265,9 @@ def _digits(art, n=64):
 @pytest.mark.tensorrt
 @needs_trt
 def test_build_and_run_fp32_engine(lenet_onnx13, tmp_path):
+    from edgecnn.evaluation import evaluate
     from edgecnn.runtime import open_runner
     from edgecnn.runtime.tensorrt import build_engine
-    from edgecnn.evaluation import evaluate
 
     device = _local_profile()
     cache = tmp_path / "timing.cache"
@@ -231,7 +277,7 @@ def test_build_and_run_fp32_engine(lenet_onnx13, tmp_path):
 
     assert eng.format == "engine" and meta["version"] == trt.__version__ and meta["compute_capability"]
     assert cache.is_file() and cache.stat().st_size > 0
-    x, _ = _digits(lenet_onnx13, 40)                    # 40 > max batch 16: the runner chunks
+    x, _ = _digits(lenet_onnx13, 40)  # 40 > max batch 16: the runner chunks
     with open_runner(eng) as r:
         got = r.infer(x)
     ref = _ort(lenet_onnx13, x)
@@ -239,7 +285,7 @@ def test_build_and_run_fp32_engine(lenet_onnx13, tmp_path):
     top1 = evaluate(eng, "digits")["top1"]
     assert abs(top1 - evaluate(lenet_onnx13, "digits")["top1"]) < 0.01
     eng2 = build_engine(lenet_onnx13, tmp_path / "engine2", device=device, batch=(1, 8, 16), timing_cache=cache)
-    assert eng2.path.is_dir()                            # the saved timing cache is accepted on rebuild
+    assert eng2.path.is_dir()  # the saved timing cache is accepted on rebuild
 
 
 @pytest.mark.tensorrt

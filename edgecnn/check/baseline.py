@@ -31,26 +31,41 @@ def _identity(art_desc: dict, classes: list[str]) -> dict:
 
 def _accepted_metrics(report: CheckReport) -> dict:
     acc, lat = report.accuracy, report.latency or {}
-    return {"candidate_top1": acc["candidate"]["top1"], "candidate_top5": acc["candidate"]["top5"],
-            "original_top1": acc["original"]["top1"], "top1_drop": acc["top1_drop"]["point"],
-            "agreement": acc["agreement"]["point"], "kl_mean": acc["kl"]["mean"],
-            "candidate_latency_ms": lat["candidate"]["p50_ms"] if lat else None,
-            "original_latency_ms": lat["original"]["p50_ms"] if lat else None,
-            "speedup": lat["speedup"]["point"] if lat else None, "latency_batch_size": lat.get("batch_size"),
-            "candidate_bytes": report.size["candidate_bytes"]}
+    return {
+        "candidate_top1": acc["candidate"]["top1"],
+        "candidate_top5": acc["candidate"]["top5"],
+        "original_top1": acc["original"]["top1"],
+        "top1_drop": acc["top1_drop"]["point"],
+        "agreement": acc["agreement"]["point"],
+        "kl_mean": acc["kl"]["mean"],
+        "candidate_latency_ms": lat["candidate"]["p50_ms"] if lat else None,
+        "original_latency_ms": lat["original"]["p50_ms"] if lat else None,
+        "speedup": lat["speedup"]["point"] if lat else None,
+        "latency_batch_size": lat.get("batch_size"),
+        "candidate_bytes": report.size["candidate_bytes"],
+    }
 
 
 def save_baseline(report: CheckReport, path: str | Path, *, force: bool = False) -> Path:
     """Store the report's metrics as the accepted baseline (only a passing report, unless ``force``)."""
     if report.verdict != "pass" and not force:
-        raise InvalidInput(f"Not saving baseline '{path}': the gate verdict is {report.verdict}; "
-                           "only accepted (passing) metrics become a baseline.")
+        raise InvalidInput(
+            f"Not saving baseline '{path}': the gate verdict is {report.verdict}; "
+            "only accepted (passing) metrics become a baseline."
+        )
     classes = Artifact.load(report.original["path"]).classes if Path(report.original["path"]).exists() else []
-    data = {"schema": BASELINE_SCHEMA, "created": report.created, "identity": _identity(report.original, classes),
-            "original": {k: report.original[k] for k in ("id", "sha256", "path", "format", "precision")},
-            "candidate": {k: report.candidate[k] for k in ("id", "sha256", "path", "format", "precision", "stage")},
-            "data": report.data, "metrics": _accepted_metrics(report), "environment": report.environment["fingerprint"],
-            "fingerprint_key": report.environment["key"], "policy": report.policy}
+    data = {
+        "schema": BASELINE_SCHEMA,
+        "created": report.created,
+        "identity": _identity(report.original, classes),
+        "original": {k: report.original[k] for k in ("id", "sha256", "path", "format", "precision")},
+        "candidate": {k: report.candidate[k] for k in ("id", "sha256", "path", "format", "precision", "stage")},
+        "data": report.data,
+        "metrics": _accepted_metrics(report),
+        "environment": report.environment["fingerprint"],
+        "fingerprint_key": report.environment["key"],
+        "policy": report.policy,
+    }
     path = Path(path)
     atomic_write_json(path, finite(data))
     report.reports["baseline"] = str(path)
@@ -64,11 +79,14 @@ def load_baseline(path: str | Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BaselineError(f"Baseline file '{path}' is not valid JSON ({exc}); "
-                            "re-create it with --save-baseline.") from None
+        raise BaselineError(
+            f"Baseline file '{path}' is not valid JSON ({exc}); re-create it with --save-baseline."
+        ) from None
     if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA or not isinstance(data.get("metrics"), dict):
-        raise BaselineError(f"'{path}' is not an edgecnn check baseline (schema {BASELINE_SCHEMA!r}); "
-                            "re-create it with --save-baseline.")
+        raise BaselineError(
+            f"'{path}' is not an edgecnn check baseline (schema {BASELINE_SCHEMA!r}); "
+            "re-create it with --save-baseline."
+        )
     return data
 
 
@@ -76,18 +94,27 @@ def check_identity(base: dict, orig: Artifact, source: DataSource, path) -> None
     """BaselineError unless the baseline was saved for this model (classes, input) on this data."""
     ident = base.get("identity") or {}
     want = {"model": orig.model, "classes": orig.classes, "input": list(orig.input_shape)}
-    if ident.get("model") != want["model"] or list(ident.get("input") or []) != want["input"] or \
-            (ident.get("classes") and ident.get("classes") != want["classes"]):
+    if (
+        ident.get("model") != want["model"]
+        or list(ident.get("input") or []) != want["input"]
+        or (ident.get("classes") and ident.get("classes") != want["classes"])
+    ):
+
         def show(i):
             shape = "x".join(map(str, i.get("input") or []))
             return f"{i.get('model')} ({len(i.get('classes') or [])} classes, input {shape})"
-        raise BaselineError(f"Baseline '{path}' was saved for {show(ident)}, but this check is for {show(want)}; "
-                            "pass the baseline of this model or save a new one with --save-baseline.")
+
+        raise BaselineError(
+            f"Baseline '{path}' was saved for {show(ident)}, but this check is for {show(want)}; "
+            "pass the baseline of this model or save a new one with --save-baseline."
+        )
     src = source.describe("val")
     bsrc = base.get("data") or {}
     if bsrc.get("source") != src.get("source"):
-        raise BaselineError(f"Baseline '{path}' was measured on data '{bsrc.get('source')}', this check uses "
-                            f"'{src.get('source')}'; compare on the same data or save a new baseline.")
+        raise BaselineError(
+            f"Baseline '{path}' was measured on data '{bsrc.get('source')}', this check uses "
+            f"'{src.get('source')}'; compare on the same data or save a new baseline."
+        )
 
 
 def _fingerprint_diff(a: dict, b: dict) -> list[str]:
@@ -110,9 +137,11 @@ def baseline_metrics(report: CheckReport, base: dict, policy: Policy) -> list[Me
 def _accuracy_rows(report: CheckReport, base: dict, policy: Policy) -> list[Metric]:
     bm, acc, tol = base["metrics"], report.accuracy, policy.baseline_accuracy_tolerance
     out = []
-    for key, label, now, unit_scale in (("top1", "top-1 vs baseline", acc["candidate"]["top1"], 1.0),
-                                        ("top5", "top-5 vs baseline", acc["candidate"]["top5"], 1.0),
-                                        ("agreement", "agreement vs baseline", acc["agreement"]["point"], 100.0)):
+    for key, label, now, unit_scale in (
+        ("top1", "top-1 vs baseline", acc["candidate"]["top1"], 1.0),
+        ("top5", "top-5 vs baseline", acc["candidate"]["top5"], 1.0),
+        ("agreement", "agreement vs baseline", acc["agreement"]["point"], 100.0),
+    ):
         was = bm.get(f"candidate_{key}") if key != "agreement" else bm.get("agreement")
         m = Metric(f"baseline_{key}", label, "pt", None, threshold=-tol, op=">=")
         if not isinstance(was, (int, float)):
@@ -120,7 +149,7 @@ def _accuracy_rows(report: CheckReport, base: dict, policy: Policy) -> list[Metr
         else:
             m.value = (now - was) * unit_scale
             m.judge()
-            shown = (f"{was:.2f} % -> {now:.2f} %" if unit_scale == 1.0 else f"{was:.4f} -> {now:.4f}")
+            shown = f"{was:.2f} % -> {now:.2f} %" if unit_scale == 1.0 else f"{was:.4f} -> {now:.4f}"
             m.detail = f"change since the baseline of {base.get('created')}: {shown} (absolute tolerance {tol:.2f} pt)"
         out.append(m)
     return out
@@ -144,8 +173,10 @@ def _latency_skip(report: CheckReport, base: dict, was) -> str | None:
 def _latency_rows(report: CheckReport, base: dict, policy: Policy) -> list[Metric]:
     bm, lat, ltol = base["metrics"], report.latency, policy.baseline_latency_tolerance
     out = []
-    for key, label, thr, op in (("latency", "latency vs baseline", 1.0 + ltol, "<="),
-                                ("speedup", "speedup vs baseline", 1.0 - ltol, ">=")):
+    for key, label, thr, op in (
+        ("latency", "latency vs baseline", 1.0 + ltol, "<="),
+        ("speedup", "speedup vs baseline", 1.0 - ltol, ">="),
+    ):
         m = Metric(f"baseline_{key}", label, "x", None, threshold=thr, op=op)
         was = bm.get("candidate_latency_ms" if key == "latency" else "speedup")
         skip = _latency_skip(report, base, was)

@@ -18,11 +18,16 @@ class IncompatibleModels(InvalidInput):
 
 def _same(va, vb) -> bool:
     """Equal input-spec values (numbers and lists of numbers up to rounding)."""
+
     def number(x):
         return isinstance(x, (int, float))
 
-    if isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)) and len(va) == len(vb) \
-            and all(number(x) and number(y) for x, y in zip(va, vb)):
+    if (
+        isinstance(va, (list, tuple))
+        and isinstance(vb, (list, tuple))
+        and len(va) == len(vb)
+        and all(number(x) and number(y) for x, y in zip(va, vb))
+    ):
         return all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9) for x, y in zip(va, vb))
     if number(va) and number(vb):
         return math.isclose(va, vb, rel_tol=1e-6)
@@ -35,29 +40,48 @@ def ensure_comparable(candidate: Artifact, original: Artifact) -> None:
     if candidate.num_classes != original.num_classes:
         raise IncompatibleModels(
             f"{where} predicts {candidate.num_classes} classes, original '{original.path}' "
-            f"predicts {original.num_classes}; compare a candidate derived from this original.")
+            f"predicts {original.num_classes}; compare a candidate derived from this original."
+        )
     if candidate.classes != original.classes:
         diff = next(i for i, (a, b) in enumerate(zip(candidate.classes, original.classes)) if a != b)
         raise IncompatibleModels(
             f"{where} and original '{original.path}' name their classes differently (class {diff}: "
-            f"{candidate.classes[diff]!r} vs {original.classes[diff]!r}); compare models trained on the same classes.")
+            f"{candidate.classes[diff]!r} vs {original.classes[diff]!r}); compare models trained on the same classes."
+        )
     a, b = candidate.input, original.input
-    differ = [f"{key} {a.get(key)!r} vs {b.get(key)!r}" for key in sorted((set(a) | set(b)) - _SPEC_IGNORE)
-              if not _same(a.get(key), b.get(key))]
+    differ = [
+        f"{key} {a.get(key)!r} vs {b.get(key)!r}"
+        for key in sorted((set(a) | set(b)) - _SPEC_IGNORE)
+        if not _same(a.get(key), b.get(key))
+    ]
     if differ:
         raise IncompatibleModels(
             f"{where} and original '{original.path}' expect different inputs ({'; '.join(differ[:4])}); the gate "
-            "feeds both the same images, so compare a candidate exported at the original's input spec.")
+            "feeds both the same images, so compare a candidate exported at the original's input spec."
+        )
 
 
 def describe_artifact(art: Artifact) -> dict:
     """Identity and cost of an artifact as the report records it."""
     params, params_from = _lineage_metric(art, "params")
     macs, macs_from = _lineage_metric(art, "macs")
-    return {"path": str(art.path), "id": art.id, "model": art.model, "format": art.format, "precision": art.precision,
-            "stage": art.stage, "sha256": art.sha256, "root_id": art.root_id, "num_classes": art.num_classes,
-            "input": list(art.input_shape), "size_bytes": artifact_bytes(art), "params": params, "macs": macs,
-            "params_from": params_from, "macs_from": macs_from}
+    return {
+        "path": str(art.path),
+        "id": art.id,
+        "model": art.model,
+        "format": art.format,
+        "precision": art.precision,
+        "stage": art.stage,
+        "sha256": art.sha256,
+        "root_id": art.root_id,
+        "num_classes": art.num_classes,
+        "input": list(art.input_shape),
+        "size_bytes": artifact_bytes(art),
+        "params": params,
+        "macs": macs,
+        "params_from": params_from,
+        "macs_from": macs_from,
+    }
 
 
 def artifact_bytes(art: Artifact) -> int:
@@ -87,12 +111,19 @@ def _lineage_metric(art: Artifact, key: str, depth: int = 8):
 
 def size_ratios(original: dict, candidate: dict) -> dict:
     """File bytes, MACs and params of both (as :func:`describe_artifact` gives them) and candidate / original."""
+
     def ratio(key):
         o, c = original.get(key), candidate.get(key)
         return (c / o) if isinstance(o, (int, float)) and isinstance(c, (int, float)) and o else None
 
-    return {"original_bytes": original["size_bytes"], "candidate_bytes": candidate["size_bytes"],
-            "size_ratio": ratio("size_bytes"), "original_macs": original.get("macs"),
-            "candidate_macs": candidate.get("macs"), "macs_ratio": ratio("macs"),
-            "original_params": original.get("params"), "candidate_params": candidate.get("params"),
-            "params_ratio": ratio("params")}
+    return {
+        "original_bytes": original["size_bytes"],
+        "candidate_bytes": candidate["size_bytes"],
+        "size_ratio": ratio("size_bytes"),
+        "original_macs": original.get("macs"),
+        "candidate_macs": candidate.get("macs"),
+        "macs_ratio": ratio("macs"),
+        "original_params": original.get("params"),
+        "candidate_params": candidate.get("params"),
+        "params_ratio": ratio("params"),
+    }

@@ -26,12 +26,12 @@ class Metric:
     original: float | None = None
     candidate: float | None = None
     threshold: float | None = None
-    op: str | None = None               # "<=" or ">=": value op threshold must hold
-    low: float | None = None            # interval of value, when there is one
+    op: str | None = None  # "<=" or ">=": value op threshold must hold
+    low: float | None = None  # interval of value, when there is one
     high: float | None = None
     status: str = "info"
     detail: str = ""
-    side_unit: str | None = None        # unit of ``original`` / ``candidate`` when it differs from ``unit``
+    side_unit: str | None = None  # unit of ``original`` / ``candidate`` when it differs from ``unit``
 
     @property
     def gated(self) -> bool:
@@ -59,8 +59,14 @@ class Metric:
         return self
 
 
-def decide(value: float | None, threshold: float | None, op: str | None, low: float | None = None,
-           high: float | None = None, decide_on: str = "ci") -> str:
+def decide(
+    value: float | None,
+    threshold: float | None,
+    op: str | None,
+    low: float | None = None,
+    high: float | None = None,
+    decide_on: str = "ci",
+) -> str:
     """The status of one metric (see :mod:`edgecnn.check` for the rule)."""
     if threshold is None or op is None:
         return "info"
@@ -83,23 +89,39 @@ def decide(value: float | None, threshold: float | None, op: str | None, low: fl
 # --------------------------------------------------------------------------------------------------
 # Rows from the measurements
 # --------------------------------------------------------------------------------------------------
-def metrics(accuracy: dict, per_class: list[dict], latency: dict | None, size: dict, policy: Policy,
-            n_images: int) -> list[Metric]:
+def metrics(
+    accuracy: dict, per_class: list[dict], latency: dict | None, size: dict, policy: Policy, n_images: int
+) -> list[Metric]:
     """The gate's rows, in report order: accuracy, agreement, classes, KL, McNemar, latency, size."""
-    return (_drop_metrics(accuracy, policy, n_images) + _agreement_metrics(accuracy, per_class, policy, n_images)
-            + _latency_metrics(latency, policy) + _size_metrics(size, policy))
+    return (
+        _drop_metrics(accuracy, policy, n_images)
+        + _agreement_metrics(accuracy, per_class, policy, n_images)
+        + _latency_metrics(latency, policy)
+        + _size_metrics(size, policy)
+    )
 
 
 def _drop_metrics(acc: dict, policy: Policy, n_images: int) -> list[Metric]:
     out = []
-    for key, label, thr in (("top1", "top-1 drop", policy.max_top1_drop),
-                            ("top5", "top-5 drop", policy.max_top5_drop)):
+    for key, label, thr in (("top1", "top-1 drop", policy.max_top1_drop), ("top5", "top-5 drop", policy.max_top5_drop)):
         iv = acc[f"{key}_drop"]
-        m = Metric(f"{key}_drop", label, "pt", iv["point"], original=acc["original"][key],
-                   candidate=acc["candidate"][key], threshold=thr, op="<=", low=iv["low"], high=iv["high"],
-                   side_unit="%").judge(policy.decide_on)
-        m.detail = (f"original {acc['original'][key]:.2f} %, candidate {acc['candidate'][key]:.2f} %; "
-                    f"{100 * iv['confidence']:.0f}% CI of the drop [{iv['low']:.2f}, {iv['high']:.2f}] pt")
+        m = Metric(
+            f"{key}_drop",
+            label,
+            "pt",
+            iv["point"],
+            original=acc["original"][key],
+            candidate=acc["candidate"][key],
+            threshold=thr,
+            op="<=",
+            low=iv["low"],
+            high=iv["high"],
+            side_unit="%",
+        ).judge(policy.decide_on)
+        m.detail = (
+            f"original {acc['original'][key]:.2f} %, candidate {acc['candidate'][key]:.2f} %; "
+            f"{100 * iv['confidence']:.0f}% CI of the drop [{iv['low']:.2f}, {iv['high']:.2f}] pt"
+        )
         if m.status == "inconclusive":
             m.detail += _inconclusive_hint(iv, thr, n_images)
         out.append(m)
@@ -108,32 +130,50 @@ def _drop_metrics(acc: dict, policy: Policy, n_images: int) -> list[Metric]:
 
 def _agreement_metrics(acc: dict, per_class: list[dict], policy: Policy, n_images: int) -> list[Metric]:
     ag = acc["agreement"]
-    agree = Metric("agreement", "agreement", "fraction", ag["point"], threshold=policy.min_agreement,
-                   op=">=").judge()
-    agree.detail = (f"{acc['disagreements']} of {n_images} images predicted differently; "
-                    f"Wilson {100 * ag['confidence']:.0f}% CI [{ag['low']:.4f}, {ag['high']:.4f}]")
+    agree = Metric("agreement", "agreement", "fraction", ag["point"], threshold=policy.min_agreement, op=">=").judge()
+    agree.detail = (
+        f"{acc['disagreements']} of {n_images} images predicted differently; "
+        f"Wilson {100 * ag['confidence']:.0f}% CI [{ag['low']:.4f}, {ag['high']:.4f}]"
+    )
     worst = acc["worst_class"]
-    cls = Metric("worst_class_drop", "worst class drop", "pt", worst["drop"] if worst else None,
-                 threshold=policy.max_class_drop, op="<=", side_unit="%").judge()
+    cls = Metric(
+        "worst_class_drop",
+        "worst class drop",
+        "pt",
+        worst["drop"] if worst else None,
+        threshold=policy.max_class_drop,
+        op="<=",
+        side_unit="%",
+    ).judge()
     if worst:
         row = next(r for r in per_class if r["class"] == worst["class"])
         cls.original, cls.candidate = row["original"], row["candidate"]
-        cls.detail = (f"class '{worst['class']}' ({row['n']} images): {row['original']:.2f} % -> "
-                      f"{row['candidate']:.2f} %")
+        cls.detail = (
+            f"class '{worst['class']}' ({row['n']} images): {row['original']:.2f} % -> {row['candidate']:.2f} %"
+        )
     kl = acc["kl"]
     klm = Metric("kl_mean", "mean KL", "nats", kl["mean"], threshold=policy.max_kl, op="<=").judge()
-    klm.detail = (f"KL(original || candidate) of the softmax outputs; p95 {format_value(kl['p95'], 'nats')}, "
-                  f"max {format_value(kl['max'], 'nats')}")
+    klm.detail = (
+        f"KL(original || candidate) of the softmax outputs; p95 {format_value(kl['p95'], 'nats')}, "
+        f"max {format_value(kl['max'], 'nats')}"
+    )
     mc = acc["mcnemar"]
-    mcn = Metric("mcnemar_p", "McNemar p", "p", mc["p_value"],
-                 detail=f"{mc['method']}: {mc['b']} images only the original got right, {mc['c']} only the candidate")
+    mcn = Metric(
+        "mcnemar_p",
+        "McNemar p",
+        "p",
+        mc["p_value"],
+        detail=f"{mc['method']}: {mc['b']} images only the original got right, {mc['c']} only the candidate",
+    )
     return [agree, cls, klm, mcn]
 
 
 def _latency_metrics(lat: dict | None, policy: Policy) -> list[Metric]:
     out = []
-    for key, label, thr, op in (("speedup", "speedup", policy.min_speedup, ">="),
-                                ("latency_ratio", "latency ratio", policy.max_latency_ratio, "<=")):
+    for key, label, thr, op in (
+        ("speedup", "speedup", policy.min_speedup, ">="),
+        ("latency_ratio", "latency ratio", policy.max_latency_ratio, "<="),
+    ):
         m = Metric(key, label, "x", None, threshold=thr, op=op, side_unit="ms")
         if lat is None:
             m.status = "skipped"
@@ -143,22 +183,38 @@ def _latency_metrics(lat: dict | None, policy: Policy) -> list[Metric]:
             m.value, m.low, m.high = r["point"], r["low"], r["high"]
             m.original, m.candidate = lat["original"]["p50_ms"], lat["candidate"]["p50_ms"]
             m.judge(policy.decide_on)
-            m.detail = (f"p50 {lat['original']['p50_ms']:.3f} ms -> {lat['candidate']['p50_ms']:.3f} ms at batch "
-                        f"{lat['batch_size']}, interleaved; spread [{r['low']:.3f}, {r['high']:.3f}] ({r['spread']})")
+            m.detail = (
+                f"p50 {lat['original']['p50_ms']:.3f} ms -> {lat['candidate']['p50_ms']:.3f} ms at batch "
+                f"{lat['batch_size']}, interleaved; spread [{r['low']:.3f}, {r['high']:.3f}] ({r['spread']})"
+            )
         out.append(m)
     return out
 
 
 def _size_metrics(size: dict, policy: Policy) -> list[Metric]:
-    m = Metric("size_ratio", "size ratio", "x", size["size_ratio"], original=size["original_bytes"],
-               candidate=size["candidate_bytes"], threshold=policy.max_size_ratio, op="<=",
-               side_unit="bytes").judge()
-    m.detail = (f"model file bytes {human_bytes(size['original_bytes'])} -> "
-                f"{human_bytes(size['candidate_bytes'])}")
+    m = Metric(
+        "size_ratio",
+        "size ratio",
+        "x",
+        size["size_ratio"],
+        original=size["original_bytes"],
+        candidate=size["candidate_bytes"],
+        threshold=policy.max_size_ratio,
+        op="<=",
+        side_unit="bytes",
+    ).judge()
+    m.detail = f"model file bytes {human_bytes(size['original_bytes'])} -> {human_bytes(size['candidate_bytes'])}"
     out = [m]
     for key, label in (("macs", "MACs ratio"), ("params", "params ratio")):
-        m = Metric(f"{key}_ratio", label, "x", size[f"{key}_ratio"], original=size[f"original_{key}"],
-                   candidate=size[f"candidate_{key}"], side_unit="count")
+        m = Metric(
+            f"{key}_ratio",
+            label,
+            "x",
+            size[f"{key}_ratio"],
+            original=size[f"original_{key}"],
+            candidate=size[f"candidate_{key}"],
+            side_unit="count",
+        )
         m.detail = f"{key} from the manifests" + ("" if m.value is not None else " (not recorded)")
         out.append(m)
     return out
@@ -188,10 +244,14 @@ def reasons(metric_rows: list[Metric], policy: Policy, n_images: int, latency: d
         elif m.status == "inconclusive":
             if m.key in LATENCY_KEYS:
                 rounds = (latency or {}).get(m.key, {}).get("rounds")
-                why = (f"with {rounds} interleaved timing rounds (raise latency_min_time_s, loosen the threshold, "
-                       "or set decide_on: point)")
+                why = (
+                    f"with {rounds} interleaved timing rounds (raise latency_min_time_s, loosen the threshold, "
+                    "or set decide_on: point)"
+                )
             else:
-                why = (f"with {n_images} images at {100 * policy.confidence:.0f}% confidence "
-                       "(add images, loosen the threshold, or set decide_on: point)")
+                why = (
+                    f"with {n_images} images at {100 * policy.confidence:.0f}% confidence "
+                    "(add images, loosen the threshold, or set decide_on: point)"
+                )
             out.append(f"{m.label} {m.value_text()} cannot be decided against {m.threshold_text()} {why}")
     return out

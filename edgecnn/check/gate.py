@@ -48,9 +48,22 @@ class _Outputs:
     runners: tuple[str, str]
 
 
-def check(candidate, original, data, policy=None, *, latency: bool = True, baseline: str | Path | None = None,
-          batch_size: int = 64, device: str = "cpu", threads: int | None = None, val_split: float = 0.2,
-          skip_corrupt: bool = False, progress: bool = False, workers: int | None = None) -> CheckReport:
+def check(
+    candidate,
+    original,
+    data,
+    policy=None,
+    *,
+    latency: bool = True,
+    baseline: str | Path | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    threads: int | None = None,
+    val_split: float = 0.2,
+    skip_corrupt: bool = False,
+    progress: bool = False,
+    workers: int | None = None,
+) -> CheckReport:
     """Gate ``candidate`` against ``original`` on the held-out split of ``data``.
 
     ``data`` is a :class:`~edgecnn.data.source.DataSource` or its text ('digits', 'synthetic[:N]', a
@@ -64,12 +77,14 @@ def check(candidate, original, data, policy=None, *, latency: bool = True, basel
     t0 = time.perf_counter()
     inputs = _resolve(candidate, original, data, policy, baseline, batch_size)
     _load_images(inputs, val_split=val_split, skip_corrupt=skip_corrupt)
-    outputs = _run_both(inputs, batch_size=batch_size, device=device, threads=threads, progress=progress,
-                        workers=workers)
+    outputs = _run_both(
+        inputs, batch_size=batch_size, device=device, threads=threads, progress=progress, workers=workers
+    )
     lat = None
     if latency:
-        lat = measure_pair_latency(inputs.orig, inputs.cand, inputs.policy, device=device, data=inputs.source,
-                                   progress=progress)
+        lat = measure_pair_latency(
+            inputs.orig, inputs.cand, inputs.policy, device=device, data=inputs.source, progress=progress
+        )
     report = _record(inputs, outputs, lat, val_split=val_split)
     report.seconds = time.perf_counter() - t0
     return report
@@ -95,36 +110,46 @@ def _load_images(inputs: _Inputs, *, val_split: float, skip_corrupt: bool) -> No
     """The held-out split, checked against the models' classes (a folder is listed here, decoded later)."""
     source, orig = inputs.source, inputs.orig
     source.require_folder()
-    dataset = source.dataset(orig.input, "val", val_split=val_split, skip_corrupt=skip_corrupt,
-                             num_classes=orig.num_classes)
+    dataset = source.dataset(
+        orig.input, "val", val_split=val_split, skip_corrupt=skip_corrupt, num_classes=orig.num_classes
+    )
     if len(dataset) == 0:
-        raise DataError(f"Data '{source}' has no held-out images to check on; pass a folder with images in "
-                        "every class.")
+        raise DataError(
+            f"Data '{source}' has no held-out images to check on; pass a folder with images in every class."
+        )
     names = list(dataset.classes)
     source.check_classes(names, orig.num_classes, who="each model", fix="check on data with the models' classes")
     if source.is_synthetic:
         inputs.notes.append("synthetic data: plumbing only, the accuracy numbers mean nothing")
     elif names != orig.classes:
-        raise DataError(f"Data '{source}' names its classes {names[:5]}... but the models were trained on "
-                        f"{orig.classes[:5]}...; check on data with the same class folders.")
+        raise DataError(
+            f"Data '{source}' names its classes {names[:5]}... but the models were trained on "
+            f"{orig.classes[:5]}...; check on data with the same class folders."
+        )
     inputs.dataset = dataset
 
 
 # -- run -------------------------------------------------------------------------------------------
-def _run_both(inputs: _Inputs, *, batch_size: int, device: str, threads: int | None, progress: bool,
-              workers: int | None) -> _Outputs:
+def _run_both(
+    inputs: _Inputs, *, batch_size: int, device: str, threads: int | None, progress: bool, workers: int | None
+) -> _Outputs:
     """Original and candidate on every batch of ONE pass over the data."""
     orig, cand = inputs.orig, inputs.cand
-    with open_runner(orig, device=device, threads=threads) as o_run, \
-            open_runner(cand, device=device, threads=threads) as c_run:
-        (o_logits, c_logits), labels, _ = predict([o_run, c_run], inputs.dataset, batch_size=batch_size,
-                                                  workers=workers, progress=progress)
+    with (
+        open_runner(orig, device=device, threads=threads) as o_run,
+        open_runner(cand, device=device, threads=threads) as c_run,
+    ):
+        (o_logits, c_logits), labels, _ = predict(
+            [o_run, c_run], inputs.dataset, batch_size=batch_size, workers=workers, progress=progress
+        )
         runners = (o_run.description, c_run.description)
     labels = np.asarray(labels)
     for role, art, logits in (("original", orig, o_logits), ("candidate", cand, c_logits)):
         if logits.ndim != 2 or logits.shape[1] != art.num_classes or logits.shape[0] != len(labels):
-            raise InvalidInput(f"The {role} '{art.path}' returned outputs of shape {logits.shape}, expected "
-                               f"({len(labels)}, {art.num_classes}); re-create the artifact.")
+            raise InvalidInput(
+                f"The {role} '{art.path}' returned outputs of shape {logits.shape}, expected "
+                f"({len(labels)}, {art.num_classes}); re-create the artifact."
+            )
     if not np.isfinite(c_logits).all():
         inputs.notes.append("the candidate produced non-finite outputs (NaN/inf) on some images")
     return _Outputs(o_logits, c_logits, labels, runners)
@@ -134,24 +159,37 @@ def _run_both(inputs: _Inputs, *, batch_size: int, device: str, threads: int | N
 def _record(inputs: _Inputs, outputs: _Outputs, lat: dict | None, *, val_split: float) -> CheckReport:
     """The report: measurements, metric rows (baseline rows last), verdict and reasons."""
     policy, n = inputs.policy, int(len(outputs.labels))
-    accuracy, per_class = paired_accuracy(outputs.original, outputs.candidate, outputs.labels, inputs.orig.classes,
-                                          policy)
+    accuracy, per_class = paired_accuracy(
+        outputs.original, outputs.candidate, outputs.labels, inputs.orig.classes, policy
+    )
     original = {**describe_artifact(inputs.orig), "runner": outputs.runners[0]}
     candidate = {**describe_artifact(inputs.cand), "runner": outputs.runners[1]}
     size = size_ratios(original, candidate)
     env = fingerprint()
     report = CheckReport(
-        candidate=candidate, original=original,
+        candidate=candidate,
+        original=original,
         data={**inputs.source.describe("val"), "n_images": n, "val_split": val_split},
-        n_images=n, policy=policy.as_dict(), metrics=metrics(accuracy, per_class, lat, size, policy, n),
-        per_class=per_class, accuracy=accuracy, latency=lat, size=size, baseline=None,
-        environment={"fingerprint": env, "key": fingerprint_key(env)}, notes=inputs.notes,
+        n_images=n,
+        policy=policy.as_dict(),
+        metrics=metrics(accuracy, per_class, lat, size, policy, n),
+        per_class=per_class,
+        accuracy=accuracy,
+        latency=lat,
+        size=size,
+        baseline=None,
+        environment={"fingerprint": env, "key": fingerprint_key(env)},
+        notes=inputs.notes,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     base = inputs.baseline
     if base is not None:
-        report.baseline = {"path": str(inputs.baseline_path), "created": base.get("created"),
-                           "metrics": base.get("metrics"), "candidate": base.get("candidate")}
+        report.baseline = {
+            "path": str(inputs.baseline_path),
+            "created": base.get("created"),
+            "metrics": base.get("metrics"),
+            "candidate": base.get("candidate"),
+        }
         report.metrics += baseline_metrics(report, base, policy)
     if not any(m.gated for m in report.metrics):
         report.notes.append("no threshold applied, so nothing was gated; set --max-top1-drop or pass --policy")

@@ -36,15 +36,15 @@ class Policy(Options):
     ERROR: ClassVar[type[Exception]] = PolicyError
     IGNORED_KEYS: ClassVar[tuple[str, ...]] = ("version",)
 
-    max_top1_drop: float | None = 1.0        # pt; original top-1 minus candidate top-1
-    max_top5_drop: float | None = None       # pt
-    min_agreement: float | None = None       # fraction of images with the same top-1 prediction
-    max_class_drop: float | None = None      # pt; worst per-class accuracy drop
-    max_kl: float | None = None              # nats; mean KL(original || candidate) of the softmax outputs
-    min_speedup: float | None = None         # x; original latency / candidate latency
-    max_latency_ratio: float | None = None   # x; candidate latency / original latency
-    max_size_ratio: float | None = None      # x; candidate file bytes / original file bytes
-    decide_on: str = "ci"                    # ci | point (see edgecnn.check)
+    max_top1_drop: float | None = 1.0  # pt; original top-1 minus candidate top-1
+    max_top5_drop: float | None = None  # pt
+    min_agreement: float | None = None  # fraction of images with the same top-1 prediction
+    max_class_drop: float | None = None  # pt; worst per-class accuracy drop
+    max_kl: float | None = None  # nats; mean KL(original || candidate) of the softmax outputs
+    min_speedup: float | None = None  # x; original latency / candidate latency
+    max_latency_ratio: float | None = None  # x; candidate latency / original latency
+    max_size_ratio: float | None = None  # x; candidate file bytes / original file bytes
+    decide_on: str = "ci"  # ci | point (see edgecnn.check)
     confidence: float = 0.95
     bootstrap_resamples: int = 10_000
     seed: int = 0
@@ -53,8 +53,8 @@ class Policy(Options):
     latency_warmup: int = 10
     latency_min_repeats: int = 20
     latency_threads: int | None = None
-    baseline_accuracy_tolerance: float = 0.5   # pt, absolute
-    baseline_latency_tolerance: float = 0.15   # relative (0.15 = 15 % slower is a regression)
+    baseline_accuracy_tolerance: float = 0.5  # pt, absolute
+    baseline_latency_tolerance: float = 0.15  # relative (0.15 = 15 % slower is a regression)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -63,18 +63,20 @@ class Policy(Options):
         if isinstance(data, dict):
             version = data.get("version", POLICY_VERSION)
             if version != POLICY_VERSION:
-                raise PolicyError(f"{source}: policy version {version!r} is not supported; "
-                                  f"use version: {POLICY_VERSION}.")
+                raise PolicyError(
+                    f"{source}: policy version {version!r} is not supported; use version: {POLICY_VERSION}."
+                )
             known = cls.keys()
-            for raw_key in data:   # policy files are snake_case: suggest in their spelling
+            for raw_key in data:  # policy files are snake_case: suggest in their spelling
                 key = cls.normalise_key(raw_key)
                 if key not in known and key not in cls.IGNORED_KEYS:
-                    raise PolicyError(f"{source}: unknown key '{raw_key}'.{suggest(key, known)} "
-                                      f"Known keys: {', '.join(known)}.")
+                    raise PolicyError(
+                        f"{source}: unknown key '{raw_key}'.{suggest(key, known)} Known keys: {', '.join(known)}."
+                    )
         policy = cls.from_mapping(data, where=source, validate=False)
         try:
             policy.validate()
-        except OptionError as exc:   # the values came from the file: the file is what to fix
+        except OptionError as exc:  # the values came from the file: the file is what to fix
             raise PolicyError(f"{source}: {exc}") from None
         return policy
 

@@ -82,8 +82,10 @@ class CheckReport:
     def summary(self) -> str:
         """One line: the verdict and why."""
         head = VERDICT_WORD[self.verdict]
-        name = (f"{self.candidate['model']} {self.candidate['format']}/{self.candidate['precision']} "
-                f"({self.candidate.get('stage')}) vs original")
+        name = (
+            f"{self.candidate['model']} {self.candidate['format']}/{self.candidate['precision']} "
+            f"({self.candidate.get('stage')}) vs original"
+        )
         if self.verdict == "pass":
             gated = self.with_status("pass")
             return f"{head}: {name} - {len(gated)} gated metric(s) within threshold on {self.n_images} images."
@@ -91,19 +93,44 @@ class CheckReport:
 
     def table_rows(self) -> list[list[str]]:
         """Rows for a table with :data:`TABLE_COLUMNS` (what the CLI and the demo print)."""
-        return [[m.label, m.side_text(m.original), m.side_text(m.candidate), m.value_text(), m.threshold_text(),
-                 m.status] for m in self.metrics]
+        return [
+            [m.label, m.side_text(m.original), m.side_text(m.candidate), m.value_text(), m.threshold_text(), m.status]
+            for m in self.metrics
+        ]
 
     def to_dict(self) -> dict:
-        d = {"schema": REPORT_SCHEMA, "verdict": self.verdict, "exit_code": self.exit_code, "summary": self.summary(),
-             "reasons": self.reasons, "notes": self.notes, "created": self.created, "seconds": round(self.seconds, 3),
-             "candidate": self.candidate, "original": self.original, "data": self.data, "n_images": self.n_images,
-             "policy": self.policy, "metrics": [asdict(m) for m in self.metrics], "per_class": self.per_class,
-             "accuracy": self.accuracy, "latency": self.latency, "size": self.size, "baseline": self.baseline,
-             "environment": self.environment, "reports": self.reports}
+        d = {
+            "schema": REPORT_SCHEMA,
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "summary": self.summary(),
+            "reasons": self.reasons,
+            "notes": self.notes,
+            "created": self.created,
+            "seconds": round(self.seconds, 3),
+            "candidate": self.candidate,
+            "original": self.original,
+            "data": self.data,
+            "n_images": self.n_images,
+            "policy": self.policy,
+            "metrics": [asdict(m) for m in self.metrics],
+            "per_class": self.per_class,
+            "accuracy": self.accuracy,
+            "latency": self.latency,
+            "size": self.size,
+            "baseline": self.baseline,
+            "environment": self.environment,
+            "reports": self.reports,
+        }
         return finite(d)
 
-    def write(self, *, json: str | Path | None = None, junit: str | Path | None = None,
-              markdown: str | Path | None = None, plot: str | Path | None = None) -> dict[str, str]:
+    def write(
+        self,
+        *,
+        json: str | Path | None = None,
+        junit: str | Path | None = None,
+        markdown: str | Path | None = None,
+        plot: str | Path | None = None,
+    ) -> dict[str, str]:
         """Write the requested reports (atomically) and remember their paths in ``reports``."""
         return write_reports(self, json=json, junit=junit, markdown=markdown, plot=plot)

@@ -19,8 +19,24 @@ from .. import __version__
 from ..errors import EdgeCnnError, OptionError, suggest
 
 # Commands in pipeline order; modules found but not listed here come after, alphabetically.
-ORDER = ["models", "train", "eval", "export", "bench", "prune", "distill", "calib", "quantize", "compress",
-         "devices", "doctor", "build", "deploy", "check", "sweep"]
+ORDER = [
+    "models",
+    "train",
+    "eval",
+    "export",
+    "bench",
+    "prune",
+    "distill",
+    "calib",
+    "quantize",
+    "compress",
+    "devices",
+    "doctor",
+    "build",
+    "deploy",
+    "check",
+    "sweep",
+]
 
 
 def _discover() -> dict[str, str]:
@@ -51,7 +67,7 @@ class EdgeCnnGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except OptionError as exc:   # bad or conflicting options: a usage error, exit 2
+        except OptionError as exc:  # bad or conflicting options: a usage error, exit 2
             raise click.UsageError(str(exc), ctx) from None
         except EdgeCnnError as exc:
             raise click.ClickException(str(exc)) from None

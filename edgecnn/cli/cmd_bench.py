@@ -25,29 +25,79 @@ class Warmup(click.ParamType):
 
 @click.command("bench")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path())
-@click.option("--batch-size", "-b", "batch_sizes", multiple=True, type=click.IntRange(min=1), default=(1,),
-              show_default=True, help="Batch size to measure (repeat for several).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Threads pinned for every runtime [default: physical cores].")
-@click.option("--warmup", type=Warmup(), default="10", show_default=True,
-              help="Warm-up per artifact and batch size: N runs or Ns seconds.")
-@click.option("--min-time", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="Minimum timed seconds per artifact and batch size.")
-@click.option("--min-repeats", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Minimum timed runs per artifact and batch size.")
+@click.option(
+    "--batch-size",
+    "-b",
+    "batch_sizes",
+    multiple=True,
+    type=click.IntRange(min=1),
+    default=(1,),
+    show_default=True,
+    help="Batch size to measure (repeat for several).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads pinned for every runtime [default: physical cores].",
+)
+@click.option(
+    "--warmup",
+    type=Warmup(),
+    default="10",
+    show_default=True,
+    help="Warm-up per artifact and batch size: N runs or Ns seconds.",
+)
+@click.option(
+    "--min-time",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Minimum timed seconds per artifact and batch size.",
+)
+@click.option(
+    "--min-repeats",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Minimum timed runs per artifact and batch size.",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] (engines and ONNX with a GPU build).")
-@click.option("--interleave/--sequential", default=True, show_default=True,
-              help="Run artifacts in interleaved rounds (A B A B ...) so machine drift cancels in the ratios.")
-@click.option("--data", default="digits", show_default=True,
-              help="Input images: 'digits' (real, preprocessed per artifact) or 'synthetic'.")
-@click.option("--ort-spinning", is_flag=True,
-              help="Let ONNX Runtime's intra-op threads spin between runs (its own default, what a deployed CPU "
-                   "bundle uses). Off by default: spinning threads slow the other candidates of an interleaved "
-                   "run (torch most), so time spinning ONNX artifacts without torch next to them.")
+@click.option(
+    "--interleave/--sequential",
+    default=True,
+    show_default=True,
+    help="Run artifacts in interleaved rounds (A B A B ...) so machine drift cancels in the ratios.",
+)
+@click.option(
+    "--data",
+    default="digits",
+    show_default=True,
+    help="Input images: 'digits' (real, preprocessed per artifact) or 'synthetic'.",
+)
+@click.option(
+    "--ort-spinning",
+    is_flag=True,
+    help="Let ONNX Runtime's intra-op threads spin between runs (its own default, what a deployed CPU "
+    "bundle uses). Off by default: spinning threads slow the other candidates of an interleaved "
+    "run (torch most), so time spinning ONNX artifacts without torch next to them.",
+)
 @click.option("--label", "labels", multiple=True, help="Name for each artifact in the table (repeat, in order).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the full result as JSON.")
-def command(artifacts, batch_sizes, threads, warmup, min_time, min_repeats, device, interleave, data, ort_spinning,
-            labels, json_path):
+def command(
+    artifacts,
+    batch_sizes,
+    threads,
+    warmup,
+    min_time,
+    min_repeats,
+    device,
+    interleave,
+    data,
+    ort_spinning,
+    labels,
+    json_path,
+):
     """Measure the latency of one or more ARTIFACTS (torch, onnx, engine) in one process.
 
     With several artifacts they run interleaved and each is reported as a ratio against the first
@@ -59,10 +109,19 @@ def command(artifacts, batch_sizes, threads, warmup, min_time, min_repeats, devi
     """
     from ..bench import environment_line, measure_latency, results_table
 
-    result = measure_latency(list(artifacts), batch_sizes=batch_sizes, warmup=warmup, min_time_s=min_time,
-                             min_repeats=min_repeats, threads=threads, device=device, interleave=interleave,
-                             data=data, labels=list(labels) or None,
-                             runner_options={"onnx": {"spinning": True}} if ort_spinning else None)
+    result = measure_latency(
+        list(artifacts),
+        batch_sizes=batch_sizes,
+        warmup=warmup,
+        min_time_s=min_time,
+        min_repeats=min_repeats,
+        threads=threads,
+        device=device,
+        interleave=interleave,
+        data=data,
+        labels=list(labels) or None,
+        runner_options={"onnx": {"spinning": True}} if ort_spinning else None,
+    )
     rows, cols = results_table(result)
     print_table(rows, cols, title=f"edgecnn bench (ratios against {result['baseline']})")
     click.echo(environment_line(result))

@@ -21,16 +21,20 @@ class BatchProfile(click.ParamType):
                 raise ValueError
             return tuple(parts)
         except ValueError:
-            self.fail(f"{value!r} is not a batch profile; write MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX (e.g. 1,8,32).",
-                      param, ctx)
+            self.fail(
+                f"{value!r} is not a batch profile; write MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX (e.g. 1,8,32).",
+                param,
+                ctx,
+            )
 
 
 BATCH = BatchProfile()
 
 
 def precision_option(f):
-    f = click.option("--int8", "precision", flag_value="int8",
-                     help="INT8 from the model's Q/DQ nodes (no calibrator).")(f)
+    f = click.option(
+        "--int8", "precision", flag_value="int8", help="INT8 from the model's Q/DQ nodes (no calibrator)."
+    )(f)
     f = click.option("--fp16", "precision", flag_value="fp16", help="Build FP16 (from an FP32 or FP16 ONNX).")(f)
     return f
 
@@ -42,10 +46,19 @@ def precision_option(f):
 @click.option("--batch", type=BATCH, default=None, help="Optimisation profile for a dynamic batch (default 1,1,16).")
 @click.option("--dla-core", type=click.IntRange(min=0), default=None, help="Run on this DLA core (Jetson Xavier/Orin).")
 @click.option("--gpu-fallback", is_flag=True, help="Let layers the DLA cannot run fall back to the GPU.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
-              help="Load and save TensorRT's timing cache here (faster rebuilds).")
-@click.option("--workspace", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GB",
-              help="Builder workspace limit (default: the profile's).")
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Load and save TensorRT's timing cache here (faster rebuilds).",
+)
+@click.option(
+    "--workspace",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="GB",
+    help="Builder workspace limit (default: the profile's).",
+)
 @click.option("--no-preflight", is_flag=True, help="Skip the 'edgecnn doctor' check before building.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output engine artifact directory.")
 def command(artifact, device, precision, batch, dla_core, gpu_fallback, timing_cache, workspace, no_preflight, out):
@@ -57,11 +70,32 @@ def command(artifact, device, precision, batch, dla_core, gpu_fallback, timing_c
     """
     from ..runtime.tensorrt import build_engine
 
-    art = build_engine(artifact, out, device=device, precision=precision, batch=batch, dla_core=dla_core,
-                       gpu_fallback=gpu_fallback, timing_cache=timing_cache, workspace_gb=workspace,
-                       preflight=not no_preflight)
+    art = build_engine(
+        artifact,
+        out,
+        device=device,
+        precision=precision,
+        batch=batch,
+        dla_core=dla_core,
+        gpu_fallback=gpu_fallback,
+        timing_cache=timing_cache,
+        workspace_gb=workspace,
+        preflight=not no_preflight,
+    )
     meta = art.manifest["tensorrt"]
-    print_table([[art.path, art.precision, meta["version"], meta["gpu"], meta["compute_capability"],
-                  meta["options"]["batch"] or "static", meta["dla_core"] if meta["dla_core"] is not None else "-",
-                  f"{meta['plan_bytes'] / 1e6:.2f} MB"]],
-                ["engine", "precision", "TensorRT", "GPU", "cc", "batch", "DLA", "size"], title="edgecnn build")
+    print_table(
+        [
+            [
+                art.path,
+                art.precision,
+                meta["version"],
+                meta["gpu"],
+                meta["compute_capability"],
+                meta["options"]["batch"] or "static",
+                meta["dla_core"] if meta["dla_core"] is not None else "-",
+                f"{meta['plan_bytes'] / 1e6:.2f} MB",
+            ]
+        ],
+        ["engine", "precision", "TensorRT", "GPU", "cc", "batch", "DLA", "size"],
+        title="edgecnn build",
+    )

@@ -7,28 +7,51 @@ from ._common import print_table
 
 @click.command("check")
 @click.argument("candidate", type=click.Path())
-@click.option("--against", "original", required=True, type=click.Path(),
-              help="The original artifact the candidate was derived from.")
-@click.option("--data", default="digits", show_default=True,
-              help="Images to compare on: 'digits', a folder of class sub-folders, or 'synthetic[:N]' (plumbing "
-                   "only). The held-out split is used.")
-@click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
-              help="YAML policy with thresholds (options below override it); see examples/policies/.")
-@click.option("--max-top1-drop", type=float, metavar="PT",
-              help="Max top-1 accuracy drop in percentage points [default: 1.0].")
+@click.option(
+    "--against",
+    "original",
+    required=True,
+    type=click.Path(),
+    help="The original artifact the candidate was derived from.",
+)
+@click.option(
+    "--data",
+    default="digits",
+    show_default=True,
+    help="Images to compare on: 'digits', a folder of class sub-folders, or 'synthetic[:N]' (plumbing "
+    "only). The held-out split is used.",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False),
+    help="YAML policy with thresholds (options below override it); see examples/policies/.",
+)
+@click.option(
+    "--max-top1-drop", type=float, metavar="PT", help="Max top-1 accuracy drop in percentage points [default: 1.0]."
+)
 @click.option("--max-top5-drop", type=float, metavar="PT", help="Max top-5 accuracy drop in percentage points.")
-@click.option("--min-agreement", type=float, metavar="F",
-              help="Min fraction of images with the same top-1 prediction (0.98 = 98 %).")
-@click.option("--max-class-drop", type=float, metavar="PT",
-              help="Max accuracy drop of the worst class, in percentage points.")
-@click.option("--max-kl", type=float, metavar="F",
-              help="Max mean KL(original || candidate) of the softmax outputs (nats).")
+@click.option(
+    "--min-agreement",
+    type=float,
+    metavar="F",
+    help="Min fraction of images with the same top-1 prediction (0.98 = 98 %).",
+)
+@click.option(
+    "--max-class-drop", type=float, metavar="PT", help="Max accuracy drop of the worst class, in percentage points."
+)
+@click.option(
+    "--max-kl", type=float, metavar="F", help="Max mean KL(original || candidate) of the softmax outputs (nats)."
+)
 @click.option("--min-speedup", type=float, metavar="X", help="Min speed-up: original latency / candidate latency.")
 @click.option("--max-latency-ratio", type=float, metavar="X", help="Max candidate latency / original latency.")
 @click.option("--max-size-ratio", type=float, metavar="X", help="Max candidate file size / original file size.")
-@click.option("--decide-on", type=click.Choice(["ci", "point"]),
-              help="ci: pass/fail only when the confidence interval is clear of the threshold, else inconclusive "
-                   "(exit 4); point: point estimates [default: ci].")
+@click.option(
+    "--decide-on",
+    type=click.Choice(["ci", "point"]),
+    help="ci: pass/fail only when the confidence interval is clear of the threshold, else inconclusive "
+    "(exit 4); point: point estimates [default: ci].",
+)
 @click.option("--confidence", type=float, help="Confidence level of the intervals, in [0.5, 1) [default: 0.95].")
 @click.option("--seed", type=int, help="Bootstrap seed [default: 0]; the same seed gives the same interval.")
 @click.option("--no-latency", is_flag=True, help="Do not measure latency (latency thresholds are reported as skipped).")
@@ -37,18 +60,42 @@ from ._common import print_table
 @click.option("--threads", type=int, help="CPU threads for inference and latency.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Batch size of the accuracy pass.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--baseline", type=click.Path(dir_okay=False),
-              help="Fail when a metric regressed beyond tolerance since this baseline.")
-@click.option("--save-baseline", type=click.Path(dir_okay=False),
-              help="Store the accepted metrics (when the gate passes) as a baseline.")
+@click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False),
+    help="Fail when a metric regressed beyond tolerance since this baseline.",
+)
+@click.option(
+    "--save-baseline",
+    type=click.Path(dir_okay=False),
+    help="Store the accepted metrics (when the gate passes) as a baseline.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML (one test case per metric).")
 @click.option("--markdown", type=click.Path(dir_okay=False), help="Write a Markdown report (a pull-request comment).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: accuracy vs latency and per-class delta.")
 @click.option("--progress/--no-progress", default=False, help="Show progress bars.")
 @click.pass_context
-def command(ctx, candidate, original, data, policy_file, no_latency, latency_min_time, threads, batch_size, device,
-            baseline, save_baseline, json_path, junit, markdown, plot, progress, **thresholds):
+def command(
+    ctx,
+    candidate,
+    original,
+    data,
+    policy_file,
+    no_latency,
+    latency_min_time,
+    threads,
+    batch_size,
+    device,
+    baseline,
+    save_baseline,
+    json_path,
+    junit,
+    markdown,
+    plot,
+    progress,
+    **thresholds,
+):
     """Gate CANDIDATE (a compressed artifact) against its original on the same images.
 
     Compares top-1/top-5 (paired bootstrap interval of the drop, McNemar test), prediction agreement,
@@ -65,11 +112,24 @@ def command(ctx, candidate, original, data, policy_file, no_latency, latency_min
     policy = Policy.load(policy_file) if policy_file else Policy()
     # **thresholds are the options named after Policy fields; Policy.validate holds their rules (exit 2)
     policy = policy.merged(thresholds, latency_min_time_s=latency_min_time, latency_threads=threads)
-    report = check(candidate, original, data, policy, latency=not no_latency, baseline=baseline,
-                   batch_size=batch_size, device=device, threads=threads, progress=progress)
-    print_table(report.table_rows(), TABLE_COLUMNS,
-                title=f"edgecnn check: {report.candidate['model']} {report.candidate['format']}/"
-                      f"{report.candidate['precision']} vs original on {report.n_images} images")
+    report = check(
+        candidate,
+        original,
+        data,
+        policy,
+        latency=not no_latency,
+        baseline=baseline,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
+        progress=progress,
+    )
+    print_table(
+        report.table_rows(),
+        TABLE_COLUMNS,
+        title=f"edgecnn check: {report.candidate['model']} {report.candidate['format']}/"
+        f"{report.candidate['precision']} vs original on {report.n_images} images",
+    )
     if save_baseline:
         if report.passed:
             store_baseline(report, save_baseline)

@@ -11,39 +11,93 @@ def _size(n: int) -> str:
 
 @click.command("compress")
 @click.argument("model", required=False)
-@click.option("--weights", help="For a model name: a state_dict file, an artifact, 'imagenet' or 'random' "
-                                "(default: ImageNet weights if they are in the torch cache).")
+@click.option(
+    "--weights",
+    help="For a model name: a state_dict file, an artifact, 'imagenet' or 'random' "
+    "(default: ImageNet weights if they are in the torch cache).",
+)
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classes (model name + random weights).")
 @click.option("--in-channels", type=click.IntRange(min=1), default=None, help="Input channels (model name only).")
 @click.option("--input-size", type=click.IntRange(min=1), default=None, help="Square input side (model name only).")
 @click.option("--prune", type=float, default=None, help="Remove this fraction of channels (0-1), Torch-Pruning.")
-@click.option("--finetune-epochs", type=click.IntRange(min=0), default=None,
-              help="Fine-tune after pruning on --data (default 3 with --data, else 0).")
-@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default=None,
-              help="How pruning ranks channels (default l1; taylor needs --data).")
-@click.option("--distill", is_flag=True, default=None, help="Distil the pruned network from the original while fine-tuning.")
+@click.option(
+    "--finetune-epochs",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Fine-tune after pruning on --data (default 3 with --data, else 0).",
+)
+@click.option(
+    "--importance",
+    type=click.Choice(["l1", "l2", "bn", "taylor"]),
+    default=None,
+    help="How pruning ranks channels (default l1; taylor needs --data).",
+)
+@click.option(
+    "--distill", is_flag=True, default=None, help="Distil the pruned network from the original while fine-tuning."
+)
 @click.option("--int8", is_flag=True, default=None, help="INT8 QDQ ONNX (NNCF PTQ); needs --calib.")
 @click.option("--calib", help="Calibration images for --int8: a folder (e.g. calibration/) or 'digits'.")
 @click.option("--subset-size", type=click.IntRange(min=1), default=None, help="Calibration images used (default 300).")
-@click.option("--target", type=click.Choice(["auto", "cpu", "tensorrt"]), default=None,
-              help="INT8 layout: cpu (ONNX Runtime), tensorrt (validated TensorRT rules), auto (default).")
+@click.option(
+    "--target",
+    type=click.Choice(["auto", "cpu", "tensorrt"]),
+    default=None,
+    help="INT8 layout: cpu (ONNX Runtime), tensorrt (validated TensorRT rules), auto (default).",
+)
 @click.option("--max-drop", type=float, default=None, help="INT8 accuracy budget in top-1 points on --data.")
-@click.option("--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning (+KD) if PTQ misses --max-drop.")
+@click.option(
+    "--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning (+KD) if PTQ misses --max-drop."
+)
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=None, help="QAT epochs (default 3).")
-@click.option("--compact-names", is_flag=True, default=None,
-              help="Short tensor names in the INT8 file (smallest targets; the manifest maps them back).")
+@click.option(
+    "--compact-names",
+    is_flag=True,
+    default=None,
+    help="Short tensor names in the INT8 file (smallest targets; the manifest maps them back).",
+)
 @click.option("--fp16", is_flag=True, default=None, help="Float16 ONNX instead of INT8 (GPU targets).")
 @click.option("--fp16-io", is_flag=True, default=None, help="With --fp16: float16 inputs/outputs too.")
 @click.option("--data", help="Labelled data ('digits' or a folder): fine-tuning and the top-1 column (held-out split).")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="YAML file with these options (command line wins).")
-@click.option("--out", "-o", type=click.Path(file_okay=False), help="Run folder (default runs/compress/<model>-<time>).")
+@click.option(
+    "--out", "-o", type=click.Path(file_okay=False), help="Run folder (default runs/compress/<model>-<time>)."
+)
 @click.option("--no-bench", is_flag=True, default=None, help="Skip the latency measurement in the final table.")
-@click.option("--bench-seconds", type=float, default=None, help="Timed seconds per artifact in the latency run (default 2).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads (default: physical cores).")
+@click.option(
+    "--bench-seconds", type=float, default=None, help="Timed seconds per artifact in the latency run (default 2)."
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads (default: physical cores)."
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
-def command(model, weights, num_classes, in_channels, input_size, prune, finetune_epochs, importance, distill, int8, calib,
-            subset_size, target, max_drop, qat, qat_epochs, compact_names, fp16, fp16_io, data, recipe, out, no_bench, bench_seconds,
-            threads, json_path):
+def command(
+    model,
+    weights,
+    num_classes,
+    in_channels,
+    input_size,
+    prune,
+    finetune_epochs,
+    importance,
+    distill,
+    int8,
+    calib,
+    subset_size,
+    target,
+    max_drop,
+    qat,
+    qat_epochs,
+    compact_names,
+    fp16,
+    fp16_io,
+    data,
+    recipe,
+    out,
+    no_bench,
+    bench_seconds,
+    threads,
+    json_path,
+):
     """Compress MODEL (a zoo name with --weights, or an artifact) in one chain: prune (+ fine-tune / distil),
     export, INT8 or FP16; end with an original-vs-compressed table measured in one run.
 
@@ -57,12 +111,31 @@ def command(model, weights, num_classes, in_channels, input_size, prune, finetun
     """
     from ..compress.pipeline import compress
 
-    options = {"weights": weights, "num_classes": num_classes, "in_channels": in_channels, "input_size": input_size,
-               "prune": prune, "finetune_epochs": finetune_epochs, "importance": importance, "distill": distill,
-               "int8": int8, "calib": calib, "subset_size": subset_size, "target": target, "max_drop": max_drop,
-               "qat": qat, "qat_epochs": qat_epochs, "compact_names": compact_names, "fp16": fp16, "fp16_io": fp16_io,
-               "data": data, "out": out, "bench": False if no_bench else None, "bench_seconds": bench_seconds,
-               "threads": threads}
+    options = {
+        "weights": weights,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "input_size": input_size,
+        "prune": prune,
+        "finetune_epochs": finetune_epochs,
+        "importance": importance,
+        "distill": distill,
+        "int8": int8,
+        "calib": calib,
+        "subset_size": subset_size,
+        "target": target,
+        "max_drop": max_drop,
+        "qat": qat,
+        "qat_epochs": qat_epochs,
+        "compact_names": compact_names,
+        "fp16": fp16,
+        "fp16_io": fp16_io,
+        "data": data,
+        "out": out,
+        "bench": False if no_bench else None,
+        "bench_seconds": bench_seconds,
+        "threads": threads,
+    }
     report = compress(model, recipe=recipe, **options)
     print_report(report)
     write_json(json_path, report)
@@ -79,12 +152,23 @@ def print_report(report: dict) -> None:
 
     out = [
         line("precision", lambda r: r["precision"]),
-        line("model file", lambda r: _size(r["file_bytes"]) + ("" if r is first else f" ({r['size_ratio']:.1f}x smaller)")),
+        line(
+            "model file",
+            lambda r: _size(r["file_bytes"]) + ("" if r is first else f" ({r['size_ratio']:.1f}x smaller)"),
+        ),
         line("params", lambda r: fmt_count(r["params"])),
         line("MACs", lambda r: fmt_count(r["macs"])),
     ]
     if "top1" in first:
-        out.append(line("top-1", lambda r: f"{100 * r['top1']:.2f}%" + ("" if r is first else f" ({100 * (r['top1'] - first['top1']) + 0.0:+.2f} pt)")))
+        out.append(
+            line(
+                "top-1",
+                lambda r: (
+                    f"{100 * r['top1']:.2f}%"
+                    + ("" if r is first else f" ({100 * (r['top1'] - first['top1']) + 0.0:+.2f} pt)")
+                ),
+            )
+        )
     out.append(line("agreement with original", lambda r: f"{100 * r['agreement']:.1f}%"))
     if "latency_ms" in first:
         out.append(line("ORT latency p50 (batch 1)", lambda r: f"{r['latency_ms']:.2f} ms"))
@@ -92,7 +176,9 @@ def print_report(report: dict) -> None:
     print_table(out, cols, title=f"edgecnn compress {report['model']}: original vs compressed")
     notes = [f"images: {table['images']}"]
     if table.get("latency"):
-        notes.append(f"latency: one interleaved run, {table['latency']['threads']} thread(s), {table['latency']['environment']}")
+        notes.append(
+            f"latency: one interleaved run, {table['latency']['threads']} thread(s), {table['latency']['environment']}"
+        )
     notes.append(f"final artifact: {report['final']}")
     notes.append(f"report: {report['run']}/compress.json ({report['seconds']['total']:.0f} s)")
     for n in notes:

@@ -19,12 +19,38 @@ def command(names, json_path):
     rows = []
     for p in profiles:
         sw = p.software_for(p.trt_default) if p.tensorrt else (p.software[0] if p.software else {})
-        rows.append([p.name, p.target, p.runtime, p.trt_range_text + (f" ({p.trt_default})" if p.tensorrt else ""),
-                     p.jetpack_text, (sw or {}).get("cuda", "-"), ", ".join(p.compute_capability) or "-",
-                     p.dla_cores or "-", "/".join(p.precisions), f"{p.memory_gb:g} GB",
-                     f"{p.default_workspace_gb:g} GB" if p.default_workspace_gb else "-"])
-    print_table(rows, ["device", "target", "runtime", "TensorRT (default)", "JetPack", "CUDA", "compute cap.", "DLA",
-                       "precisions", "memory", "workspace"], title="edgecnn device profiles")
+        rows.append(
+            [
+                p.name,
+                p.target,
+                p.runtime,
+                p.trt_range_text + (f" ({p.trt_default})" if p.tensorrt else ""),
+                p.jetpack_text,
+                (sw or {}).get("cuda", "-"),
+                ", ".join(p.compute_capability) or "-",
+                p.dla_cores or "-",
+                "/".join(p.precisions),
+                f"{p.memory_gb:g} GB",
+                f"{p.default_workspace_gb:g} GB" if p.default_workspace_gb else "-",
+            ]
+        )
+    print_table(
+        rows,
+        [
+            "device",
+            "target",
+            "runtime",
+            "TensorRT (default)",
+            "JetPack",
+            "CUDA",
+            "compute cap.",
+            "DLA",
+            "precisions",
+            "memory",
+            "workspace",
+        ],
+        title="edgecnn device profiles",
+    )
     if names:
         for p in profiles:
             click.echo(f"\n{p.name}: {p.description}")

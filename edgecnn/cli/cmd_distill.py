@@ -11,26 +11,68 @@ from ._common import fmt_pct, print_table, write_json
 @click.option("--data", required=True, help="Training data: 'digits' or a folder of class sub-folders.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output artifact directory.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
-              help="Softmax temperature of both networks in the distillation term.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.9, show_default=True,
-              help="Weight of the distillation term; 1 - alpha weighs cross-entropy on the labels.")
-@click.option("--feature", "features", multiple=True, metavar="S:T",
-              help="Also match student layer S to teacher layer T (MSE; 1x1 conv adapter when channels differ). "
-                   "Repeat.")
-@click.option("--feature-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Weight of the feature-map loss.")
-@click.option("--student-weights", default="random", show_default=True,
-              help="Initial weights of a STUDENT given by name: random, imagenet, a state_dict file or an artifact.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
-              help="Learning rate [default: 0.05 from scratch, 0.01 for a student artifact; SGD].")
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=4.0,
+    show_default=True,
+    help="Softmax temperature of both networks in the distillation term.",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    default=0.9,
+    show_default=True,
+    help="Weight of the distillation term; 1 - alpha weighs cross-entropy on the labels.",
+)
+@click.option(
+    "--feature",
+    "features",
+    multiple=True,
+    metavar="S:T",
+    help="Also match student layer S to teacher layer T (MSE; 1x1 conv adapter when channels differ). Repeat.",
+)
+@click.option(
+    "--feature-weight",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Weight of the feature-map loss.",
+)
+@click.option(
+    "--student-weights",
+    default="random",
+    show_default=True,
+    help="Initial weights of a STUDENT given by name: random, imagenet, a state_dict file or an artifact.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Learning rate [default: 0.05 from scratch, 0.01 for a student artifact; SGD].",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
-def command(student, teacher, data, out, epochs, temperature, alpha, features, feature_weight, student_weights, lr,
-            batch_size, seed, device, progress, json_path):
+def command(
+    student,
+    teacher,
+    data,
+    out,
+    epochs,
+    temperature,
+    alpha,
+    features,
+    feature_weight,
+    student_weights,
+    lr,
+    batch_size,
+    seed,
+    device,
+    progress,
+    json_path,
+):
     """Train STUDENT (a zoo model name, or a torch artifact such as the pruned teacher) to mimic the
     TEACHER's softened outputs (Hinton KD), optionally matching feature maps too.
 
@@ -42,17 +84,30 @@ def command(student, teacher, data, out, epochs, temperature, alpha, features, f
     """
     from ..compress.distill import DistillOptions, distill
 
-    options = DistillOptions(data=data, epochs=epochs, temperature=temperature, alpha=alpha, feature_layers=features,
-                             feature_weight=feature_weight, student_weights=student_weights, lr=lr,
-                             batch_size=batch_size, seed=seed, device=device)
+    options = DistillOptions(
+        data=data,
+        epochs=epochs,
+        temperature=temperature,
+        alpha=alpha,
+        feature_layers=features,
+        feature_weight=feature_weight,
+        student_weights=student_weights,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+    )
     art = distill(student, teacher, out, options, progress=progress)
     rep = art.manifest["distillation"]
     rows = [["teacher", rep["teacher_model"], fmt_pct(rep["teacher_top1"])]]
     if rep.get("top1_before") is not None:
         rows.append(["student before", rep["student_model"], fmt_pct(rep["top1_before"])])
     rows.append(["student distilled", rep["student_model"], fmt_pct(rep["top1"])])
-    print_table(rows, ["", "model", "top-1 (held out)"],
-                title=f"distillation T={temperature} alpha={alpha}"
-                      + (f", {len(features)} feature pair(s)" if features else ""))
+    print_table(
+        rows,
+        ["", "model", "top-1 (held out)"],
+        title=f"distillation T={temperature} alpha={alpha}"
+        + (f", {len(features)} feature pair(s)" if features else ""),
+    )
     click.echo(f"wrote {art.path}")
     write_json(json_path, {"artifact": str(art.path), **rep, "history": art.manifest.get("history")})

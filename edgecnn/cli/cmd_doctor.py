@@ -8,10 +8,16 @@ from ._common import print_table, write_json
 @click.command("doctor")
 @click.argument("artifact", type=click.Path())
 @click.option("--device", required=True, help="Device profile (see 'edgecnn devices') or a profile YAML file.")
-@click.option("--tensorrt", "tensorrt", default=None, metavar="VERSION",
-              help="TensorRT version to check against (default: the profile's default, e.g. 10.3 for JetPack 6.1).")
-@click.option("--dla-core", type=click.IntRange(min=0), default=None,
-              help="Also list the layers that fall off this DLA core.")
+@click.option(
+    "--tensorrt",
+    "tensorrt",
+    default=None,
+    metavar="VERSION",
+    help="TensorRT version to check against (default: the profile's default, e.g. 10.3 for JetPack 6.1).",
+)
+@click.option(
+    "--dla-core", type=click.IntRange(min=0), default=None, help="Also list the layers that fall off this DLA core."
+)
 @click.option("--fp16", "precision", flag_value="fp16", help="Check an FP16 build of an FP32 model.")
 @click.option("--int8", "precision", flag_value="int8", help="Check an INT8 (Q/DQ) build.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
@@ -32,8 +38,11 @@ def command(artifact, device, tensorrt, dla_core, precision, json_path):
     click.echo(f"{report.artifact}: opset {report.opset}, {report.precision}, ops: {ops}")
     click.echo(f"checked for {report.device} with {where}" + (f", DLA core {dla_core}" if dla_core is not None else ""))
     if report.findings:
-        print_table([[f.severity, f.op, f.node, f.problem, f.fix] for f in report.findings],
-                    ["severity", "op", "node", "problem", "fix"], title=f"edgecnn doctor: {report.device}")
+        print_table(
+            [[f.severity, f.op, f.node, f.problem, f.fix] for f in report.findings],
+            ["severity", "op", "node", "problem", "fix"],
+            title=f"edgecnn doctor: {report.device}",
+        )
     write_json(json_path, report.to_dict())
     click.echo(f"coverage: {report.coverage}")
     if report.ok:

@@ -7,16 +7,23 @@ from ._common import fmt_pct, print_table, write_json
 
 @click.command("eval")
 @click.argument("artifact", type=click.Path(exists=False))
-@click.option("--data", required=True,
-              help="'digits' (bundled held-out split), a folder (its val/ split), or 'synthetic[:N]'.")
+@click.option(
+    "--data", required=True, help="'digits' (bundled held-out split), a folder (its val/ split), or 'synthetic[:N]'."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N (runner dependent).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads for the runner.")
-@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
-              help="Held-out fraction when DATA is one folder of class sub-folders (same seed as train).")
+@click.option(
+    "--val-split",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Held-out fraction when DATA is one folder of class sub-folders (same seed as train).",
+)
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images (counted) instead of failing.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False),
-              help="Write the result as JSON (top1/top5 as fractions).")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), help="Write the result as JSON (top1/top5 as fractions)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def command(artifact, data, batch_size, device, threads, val_split, skip_corrupt, json_path, quiet):
     """Score ARTIFACT (torch, onnx or engine) on the held-out split of DATA: top-1, top-5, per-class
@@ -27,8 +34,16 @@ def command(artifact, data, batch_size, device, threads, val_split, skip_corrupt
     """
     from ..evaluation import evaluate
 
-    r = evaluate(artifact, data, batch_size=batch_size, device=device, threads=threads, progress=not quiet,
-                 skip_corrupt=skip_corrupt, val_split=val_split)
+    r = evaluate(
+        artifact,
+        data,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
+        progress=not quiet,
+        skip_corrupt=skip_corrupt,
+        val_split=val_split,
+    )
     ips = r.get("images_per_second")
     rows = [
         ["artifact", f"{r['artifact']} ({r['model']}, {r['format']} {r['precision']})"],
@@ -40,6 +55,9 @@ def command(artifact, data, batch_size, device, threads, val_split, skip_corrupt
     ]
     print_table(rows, ["eval", "result"], title=f"edgecnn eval on {data}")
     counts = r.get("per_class_n", {})
-    print_table([[name, fmt_pct(acc), counts.get(name, "")] for name, acc in r["per_class"].items()],
-                ["class", "top-1", "images"], title="per-class accuracy")
+    print_table(
+        [[name, fmt_pct(acc), counts.get(name, "")] for name, acc in r["per_class"].items()],
+        ["class", "top-1", "images"],
+        title="per-class accuracy",
+    )
     write_json(json_path, r)

@@ -16,19 +16,42 @@ def _size(path) -> str:
 @click.command("export")
 @click.argument("artifact", type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output artifact directory.")
-@click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=17, show_default=True,
-              help="ONNX opset version.")
-@click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
-              help="Batch dimension symbolic (any batch size) or fixed to --batch-size.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Batch size of the example input; the fixed batch size with --static-batch.")
+@click.option(
+    "--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=17, show_default=True, help="ONNX opset version."
+)
+@click.option(
+    "--dynamic-batch/--static-batch",
+    default=True,
+    show_default=True,
+    help="Batch dimension symbolic (any batch size) or fixed to --batch-size.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Batch size of the example input; the fixed batch size with --static-batch.",
+)
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Simplify the graph with onnxslim.")
-@click.option("--fold-bn/--no-fold-bn", default=True, show_default=True,
-              help="Fold BatchNorm into the preceding convolution before export.")
-@click.option("--parity-data", default="digits", show_default=True,
-              help="Real images to compare torch and ONNX Runtime on: 'digits', an image folder, or 'none'.")
-@click.option("--parity-images", type=click.IntRange(min=1), default=16, show_default=True,
-              help="How many images the parity check uses.")
+@click.option(
+    "--fold-bn/--no-fold-bn",
+    default=True,
+    show_default=True,
+    help="Fold BatchNorm into the preceding convolution before export.",
+)
+@click.option(
+    "--parity-data",
+    default="digits",
+    show_default=True,
+    help="Real images to compare torch and ONNX Runtime on: 'digits', an image folder, or 'none'.",
+)
+@click.option(
+    "--parity-images",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="How many images the parity check uses.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the export summary as JSON.")
 def command(artifact, out, opset, dynamic_batch, batch_size, simplify, fold_bn, parity_data, parity_images, json_path):
     """Export a torch ARTIFACT to an ONNX artifact (BatchNorm folded, simplified, checked) and record the
@@ -42,8 +65,17 @@ def command(artifact, out, opset, dynamic_batch, batch_size, simplify, fold_bn, 
     from ..export import export_onnx
 
     data = None if parity_data.lower() == "none" else parity_data
-    art = export_onnx(artifact, out, opset=opset, dynamic_batch=dynamic_batch, batch_size=batch_size,
-                      simplify=simplify, fold_bn=fold_bn, parity_data=data, parity_images_n=parity_images)
+    art = export_onnx(
+        artifact,
+        out,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        batch_size=batch_size,
+        simplify=simplify,
+        fold_bn=fold_bn,
+        parity_data=data,
+        parity_images_n=parity_images,
+    )
     info, parity = art.manifest["onnx"], art.manifest["metrics"].get("parity")
     shape = "x".join(str(d) for d in info["input_shape"])
     rows = [
@@ -54,8 +86,10 @@ def command(artifact, out, opset, dynamic_batch, batch_size, simplify, fold_bn, 
         ["input", f"{info['input_name']} {shape} ({'dynamic' if info['dynamic_batch'] else 'static'} batch)"],
         ["output", f"{info['output_name']} {'x'.join(str(d) for d in info['output_shape'])}"],
         ["BatchNorm folded", f"{info['bn_folded']} (left in graph: {info['bn_remaining']})"],
-        ["simplified", f"{'yes' if info['simplified'] else 'no'} "
-                       f"({info['nodes_before_simplify']} -> {info['nodes']} nodes)"],
+        [
+            "simplified",
+            f"{'yes' if info['simplified'] else 'no'} ({info['nodes_before_simplify']} -> {info['nodes']} nodes)",
+        ],
         ["onnx.checker", "passed"],
     ]
     for rewrite in info.get("rewrites") or []:
@@ -64,8 +98,12 @@ def command(artifact, out, opset, dynamic_batch, batch_size, simplify, fold_bn, 
         within = "" if "within_atol" not in parity else (" (<= 1e-4)" if parity["within_atol"] else " (> 1e-4!)")
         rows.append(["parity max abs", f"{parity['max_abs']:.3g}{within}"])
         rows.append(["parity max rel", f"{parity['max_rel']:.3g} of largest logit {parity['reference_max_abs']:.3g}"])
-        rows.append(["parity top-1 agreement", f"{100 * parity['top1_agreement']:.1f}% on {parity['n_images']} "
-                                                f"{parity['data']['source']} images"])
+        rows.append(
+            [
+                "parity top-1 agreement",
+                f"{100 * parity['top1_agreement']:.1f}% on {parity['n_images']} {parity['data']['source']} images",
+            ]
+        )
     else:
         rows.append(["parity", "not measured (--parity-data none)"])
     rows.append(["seconds", str(info["seconds"].get("total"))])

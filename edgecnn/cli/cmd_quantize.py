@@ -6,8 +6,15 @@ from ._common import print_table, write_json
 
 TARGETS = ("auto", "cpu", "tensorrt")
 PRESETS = ("performance", "mixed")
-RANGE_ESTIMATORS = ("default", "minmax", "mean_minmax", "median_minmax", "mean_no_outliers", "mean_quantile",
-                    "histogram")
+RANGE_ESTIMATORS = (
+    "default",
+    "minmax",
+    "mean_minmax",
+    "median_minmax",
+    "mean_no_outliers",
+    "mean_quantile",
+    "histogram",
+)
 
 
 def _size(n: int) -> str:
@@ -24,46 +31,109 @@ def _pct(x) -> str:
 @click.option("--int8", "int8", is_flag=True, help="INT8 QDQ ONNX (the default precision; needs --calib).")
 @click.option("--fp16", "fp16", is_flag=True, help="Float16 ONNX instead of INT8 (GPU targets).")
 @click.option("--fp16-io", is_flag=True, help="With --fp16: float16 inputs/outputs too (default: float32 I/O).")
-@click.option("--calib", help="Calibration images: a folder (searched recursively, e.g. calibration/), 'digits', "
-                              "or 'synthetic:N' (plumbing only).")
-@click.option("--subset-size", type=click.IntRange(min=1), default=300, show_default=True,
-              help="Calibration images used (a random subset when the folder has more).")
-@click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
-              help="cpu: fastest QDQ layout for ONNX Runtime/OpenVINO; tensorrt: signed symmetric INT8 with "
-                   "TensorRT's fusion placement, checked by the validator; auto: tensorrt if a CUDA GPU is visible.")
-@click.option("--preset", type=click.Choice(PRESETS), default="performance", show_default=True,
-              help="NNCF preset: performance = symmetric activations; mixed = asymmetric (cpu target only).")
-@click.option("--range-estimator", type=click.Choice(RANGE_ESTIMATORS), default="default", show_default=True,
-              help="How activation ranges are estimated from the calibration statistics (NNCF).")
-@click.option("--fast-bias-correction/--bias-correction", default=True, show_default=True,
-              help="NNCF's fast bias correction, or the slower full BiasCorrection.")
-@click.option("--per-channel/--per-tensor", default=True, show_default=True,
-              help="Weight scales per output channel (TensorRT needs per-channel).")
-@click.option("--ignore", multiple=True, metavar="NODE",
-              help="ONNX node name or regular expression to leave in floating point (repeatable; see --list-layers).")
-@click.option("--max-drop", type=float, help="Accuracy-aware: allowed top-1 drop in points on --data's held-out "
-                                             "split; the most sensitive layers stay FP32 until it fits.")
-@click.option("--data", help="Labelled data to evaluate on (held-out split) and to fine-tune with --qat: "
-                             "'digits' or an image folder.")
+@click.option(
+    "--calib",
+    help="Calibration images: a folder (searched recursively, e.g. calibration/), 'digits', "
+    "or 'synthetic:N' (plumbing only).",
+)
+@click.option(
+    "--subset-size",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="Calibration images used (a random subset when the folder has more).",
+)
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    default="auto",
+    show_default=True,
+    help="cpu: fastest QDQ layout for ONNX Runtime/OpenVINO; tensorrt: signed symmetric INT8 with "
+    "TensorRT's fusion placement, checked by the validator; auto: tensorrt if a CUDA GPU is visible.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(PRESETS),
+    default="performance",
+    show_default=True,
+    help="NNCF preset: performance = symmetric activations; mixed = asymmetric (cpu target only).",
+)
+@click.option(
+    "--range-estimator",
+    type=click.Choice(RANGE_ESTIMATORS),
+    default="default",
+    show_default=True,
+    help="How activation ranges are estimated from the calibration statistics (NNCF).",
+)
+@click.option(
+    "--fast-bias-correction/--bias-correction",
+    default=True,
+    show_default=True,
+    help="NNCF's fast bias correction, or the slower full BiasCorrection.",
+)
+@click.option(
+    "--per-channel/--per-tensor",
+    default=True,
+    show_default=True,
+    help="Weight scales per output channel (TensorRT needs per-channel).",
+)
+@click.option(
+    "--ignore",
+    multiple=True,
+    metavar="NODE",
+    help="ONNX node name or regular expression to leave in floating point (repeatable; see --list-layers).",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    help="Accuracy-aware: allowed top-1 drop in points on --data's held-out "
+    "split; the most sensitive layers stay FP32 until it fits.",
+)
+@click.option(
+    "--data",
+    help="Labelled data to evaluate on (held-out split) and to fine-tune with --qat: 'digits' or an image folder.",
+)
 @click.option("--max-float-layers", type=click.IntRange(min=0), help="Accuracy-aware: at most this many FP32 layers.")
-@click.option("--qat", is_flag=True, help="Fine-tune with fake quantization + distillation from the original when "
-                                          "PTQ misses --max-drop (or always, without --max-drop).")
+@click.option(
+    "--qat",
+    is_flag=True,
+    help="Fine-tune with fake quantization + distillation from the original when "
+    "PTQ misses --max-drop (or always, without --max-drop).",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="QAT epochs.")
 @click.option("--qat-lr", type=float, help="QAT learning rate (AdamW; default 1e-3).")
-@click.option("--calib-batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Batch size of the calibration passes.")
-@click.option("--compact-names", is_flag=True,
-              help="Short tensor names in the written file (smallest targets; the manifest maps them back).")
+@click.option(
+    "--calib-batch-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Batch size of the calibration passes.",
+)
+@click.option(
+    "--compact-names",
+    is_flag=True,
+    help="Short tensor names in the written file (smallest targets; the manifest maps them back).",
+)
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable calibration images instead of failing.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration subset.")
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads for the evaluations.")
-@click.option("--val-split", type=float, default=0.2, show_default=True,
-              help="Held-out fraction of a single-folder --data (the split the drop is measured on).")
-@click.option("--validate-only", is_flag=True,
-              help="Only check ARTIFACT (a QDQ onnx artifact or .onnx file) against TensorRT's rules; exit 3 if it "
-                   "breaks one.")
-@click.option("--list-layers", is_flag=True,
-              help="Only list the Conv/Gemm/MatMul layers of ARTIFACT (the names --ignore takes) and exit.")
+@click.option(
+    "--val-split",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Held-out fraction of a single-folder --data (the split the drop is measured on).",
+)
+@click.option(
+    "--validate-only",
+    is_flag=True,
+    help="Only check ARTIFACT (a QDQ onnx artifact or .onnx file) against TensorRT's rules; exit 3 if it breaks one.",
+)
+@click.option(
+    "--list-layers",
+    is_flag=True,
+    help="Only list the Conv/Gemm/MatMul layers of ARTIFACT (the names --ignore takes) and exit.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
 def command(artifact, out, int8, fp16, fp16_io, validate_only, list_layers, json_path, **values):
     """Quantize a torch or FP32 onnx ARTIFACT to an INT8 QDQ ONNX artifact (NNCF post-training quantization,
@@ -91,8 +161,9 @@ def command(artifact, out, int8, fp16, fp16_io, validate_only, list_layers, json
     if precision == "fp16":
         from ..compress.fp16 import Fp16Options, convert_fp16
 
-        options = Fp16Options().merged({k: values[k] for k in ("data", "val_split", "skip_corrupt", "threads")},
-                                       fp16_io=fp16_io)
+        options = Fp16Options().merged(
+            {k: values[k] for k in ("data", "val_split", "skip_corrupt", "threads")}, fp16_io=fp16_io
+        )
         art = convert_fp16(artifact, out, options)
         _print_fp16_summary(art, json_path)
         return
@@ -105,10 +176,13 @@ def command(artifact, out, int8, fp16, fp16_io, validate_only, list_layers, json
 def _print_fp16_summary(art, json_path) -> None:
     m = art.manifest["metrics"]
     parity = m["fp16_parity"]
-    rows = [["artifact", str(art.path)], ["model", f"{art.model} (fp16, I/O {art.manifest['fp16']['io_dtype']})"],
-            ["file", _size(art.model_file.stat().st_size)],
-            ["agreement with FP32", _pct(parity["agreement_with_fp32"]) + f" on {parity['images']} images"],
-            ["max |logit diff|", f"{parity['max_abs_diff']:.3g}"]]
+    rows = [
+        ["artifact", str(art.path)],
+        ["model", f"{art.model} (fp16, I/O {art.manifest['fp16']['io_dtype']})"],
+        ["file", _size(art.model_file.stat().st_size)],
+        ["agreement with FP32", _pct(parity["agreement_with_fp32"]) + f" on {parity['images']} images"],
+        ["max |logit diff|", f"{parity['max_abs_diff']:.3g}"],
+    ]
     if "top1" in m:
         rows.append(["top-1 FP32 -> FP16", f"{_pct(m['fp32_top1'])} -> {_pct(m['top1'])}"])
     print_table(rows, ["fp16", "value"], title=f"edgecnn quantize --fp16 -> {art.path}")
@@ -120,8 +194,11 @@ def _list_layers(artifact, json_path) -> None:
 
     layers = list_layers(artifact)
     columns = ["layer", "op"] + (["int8"] if layers and "int8" in layers[0] else [])
-    print_table([[r["name"], r["op_type"]] + (["yes" if r["int8"] else "no"] if "int8" in r else []) for r in layers],
-                columns, title=f"layers of {artifact} (names for --ignore)")
+    print_table(
+        [[r["name"], r["op_type"]] + (["yes" if r["int8"] else "no"] if "int8" in r else []) for r in layers],
+        columns,
+        title=f"layers of {artifact} (names for --ignore)",
+    )
     write_json(json_path, {"artifact": str(artifact), "layers": layers})
 
 
@@ -129,16 +206,21 @@ def print_quantize_summary(art) -> dict:
     """The INT8 report table (also used by 'edgecnn compress')."""
     q, m = art.manifest["quantization"], art.manifest["metrics"]
     v, cal = q["validation"], q["calibration"]
-    rows = [["artifact", str(art.path)],
-            ["model", f"{art.model} (int8 QDQ, {art.num_classes} classes)"],
-            ["file", _size(art.model_file.stat().st_size)],
-            ["target", q["target"]],
-            *([["names", f"compacted: {q['compact_names']['tensors']} tensors renamed (table in the manifest)"]]
-              if q.get("compact_names") else []),
-            ["route", q["route"]],
-            ["weights", q["weights"]],
-            ["activations", q["activations"]],
-            ["calibration", f"{cal['images']} images from {cal['source']}"]]
+    rows = [
+        ["artifact", str(art.path)],
+        ["model", f"{art.model} (int8 QDQ, {art.num_classes} classes)"],
+        ["file", _size(art.model_file.stat().st_size)],
+        ["target", q["target"]],
+        *(
+            [["names", f"compacted: {q['compact_names']['tensors']} tensors renamed (table in the manifest)"]]
+            if q.get("compact_names")
+            else []
+        ),
+        ["route", q["route"]],
+        ["weights", q["weights"]],
+        ["activations", q["activations"]],
+        ["calibration", f"{cal['images']} images from {cal['source']}"],
+    ]
     if q["rewrites"].get("requantized_layers"):
         rows.append(["re-quantized after reshape", ", ".join(q["rewrites"]["requantized_layers"])])
     if q["rewrites"].get("residual_adds_fused"):
@@ -154,8 +236,12 @@ def print_quantize_summary(art) -> dict:
         verdict += " (not required for target cpu)"
     rows.append(["TensorRT rules", verdict])
     if "top1" in m:
-        rows.append(["top-1 FP32 -> INT8 (ORT)", f"{_pct(m['fp32_top1'])} -> {_pct(m['top1'])} "
-                                                 f"({m['top1_drop_pt']:+.2f} pt drop)"])
+        rows.append(
+            [
+                "top-1 FP32 -> INT8 (ORT)",
+                f"{_pct(m['fp32_top1'])} -> {_pct(m['top1'])} ({m['top1_drop_pt']:+.2f} pt drop)",
+            ]
+        )
     acc = q.get("accuracy_aware") or {}
     if acc.get("max_drop_pt") is not None:
         rows.append(["budget", f"{acc['max_drop_pt']} pt: {'met' if acc.get('met') else 'NOT met'}"])
@@ -164,17 +250,23 @@ def print_quantize_summary(art) -> dict:
         rows.append(["kept FP32", f"{k}: {reason}"])
     if q.get("qat"):
         qat = q["qat"]
-        rows.append(["QAT", f"{qat['epochs']} epoch(s), {qat['fake_quantized_layers']} fake-quantized layers, "
-                            f"KD T={qat['kd']['temperature']}"])
+        rows.append(
+            [
+                "QAT",
+                f"{qat['epochs']} epoch(s), {qat['fake_quantized_layers']} fake-quantized layers, "
+                f"KD T={qat['kd']['temperature']}",
+            ]
+        )
     rows.append(["seconds", str(q["seconds"].get("total"))])
     for w in cal.get("warnings") or []:
         rows.append(["warning", w])
     print_table(rows, ["quantize", "value"], title=f"edgecnn quantize -> {art.path}")
     if acc.get("ranking"):
-        print_table([[r["layer"], f"{r['top1_gain_pt']:+.2f}", f"{r['agreement_gain_pt']:+.2f}"]
-                     for r in acc["ranking"][:10]],
-                    ["layer kept FP32 alone", "top-1 gain (pt)", "agreement gain (pt)"],
-                    title="measured layer sensitivity (most helpful first)")
+        print_table(
+            [[r["layer"], f"{r['top1_gain_pt']:+.2f}", f"{r['agreement_gain_pt']:+.2f}"] for r in acc["ranking"][:10]],
+            ["layer kept FP32 alone", "top-1 gain (pt)", "agreement gain (pt)"],
+            title="measured layer sensitivity (most helpful first)",
+        )
     return {"artifact": str(art.path), "id": art.id, "metrics": m, "quantization": q}
 
 
@@ -183,8 +275,11 @@ def _validate_only(path, json_path) -> None:
 
     violations = validate_qdq(path, "tensorrt")
     if violations:
-        print_table([[v.node, v.rule, v.severity, v.detail] for v in violations[:200]],
-                    ["node", "rule", "severity", "detail"], title=f"TensorRT QDQ rules: {path}")
+        print_table(
+            [[v.node, v.rule, v.severity, v.detail] for v in violations[:200]],
+            ["node", "rule", "severity", "detail"],
+            title=f"TensorRT QDQ rules: {path}",
+        )
         if len(violations) > 200:
             click.echo(f"... and {len(violations) - 200} more")
     summary = summarize(violations)
@@ -192,8 +287,11 @@ def _validate_only(path, json_path) -> None:
     write_json(json_path, summary)
     bad = errors(violations)
     if bad:
-        click.echo(f"error: {len(bad)} violation(s) of TensorRT's explicit-quantization rules, first: {bad[0]}",
-                   err=True)
+        click.echo(
+            f"error: {len(bad)} violation(s) of TensorRT's explicit-quantization rules, first: {bad[0]}", err=True
+        )
         raise SystemExit(3)
-    click.echo(f"passed: {path} follows TensorRT's explicit-quantization rules"
-               + (f" ({len(violations)} fusion warning(s))" if violations else ""))
+    click.echo(
+        f"passed: {path} follows TensorRT's explicit-quantization rules"
+        + (f" ({len(violations)} fusion warning(s))" if violations else "")
+    )

@@ -9,23 +9,70 @@ from ._common import print_table, write_json
 @click.argument("source", metavar="MODEL|ARTIFACT")
 @click.option("--data", required=True, help="Labelled data for accuracy: 'digits' or an image folder (held-out split).")
 @click.option("--prune", "prune", default="0,0.3,0.5,0.7", show_default=True, help="Comma-separated pruning ratios.")
-@click.option("--precision", "precision", default="fp32,int8", show_default=True, help="Comma-separated: fp32, fp16, int8.")
+@click.option(
+    "--precision", "precision", default="fp32,int8", show_default=True, help="Comma-separated: fp32, fp16, int8."
+)
 @click.option("--target", type=click.Choice(["cpu", "gpu", "jetson"]), default="cpu", show_default=True)
 @click.option("--device", default=None, help="Device profile (edgecnn devices); default per target.")
 @click.option("--calib", default=None, help="Calibration images for int8 (default: the training split of --data).")
-@click.option("--budget", default=None, help="e.g. 'top1_drop<=0.5' or 'top1_drop<=1, speedup>=2': names the fastest candidate that meets it.")
+@click.option(
+    "--budget",
+    default=None,
+    help="e.g. 'top1_drop<=0.5' or 'top1_drop<=1, speedup>=2': names the fastest candidate that meets it.",
+)
 @click.option("--weights", default=None, help="Weights for a MODEL name (file, artifact, imagenet).")
-@click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True, help="Fine-tune each pruned candidate on --data.")
+@click.option(
+    "--finetune-epochs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Fine-tune each pruned candidate on --data.",
+)
 @click.option("--distill", is_flag=True, help="Fine-tune pruned candidates with KD from the original.")
-@click.option("--subset-size", type=click.IntRange(min=1), default=300, show_default=True, help="INT8 calibration images.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for every runtime (default: physical cores).")
-@click.option("--min-time", type=click.FloatRange(min=0.05), default=1.0, show_default=True, help="Seconds of timed runs per candidate.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Sweep folder (default runs/sweep/MODEL-TARGET).")
+@click.option(
+    "--subset-size", type=click.IntRange(min=1), default=300, show_default=True, help="INT8 calibration images."
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="Threads for every runtime (default: physical cores)."
+)
+@click.option(
+    "--min-time",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds of timed runs per candidate.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Sweep folder (default runs/sweep/MODEL-TARGET)."
+)
 @click.option("--fresh", is_flag=True, help="Discard finished candidates in --out and start over.")
-@click.option("--deploy-out", type=click.Path(file_okay=False), default=None, help="Bundle the chosen candidate for --target here.")
+@click.option(
+    "--deploy-out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Bundle the chosen candidate for --target here.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report here.")
-def command(source, data, prune, precision, target, device, calib, budget, weights, finetune_epochs, distill,
-            subset_size, threads, min_time, out, fresh, deploy_out, json_path):
+def command(
+    source,
+    data,
+    prune,
+    precision,
+    target,
+    device,
+    calib,
+    budget,
+    weights,
+    finetune_epochs,
+    distill,
+    subset_size,
+    threads,
+    min_time,
+    out,
+    fresh,
+    deploy_out,
+    json_path,
+):
     """Measured Pareto front over pruning ratio x precision on one target.
 
     Every candidate is built, scored on real held-out data and timed interleaved in one run. A sweep
@@ -34,26 +81,47 @@ def command(source, data, prune, precision, target, device, calib, budget, weigh
     from ..sweep import PRECISIONS, Candidate, SweepOptions, candidate_rows, parse_list, sweep
 
     options = SweepOptions().merged(
-        data=data, out=out, prune_ratios=tuple(parse_list(prune, kind="prune")),
-        precisions=tuple(parse_list(precision, kind="precision", choices=PRECISIONS)), target=target, device=device,
-        calib=calib, budget=budget, weights=weights, finetune_epochs=finetune_epochs, distill=distill,
-        subset_size=subset_size, threads=threads, min_time_s=min_time, fresh=fresh, deploy_out=deploy_out,
-        validate=False)
-    report = sweep(source, options)   # checks the options, once
+        data=data,
+        out=out,
+        prune_ratios=tuple(parse_list(prune, kind="prune")),
+        precisions=tuple(parse_list(precision, kind="precision", choices=PRECISIONS)),
+        target=target,
+        device=device,
+        calib=calib,
+        budget=budget,
+        weights=weights,
+        finetune_epochs=finetune_epochs,
+        distill=distill,
+        subset_size=subset_size,
+        threads=threads,
+        min_time_s=min_time,
+        fresh=fresh,
+        deploy_out=deploy_out,
+        validate=False,
+    )
+    report = sweep(source, options)  # checks the options, once
 
     rows, cols = candidate_rows([Candidate(**c) for c in report["candidates"]])
     ref = report.get("original_latency_ms")
-    print_table(rows, cols, title=f"sweep {report['model']} on {report['target']} - original top-1 "
-                f"{report['original_top1']:.2f}%" + (f", reference {ref:.3f} ms" if ref else ""))
+    print_table(
+        rows,
+        cols,
+        title=f"sweep {report['model']} on {report['target']} - original top-1 "
+        f"{report['original_top1']:.2f}%" + (f", reference {ref:.3f} ms" if ref else ""),
+    )
     for kind, path in report["paths"].items():
         click.echo(f"{kind}: {path}")
     write_json(json_path, {k: v for k, v in report.items() if k != "deploy"})
     if budget:
         best = report.get("best")
         if best is None:
-            raise click.ClickException(f"No measured candidate meets the budget '{budget}'; loosen it or add candidates.")
-        click.echo(f"best within '{budget}': {best['name']} ({best['metrics']['latency_ms']:.3f} ms, "
-                   f"top-1 {best['metrics']['top1']:.2f}%) -> {best['path']}")
+            raise click.ClickException(
+                f"No measured candidate meets the budget '{budget}'; loosen it or add candidates."
+            )
+        click.echo(
+            f"best within '{budget}': {best['name']} ({best['metrics']['latency_ms']:.3f} ms, "
+            f"top-1 {best['metrics']['top1']:.2f}%) -> {best['path']}"
+        )
         if report.get("deploy"):
             click.echo(f"deployed bundle: {report['deploy'].get('bundle')}")
         else:

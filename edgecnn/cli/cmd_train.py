@@ -7,43 +7,93 @@ from ._common import INPUT_SIZE, fmt_count, fmt_pct, print_table, write_json
 
 @click.command("train")
 @click.argument("model")
-@click.option("--data", required=True,
-              help="'digits' (bundled, real), a folder (train/+val/ or class folders), or 'synthetic[:N]'.")
+@click.option(
+    "--data",
+    required=True,
+    help="'digits' (bundled, real), a folder (train/+val/ or class folders), or 'synthetic[:N]'.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Artifact directory to write.")
 @click.option("--epochs", type=click.IntRange(min=0), default=None, help="Epochs [default: the recipe's, see below].")
-@click.option("--weights", default="random", show_default=True,
-              help="Start from: random | imagenet | a state_dict file (.pth/.pt/.safetensors) | an edgecnn artifact.")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None,
-              help="Check the data has this many classes (synthetic: make them).")
-@click.option("--in-channels", type=click.IntRange(min=1), default=None,
-              help="Input channels [default: recipe / model].")
+@click.option(
+    "--weights",
+    default="random",
+    show_default=True,
+    help="Start from: random | imagenet | a state_dict file (.pth/.pt/.safetensors) | an edgecnn artifact.",
+)
+@click.option(
+    "--num-classes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Check the data has this many classes (synthetic: make them).",
+)
+@click.option(
+    "--in-channels", type=click.IntRange(min=1), default=None, help="Input channels [default: recipe / model]."
+)
 @click.option("--input-size", type=INPUT_SIZE, default=None, help="Input N or HxW [default: recipe / model].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Per process (torchrun: global = this x WORLD_SIZE).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None,
-              help="SGD with Nesterov momentum or AdamW.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Peak learning rate (cosine schedule).")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Per process (torchrun: global = this x WORLD_SIZE)."
+)
+@click.option(
+    "--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="SGD with Nesterov momentum or AdamW."
+)
+@click.option(
+    "--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (cosine schedule)."
+)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=None)
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None)
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None,
-              help="Linear warm-up before the cosine decay.")
+@click.option(
+    "--warmup-epochs", type=click.FloatRange(min=0), default=None, help="Linear warm-up before the cosine decay."
+)
 @click.option("--seed", type=int, default=None)
-@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              show_default=True, help="Held-out fraction when DATA is one folder of class sub-folders.")
-@click.option("--skip-corrupt", is_flag=True,
-              help="Skip unreadable images (counted) instead of failing on the first one.")
+@click.option(
+    "--val-split",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Held-out fraction when DATA is one folder of class sub-folders.",
+)
+@click.option(
+    "--skip-corrupt", is_flag=True, help="Skip unreadable images (counted) instead of failing on the first one."
+)
 @click.option("--no-augment", is_flag=True, help="Train without random augmentation.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes [default: 0].")
-@click.option("--resume", "resume", type=click.Path(dir_okay=False), default=None,
-              help="Continue from OUT.ckpt.pt (written after every epoch).")
+@click.option(
+    "--resume",
+    "resume",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Continue from OUT.ckpt.pt (written after every epoch).",
+)
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N [default: auto].")
 @click.option("--no-amp", is_flag=True, help="Full FP32 on CUDA (AMP is on by default there).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def command(model, data, out, epochs, weights, num_classes, in_channels, input_size, batch_size, optimizer, lr,
-            weight_decay, label_smoothing, warmup_epochs, seed, val_split, skip_corrupt, no_augment, workers, resume,
-            device, no_amp, json_path, quiet):
+def command(
+    model,
+    data,
+    out,
+    epochs,
+    weights,
+    num_classes,
+    in_channels,
+    input_size,
+    batch_size,
+    optimizer,
+    lr,
+    weight_decay,
+    label_smoothing,
+    warmup_epochs,
+    seed,
+    val_split,
+    skip_corrupt,
+    no_augment,
+    workers,
+    resume,
+    device,
+    no_amp,
+    json_path,
+    quiet,
+):
     """Train MODEL on DATA and write a torch artifact to OUT.
 
     Options left unset come from the model's recipe for the data: on the bundled digits the measured
@@ -58,32 +108,70 @@ def command(model, data, out, epochs, weights, num_classes, in_channels, input_s
     """
     from ..train import train
 
-    overrides = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
-                 "weight_decay": weight_decay, "label_smoothing": label_smoothing, "warmup_epochs": warmup_epochs,
-                 "seed": seed, "device": device, "amp": False if no_amp else None,
-                 "augment": False if no_augment else None, "num_workers": workers}
-    art = train(model, data=data, out=out, weights=weights, num_classes=num_classes, in_channels=in_channels,
-                input_size=input_size, overrides=overrides, val_split=val_split, skip_corrupt=skip_corrupt,
-                progress=not quiet, resume=resume)
-    if art is None:         # another rank under torchrun: rank 0 reports
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "warmup_epochs": warmup_epochs,
+        "seed": seed,
+        "device": device,
+        "amp": False if no_amp else None,
+        "augment": False if no_augment else None,
+        "num_workers": workers,
+    }
+    art = train(
+        model,
+        data=data,
+        out=out,
+        weights=weights,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        input_size=input_size,
+        overrides=overrides,
+        val_split=val_split,
+        skip_corrupt=skip_corrupt,
+        progress=not quiet,
+        resume=resume,
+    )
+    if art is None:  # another rank under torchrun: rank 0 reports
         return
     m, p = art.metrics, art.manifest["stage"]["params"]
     shape = "x".join(str(v) for v in art.input_shape)
     rows = [
         ["model", f"{art.model} ({shape}, {art.num_classes} classes)"],
-        ["recipe", f"{p['recipe']}: {p['epochs']} epochs, {p['optimizer']} lr {p['lr']:g}, "
-                   f"batch {p['batch_size']}, label smoothing {p['label_smoothing']:g}"],
+        [
+            "recipe",
+            f"{p['recipe']}: {p['epochs']} epochs, {p['optimizer']} lr {p['lr']:g}, "
+            f"batch {p['batch_size']}, label smoothing {p['label_smoothing']:g}",
+        ],
         ["weights", weights],
         ["data", data + (f" (skipped {p['skipped_images']} unreadable)" if p.get("skipped_images") else "")],
         ["val top-1", fmt_pct(m.get("top1"))],
         ["val top-5", fmt_pct(m.get("top5"))],
-        ["train time", f"{m.get('train_seconds', 0):.1f} s wall, {m.get('train_cpu_seconds', 0):.1f} s CPU"
-                       + (f", {p['world_size']} processes (rank 0 shown)" if p.get("world_size", 1) > 1 else "")],
+        [
+            "train time",
+            f"{m.get('train_seconds', 0):.1f} s wall, {m.get('train_cpu_seconds', 0):.1f} s CPU"
+            + (f", {p['world_size']} processes (rank 0 shown)" if p.get("world_size", 1) > 1 else ""),
+        ],
         ["params / MACs", f"{m['params']:,} / {fmt_count(m['macs'])}"],
         ["artifact", str(art.path)],
         ["checkpoint", art.manifest.get("checkpoint") or "-"],
     ]
     print_table(rows, ["train", "result"], title=f"edgecnn train {model}")
-    write_json(json_path, {"artifact": str(art.path), "id": art.id, "model": art.model, "input": list(art.input_shape),
-                           "classes": art.classes, "recipe": p["recipe"], "config": p,
-                           "metrics": m, "history": art.manifest.get("history")})
+    write_json(
+        json_path,
+        {
+            "artifact": str(art.path),
+            "id": art.id,
+            "model": art.model,
+            "input": list(art.input_shape),
+            "classes": art.classes,
+            "recipe": p["recipe"],
+            "config": p,
+            "metrics": m,
+            "history": art.manifest.get("history"),
+        },
+    )

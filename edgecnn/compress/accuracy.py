@@ -36,15 +36,24 @@ class HeldOut:
     def __init__(self, dataset, *, threads: int | None = None, batch_size: int = 64, progress: bool = False):
         self.dataset, self.threads, self.batch_size, self.progress = dataset, threads, batch_size, progress
         self.labels: np.ndarray | None = None
-        self.reference: np.ndarray | None = None      # FP32 logits
+        self.reference: np.ndarray | None = None  # FP32 logits
         self._cached: list | None = None
 
     @classmethod
-    def from_source(cls, source: DataSource, src: Artifact, *, val_split: float = 0.2, skip_corrupt: bool = False,
-                    threads: int | None = None, progress: bool = False) -> HeldOut:
+    def from_source(
+        cls,
+        source: DataSource,
+        src: Artifact,
+        *,
+        val_split: float = 0.2,
+        skip_corrupt: bool = False,
+        threads: int | None = None,
+        progress: bool = False,
+    ) -> HeldOut:
         """The held-out split of ``source`` preprocessed for ``src``; its classes must be the model's."""
-        dataset = source.dataset(src.input, "val", val_split=val_split, skip_corrupt=skip_corrupt,
-                                 num_classes=src.num_classes)
+        dataset = source.dataset(
+            src.input, "val", val_split=val_split, skip_corrupt=skip_corrupt, num_classes=src.num_classes
+        )
         source.check_classes(dataset.classes, src.num_classes, fix="pass data with the model's classes")
         return cls(dataset, threads=threads, progress=progress)
 
@@ -93,8 +102,8 @@ class HeldOut:
             correct, agree, sq = (np.zeros(len(chunk)) for _ in range(3))
             start = 0
             for x, y in tqdm(self._batches(), desc=desc, leave=False, disable=not self.progress):
-                ref = self.reference[start:start + len(y)].argmax(1)
-                ref_logits = self.reference[start:start + len(y)]
+                ref = self.reference[start : start + len(y)].argmax(1)
+                ref_logits = self.reference[start : start + len(y)]
                 for i, s in enumerate(sessions):
                     logits = run_batches(s, x)
                     pred = logits.argmax(1)
@@ -103,8 +112,10 @@ class HeldOut:
                     sq[i] += float(((logits - ref_logits) ** 2).sum())
                 start += len(y)
             n = max(len(self.labels), 1)
-            rows += [{"top1": correct[i] / n, "agreement": agree[i] / n,
-                      "logit_mse": sq[i] / (n * self.reference.shape[1])} for i in range(len(chunk))]
+            rows += [
+                {"top1": correct[i] / n, "agreement": agree[i] / n, "logit_mse": sq[i] / (n * self.reference.shape[1])}
+                for i in range(len(chunk))
+            ]
         return rows
 
 
@@ -114,22 +125,32 @@ def _with_float(int8_model, layers: Sequence[str]):
     return variant
 
 
-def sensitivity(int8_model, held: HeldOut, *, layers: Sequence[str] | None = None,
-                base: dict | None = None) -> list[dict]:
+def sensitivity(
+    int8_model, held: HeldOut, *, layers: Sequence[str] | None = None, base: dict | None = None
+) -> list[dict]:
     """For every quantized layer: top-1 and agreement with FP32 when only that layer is kept in floating
     point (all others INT8), measured in ONNX Runtime on ``held``. Sorted most helpful first."""
     base = base or held.measure([int8_model])[0]
     names = list(layers or qdq.quantized_layers(int8_model))
     measured = held.measure((_with_float(int8_model, [n]) for n in names), desc="layer sensitivity")
-    rows = [{"layer": name, "top1": m["top1"], "top1_gain_pt": 100 * (m["top1"] - base["top1"]),
-             "agreement": m["agreement"], "agreement_gain_pt": 100 * (m["agreement"] - base["agreement"]),
-             "logit_mse_reduction": base["logit_mse"] - m["logit_mse"]} for name, m in zip(names, measured)]
+    rows = [
+        {
+            "layer": name,
+            "top1": m["top1"],
+            "top1_gain_pt": 100 * (m["top1"] - base["top1"]),
+            "agreement": m["agreement"],
+            "agreement_gain_pt": 100 * (m["agreement"] - base["agreement"]),
+            "logit_mse_reduction": base["logit_mse"] - m["logit_mse"],
+        }
+        for name, m in zip(names, measured)
+    ]
     rows.sort(key=lambda r: (-r["top1_gain_pt"], -r["agreement_gain_pt"], -r["logit_mse_reduction"]))
     return rows
 
 
-def restore_accuracy(int8_model, held: HeldOut, *, max_drop_pt: float, max_layers: int | None = None,
-                     rank: bool = True) -> tuple[object, dict]:
+def restore_accuracy(
+    int8_model, held: HeldOut, *, max_drop_pt: float, max_layers: int | None = None, rank: bool = True
+) -> tuple[object, dict]:
     """Keep the most sensitive layers in floating point, one at a time in measured order, until the INT8
     model's top-1 is within ``max_drop_pt`` points of FP32 (``held.set_reference`` ran). Returns (model, report).
 
@@ -138,35 +159,53 @@ def restore_accuracy(int8_model, held: HeldOut, *, max_drop_pt: float, max_layer
     fp32_top1 = held.fp32_top1
     base = held.measure([int8_model], desc="INT8")[0]
     int8_top1 = base["top1"]
-    report = {"max_drop_pt": None if max_drop_pt == float("inf") else max_drop_pt, "fp32_top1": fp32_top1,
-              "int8_top1": int8_top1, "ptq_drop_pt": 100 * (fp32_top1 - int8_top1), "kept_float": [], "ranking": [],
-              "met": 100 * (fp32_top1 - int8_top1) <= max_drop_pt + 1e-9, "steps": []}
+    report = {
+        "max_drop_pt": None if max_drop_pt == float("inf") else max_drop_pt,
+        "fp32_top1": fp32_top1,
+        "int8_top1": int8_top1,
+        "ptq_drop_pt": 100 * (fp32_top1 - int8_top1),
+        "kept_float": [],
+        "ranking": [],
+        "met": 100 * (fp32_top1 - int8_top1) <= max_drop_pt + 1e-9,
+        "steps": [],
+    }
     report.update(final_top1=int8_top1, final_drop_pt=report["ptq_drop_pt"])
     if report["met"] or (max_layers == 0 and not rank):
         return int8_model, report
     ranking = sensitivity(int8_model, held, base=base)
     report["ranking"] = ranking
     limit = len(ranking) if max_layers is None else min(max_layers, len(ranking))
-    best_top1, model, kept = _keep_until_met(int8_model, held, [r["layer"] for r in ranking[:limit]], report,
-                                             max_drop_pt=max_drop_pt, int8_top1=int8_top1)
+    best_top1, model, kept = _keep_until_met(
+        int8_model, held, [r["layer"] for r in ranking[:limit]], report, max_drop_pt=max_drop_pt, int8_top1=int8_top1
+    )
     why = {r["layer"]: r for r in ranking}
-    report["kept_float"] = [{"layer": k, "reason": f"alone in FP32 it gives back {why[k]['top1_gain_pt']:+.2f} pt "
-                             f"top-1 and {why[k]['agreement_gain_pt']:+.2f} pt agreement with FP32",
-                             **{x: why[k][x] for x in ("top1_gain_pt", "agreement_gain_pt")}} for k in kept]
-    report.update(final_top1=best_top1, final_drop_pt=100 * (fp32_top1 - best_top1),
-                  met=100 * (fp32_top1 - best_top1) <= max_drop_pt + 1e-9)
+    report["kept_float"] = [
+        {
+            "layer": k,
+            "reason": f"alone in FP32 it gives back {why[k]['top1_gain_pt']:+.2f} pt "
+            f"top-1 and {why[k]['agreement_gain_pt']:+.2f} pt agreement with FP32",
+            **{x: why[k][x] for x in ("top1_gain_pt", "agreement_gain_pt")},
+        }
+        for k in kept
+    ]
+    report.update(
+        final_top1=best_top1,
+        final_drop_pt=100 * (fp32_top1 - best_top1),
+        met=100 * (fp32_top1 - best_top1) <= max_drop_pt + 1e-9,
+    )
     return model, report
 
 
-def _keep_until_met(int8_model, held: HeldOut, order: list[str], report: dict, *, max_drop_pt: float,
-                    int8_top1: float) -> tuple[float, object, list[str]]:
+def _keep_until_met(
+    int8_model, held: HeldOut, order: list[str], report: dict, *, max_drop_pt: float, int8_top1: float
+) -> tuple[float, object, list[str]]:
     """Keep ``order[:1]``, ``order[:2]``, ... in float until the budget is met; the best seen otherwise.
     A cached split measures one prefix per pass (no wasted inference); a streamed one several (fewer decodes)."""
     fp32_top1 = held.fp32_top1
     best = (int8_top1, int8_model, [])
     per_pass = 1 if held.cached else max(1, VARIANTS_PER_PASS // 2)
     for at in range(0, len(order), per_pass):
-        prefixes = [order[:i + 1] for i in range(at, min(at + per_pass, len(order)))]
+        prefixes = [order[: i + 1] for i in range(at, min(at + per_pass, len(order)))]
         variants = [_with_float(int8_model, p) for p in prefixes]
         for kept, variant, m in zip(prefixes, variants, held.measure(variants, desc="keeping layers in FP32")):
             report["steps"].append({"kept": list(kept), "top1": m["top1"], "drop_pt": 100 * (fp32_top1 - m["top1"])})

@@ -11,9 +11,10 @@ one step below.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..artifact import Artifact
 from ..data.calibration import CalibrationSet
@@ -24,8 +25,13 @@ from .prune import PruneOptions, prune
 from .quantize import QuantizeOptions, quantize
 
 #: step name -> folder name inside a compress run (a sweep passes its own layout)
-COMPRESS_LAYOUT = {"prune": "pruned", "export original": "original-onnx", "export pruned": "pruned-onnx",
-                   "int8": "int8", "fp16": "fp16"}
+COMPRESS_LAYOUT = {
+    "prune": "pruned",
+    "export original": "original-onnx",
+    "export pruned": "pruned-onnx",
+    "int8": "int8",
+    "fp16": "fp16",
+}
 
 
 @dataclass
@@ -35,7 +41,7 @@ class ChainPlan:
     prune: PruneOptions | None = None
     int8: QuantizeOptions | None = None
     fp16: Fp16Options | None = None
-    export_original: bool = True    # compress compares against the original in ONNX Runtime; a sweep need not
+    export_original: bool = True  # compress compares against the original in ONNX Runtime; a sweep need not
 
     def validate(self) -> None:
         check_precision_flags(self.int8 is not None, self.fp16 is not None, False, {})
@@ -83,8 +89,9 @@ class ChainResult:
 class _Runner:
     """Runs one step: reuse it from the cache, or build it into its folder and record it."""
 
-    def __init__(self, result: ChainResult, layout: Callable[[str], Path], cache: StepCache | None,
-                 keys: dict[str, str]):
+    def __init__(
+        self, result: ChainResult, layout: Callable[[str], Path], cache: StepCache | None, keys: dict[str, str]
+    ):
         self.result, self.layout, self.cache, self.keys = result, layout, cache, keys
 
     def __call__(self, name: str, build: Callable[[Path], Artifact], **extra) -> Artifact:
@@ -96,15 +103,31 @@ class _Runner:
             art = build(self.layout(name))
             if self.cache is not None:
                 self.cache.put(key, art)
-        self.result.steps.append({"step": name, "artifact": str(art.path), "id": art.id, "format": art.format,
-                                  "precision": art.precision, "seconds": round(time.perf_counter() - t0, 2),
-                                  **({"reused": True} if reused else {}), **extra})
+        self.result.steps.append(
+            {
+                "step": name,
+                "artifact": str(art.path),
+                "id": art.id,
+                "format": art.format,
+                "precision": art.precision,
+                "seconds": round(time.perf_counter() - t0, 2),
+                **({"reused": True} if reused else {}),
+                **extra,
+            }
+        )
         return art
 
 
-def run_chain(original: Artifact, plan: ChainPlan, layout: Callable[[str], Path], *,
-              cache: StepCache | None = None, keys: dict[str, str] | None = None,
-              calib_set: CalibrationSet | None = None, progress: bool = True) -> ChainResult:
+def run_chain(
+    original: Artifact,
+    plan: ChainPlan,
+    layout: Callable[[str], Path],
+    *,
+    cache: StepCache | None = None,
+    keys: dict[str, str] | None = None,
+    calib_set: CalibrationSet | None = None,
+    progress: bool = True,
+) -> ChainResult:
     """Run ``plan`` on ``original``; ``layout(step)`` is the folder of each step's artifact.
 
     ``keys`` names steps in ``cache`` (e.g. one pruned network per ratio, shared by candidates);
@@ -115,8 +138,13 @@ def run_chain(original: Artifact, plan: ChainPlan, layout: Callable[[str], Path]
     current = original
     if plan.prune is not None:
         p = plan.prune
-        current = result.pruned = step("prune", lambda d: prune(original, d, p, progress=progress),
-                                       ratio=p.ratio, finetune_epochs=p.finetune_epochs, distill=p.distill)
+        current = result.pruned = step(
+            "prune",
+            lambda d: prune(original, d, p, progress=progress),
+            ratio=p.ratio,
+            finetune_epochs=p.finetune_epochs,
+            distill=p.distill,
+        )
     if original.format == "onnx":
         result.original_onnx = original
     elif plan.export_original or current is original:
@@ -128,8 +156,9 @@ def run_chain(original: Artifact, plan: ChainPlan, layout: Callable[[str], Path]
         q = plan.int8
         src = current if q.qat else result.current_onnx
         result.final = step("int8", lambda d: quantize(src, d, q, calib_set=calib_set, progress=progress))
-        result.steps[-1].update(target=result.final.manifest["quantization"]["target"],
-                                route=result.final.manifest["quantization"]["route"])
+        result.steps[-1].update(
+            target=result.final.manifest["quantization"]["target"], route=result.final.manifest["quantization"]["route"]
+        )
     elif plan.fp16 is not None:
         h = plan.fp16
         result.final = step("fp16", lambda d: convert_fp16(result.current_onnx, d, h, progress=progress))

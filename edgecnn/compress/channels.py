@@ -93,6 +93,7 @@ class MacsCounter:
     def _record(self, name):
         def hook(module, inputs, output):
             self.positions[name] = int(output.numel() // output.shape[-1 if output.dim() == 2 else 1])
+
         return hook
 
     def __call__(self, model) -> int:

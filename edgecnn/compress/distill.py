@@ -39,12 +39,23 @@ log = logging.getLogger("edgecnn")
 __all__ = ["distill", "DistillOptions", "kd_loss", "KnowledgeDistillationLoss", "check_compatible", "check_kd"]
 
 
-def kd_loss(student_logits, teacher_logits, targets, *, temperature: float = 4.0, alpha: float = 0.9,
-            label_smoothing: float = 0.0):
+def kd_loss(
+    student_logits,
+    teacher_logits,
+    targets,
+    *,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    label_smoothing: float = 0.0,
+):
     """Hinton KD loss: alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(student, targets)."""
     t = float(temperature)
-    soft = F.kl_div(F.log_softmax(student_logits.float() / t, dim=1),
-                    F.log_softmax(teacher_logits.float() / t, dim=1), reduction="batchmean", log_target=True) * (t * t)
+    soft = F.kl_div(
+        F.log_softmax(student_logits.float() / t, dim=1),
+        F.log_softmax(teacher_logits.float() / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
     if alpha >= 1.0:
         return soft
     hard = F.cross_entropy(student_logits.float(), targets, label_smoothing=label_smoothing)
@@ -71,11 +82,21 @@ class KnowledgeDistillationLoss:
     the caller must train together with the student - see :class:`StudentWithAdapters`).
     """
 
-    def __init__(self, teacher, *, temperature: float = 4.0, alpha: float = 0.9, label_smoothing: float = 0.0,
-                 feature_pairs: Sequence[tuple[str, str]] = (), feature_weight: float = 1.0, adapters=None,
-                 student=None, input_affine=None):
+    def __init__(
+        self,
+        teacher,
+        *,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        label_smoothing: float = 0.0,
+        feature_pairs: Sequence[tuple[str, str]] = (),
+        feature_weight: float = 1.0,
+        adapters=None,
+        student=None,
+        input_affine=None,
+    ):
         check_kd(temperature, alpha, feature_weight)
-        self._teacher = [teacher.eval()]          # a list: never registered as a submodule anywhere
+        self._teacher = [teacher.eval()]  # a list: never registered as a submodule anywhere
         for p in teacher.parameters():
             p.requires_grad_(False)
         self.temperature, self.alpha = float(temperature), float(alpha)
@@ -117,8 +138,14 @@ class KnowledgeDistillationLoss:
 
     def __call__(self, logits, targets, inputs):
         t_logits = self.teacher_logits(inputs)
-        loss = kd_loss(logits, t_logits, targets, temperature=self.temperature, alpha=self.alpha,
-                       label_smoothing=self.label_smoothing)
+        loss = kd_loss(
+            logits,
+            t_logits,
+            targets,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            label_smoothing=self.label_smoothing,
+        )
         if self.feature_pairs and self.feature_weight > 0:
             feat = 0.0
             for s_name, t_name in self.feature_pairs:
@@ -136,6 +163,7 @@ class KnowledgeDistillationLoss:
 def _store(bucket: dict, name: str):
     def hook(module, inputs, output):
         bucket[name] = output
+
     return hook
 
 
@@ -168,8 +196,15 @@ class Renormalised(nn.Module):
         return self.inner(x * self.scale + self.shift)
 
 
-def check_compatible(student_input: dict, teacher_input: dict, student_classes: int, teacher_classes: int,
-                     *, student_name: str = "student", teacher_name: str = "teacher") -> None:
+def check_compatible(
+    student_input: dict,
+    teacher_input: dict,
+    student_classes: int,
+    teacher_classes: int,
+    *,
+    student_name: str = "student",
+    teacher_name: str = "teacher",
+) -> None:
     """Raise InvalidInput when the two networks cannot see the same batch or predict different label sets."""
     if student_classes != teacher_classes:
         raise InvalidInput(
@@ -201,8 +236,10 @@ def _input_affine(student_input: dict, teacher_input: dict):
 def _resolve_layers(model, names: Sequence[str], who: str) -> None:
     missing = unknown_layer(model, names)
     if missing:
-        raise InvalidInput(f"The {who} has no layer '{missing[0]}'.{missing[1]} "
-                           "Name layers by their module path (e.g. layer3 or features.10).")
+        raise InvalidInput(
+            f"The {who} has no layer '{missing[0]}'.{missing[1]} "
+            "Name layers by their module path (e.g. layer3 or features.10)."
+        )
 
 
 def _feature_channels(student, teacher, pairs, input_shape) -> list[tuple[int, int]]:
@@ -227,15 +264,26 @@ def _feature_channels(student, teacher, pairs, input_shape) -> list[tuple[int, i
         for name, f, who in ((s_name, s, "student"), (t_name, t, "teacher")):
             if not isinstance(f, torch.Tensor) or f.dim() != 4:
                 shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-                raise InvalidInput(f"The {who} layer '{name}' outputs {shape}, not a feature map (N,C,H,W); "
-                                   "pick a convolutional block (e.g. layer3 of a ResNet).")
+                raise InvalidInput(
+                    f"The {who} layer '{name}' outputs {shape}, not a feature map (N,C,H,W); "
+                    "pick a convolutional block (e.g. layer3 of a ResNet)."
+                )
         out.append((int(s.shape[1]), int(t.shape[1])))
     return out
 
 
-def build_kd(student, teacher, *, input_shape, temperature=4.0, alpha=0.9, label_smoothing=0.0,
-             feature_layers: Sequence[tuple[str, str]] | None = None, feature_weight: float = 1.0,
-             input_affine=None):
+def build_kd(
+    student,
+    teacher,
+    *,
+    input_shape,
+    temperature=4.0,
+    alpha=0.9,
+    label_smoothing=0.0,
+    feature_layers: Sequence[tuple[str, str]] | None = None,
+    feature_weight: float = 1.0,
+    input_affine=None,
+):
     """(module to train, loss_fn) for ``fit``: the student alone, or the student plus 1x1 adapters."""
     check_kd(temperature, alpha, feature_weight)
     pairs = [tuple(p) for p in (feature_layers or [])]
@@ -249,9 +297,17 @@ def build_kd(student, teacher, *, input_shape, temperature=4.0, alpha=0.9, label
             if cs != ct:
                 adapters[_key(s_name, t_name)] = nn.Conv2d(cs, ct, kernel_size=1, bias=False)
         trained = StudentWithAdapters(student, adapters)
-    loss = KnowledgeDistillationLoss(teacher, temperature=temperature, alpha=alpha, label_smoothing=label_smoothing,
-                                     feature_pairs=pairs, feature_weight=feature_weight, adapters=adapters,
-                                     student=student, input_affine=input_affine)
+    loss = KnowledgeDistillationLoss(
+        teacher,
+        temperature=temperature,
+        alpha=alpha,
+        label_smoothing=label_smoothing,
+        feature_pairs=pairs,
+        feature_weight=feature_weight,
+        adapters=adapters,
+        student=student,
+        input_affine=input_affine,
+    )
     return trained, loss
 
 
@@ -283,8 +339,9 @@ class DistillOptions(FitOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.feature_layers = tuple(parse_feature_pair(p) if isinstance(p, str) else tuple(p)
-                                    for p in (self.feature_layers or ()))
+        self.feature_layers = tuple(
+            parse_feature_pair(p) if isinstance(p, str) else tuple(p) for p in (self.feature_layers or ())
+        )
 
     def validate(self) -> None:
         if self.data is None:
@@ -309,7 +366,7 @@ class _Student:
     classes: list[str]
     structure: dict | None
     weights_info: dict
-    artifact: Artifact | None = None    # the student artifact, or the artifact its weights came from
+    artifact: Artifact | None = None  # the student artifact, or the artifact its weights came from
 
 
 def _student(student, teacher: Artifact, student_weights: str) -> _Student:
@@ -317,34 +374,68 @@ def _student(student, teacher: Artifact, student_weights: str) -> _Student:
     if isinstance(student, Artifact) or (isinstance(student, (str, os.PathLike)) and is_artifact(student)):
         art = student if isinstance(student, Artifact) else Artifact.load(student, formats=("torch",))
         if art.format != "torch":
-            raise ArtifactError(f"The student '{art.path}' is a {art.format} artifact; pass a torch artifact or a "
-                                "model name.")
-        check_compatible(art.input, teacher.input, art.num_classes, teacher.num_classes,
-                         student_name=f"student ({art.model})", teacher_name=teacher.model)
-        return _Student(model=load_torch_model(art), name=art.model, input_spec=dict(art.input), classes=art.classes,
-                        structure=(art.manifest.get("architecture") or {}).get("structure"),
-                        weights_info={"source": f"artifact {art.path}"}, artifact=art)
+            raise ArtifactError(
+                f"The student '{art.path}' is a {art.format} artifact; pass a torch artifact or a model name."
+            )
+        check_compatible(
+            art.input,
+            teacher.input,
+            art.num_classes,
+            teacher.num_classes,
+            student_name=f"student ({art.model})",
+            teacher_name=teacher.model,
+        )
+        return _Student(
+            model=load_torch_model(art),
+            name=art.model,
+            input_spec=dict(art.input),
+            classes=art.classes,
+            structure=(art.manifest.get("architecture") or {}).get("structure"),
+            weights_info={"source": f"artifact {art.path}"},
+            artifact=art,
+        )
     if isinstance(student, (str, os.PathLike)) and Path(str(student)).exists():
-        raise ArtifactError(f"Student '{student}' is a path but not an edgecnn artifact (no manifest.json); "
-                            "pass a model name (e.g. resnet18) or a torch artifact directory.")
+        raise ArtifactError(
+            f"Student '{student}' is a path but not an edgecnn artifact (no manifest.json); "
+            "pass a model name (e.g. resnet18) or a torch artifact directory."
+        )
     name = str(student)
     c, h, w = teacher.input_shape
     spec = get_spec(name)
     if min(h, w) < spec.min_input:
-        raise InvalidInput(f"The student {name} needs inputs of at least {spec.min_input}x{spec.min_input} "
-                           f"but the teacher ({teacher.model}) takes {c}x{h}x{w}; pick a student that accepts "
-                           "the teacher's input size, or a teacher trained on larger images.")
+        raise InvalidInput(
+            f"The student {name} needs inputs of at least {spec.min_input}x{spec.min_input} "
+            f"but the teacher ({teacher.model}) takes {c}x{h}x{w}; pick a student that accepts "
+            "the teacher's input size, or a teacher trained on larger images."
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, info = build_model(name, weights=student_weights, num_classes=teacher.num_classes, in_channels=c,
-                                  input_size=(h, w), warn_random=False)
-    pupil = _Student(model=model, name=name, input_spec=dict(teacher.input), classes=teacher.classes, structure=None,
-                     weights_info={"source": student_weights, **({"report": info["report"]} if info.get("report")
-                                                                 else {})})
-    if info.get("parent") is not None:       # --student-weights pointed at an artifact
+        model, info = build_model(
+            name,
+            weights=student_weights,
+            num_classes=teacher.num_classes,
+            in_channels=c,
+            input_size=(h, w),
+            warn_random=False,
+        )
+    pupil = _Student(
+        model=model,
+        name=name,
+        input_spec=dict(teacher.input),
+        classes=teacher.classes,
+        structure=None,
+        weights_info={"source": student_weights, **({"report": info["report"]} if info.get("report") else {})},
+    )
+    if info.get("parent") is not None:  # --student-weights pointed at an artifact
         pupil.artifact = info["parent"]
-        check_compatible(pupil.artifact.input, teacher.input, pupil.artifact.num_classes, teacher.num_classes,
-                         student_name=f"student weights ({pupil.artifact.path})", teacher_name=teacher.model)
+        check_compatible(
+            pupil.artifact.input,
+            teacher.input,
+            pupil.artifact.num_classes,
+            teacher.num_classes,
+            student_name=f"student weights ({pupil.artifact.path})",
+            teacher_name=teacher.model,
+        )
         pupil.input_spec = dict(pupil.artifact.input)
     return pupil
 
@@ -360,56 +451,113 @@ def distill(student, teacher, out: str | os.PathLike, options: DistillOptions, *
     """
     options.validate()
     check_out(out)
-    teacher = torch_artifact(teacher, who="The teacher ", why="distillation needs the torch artifact it was made "
-                             "from (the one written by 'edgecnn train')")
+    teacher = torch_artifact(
+        teacher,
+        who="The teacher ",
+        why="distillation needs the torch artifact it was made from (the one written by 'edgecnn train')",
+    )
     teacher_model = load_torch_model(teacher)
     pupil = _student(student, teacher, options.student_weights)
     n = teacher.num_classes
     train_set = options.dataset(pupil.input_spec, "train", num_classes=n, augment=True)
-    options.data.check_classes(train_set.classes, n, who="the teacher",
-                               fix="distil on the data the teacher was trained on")
+    options.data.check_classes(
+        train_set.classes, n, who="the teacher", fix="distil on the data the teacher was trained on"
+    )
     val_set = options.dataset(pupil.input_spec, "val", num_classes=n)
     affine = _input_affine(pupil.input_spec, teacher.input)
     teacher_eval = teacher_model if affine is None else Renormalised(teacher_model, affine)
-    scores = {"teacher_top1": evaluate_module(teacher_eval, val_set, device="cpu")["top1"],
-              "top1_before": (evaluate_module(pupil.model, val_set, device="cpu")["top1"]
-                              if pupil.artifact is not None else None)}
+    scores = {
+        "teacher_top1": evaluate_module(teacher_eval, val_set, device="cpu")["top1"],
+        "top1_before": (
+            evaluate_module(pupil.model, val_set, device="cpu")["top1"] if pupil.artifact is not None else None
+        ),
+    }
     config = options.train_config(options.epochs, default_lr=0.01 if pupil.artifact is not None else None)
-    trained, loss_fn = build_kd(pupil.model, copy.deepcopy(teacher_model), input_shape=teacher.input_shape,
-                                temperature=options.temperature, alpha=options.alpha,
-                                label_smoothing=config.label_smoothing, feature_layers=options.feature_layers,
-                                feature_weight=options.feature_weight, input_affine=affine)
+    trained, loss_fn = build_kd(
+        pupil.model,
+        copy.deepcopy(teacher_model),
+        input_shape=teacher.input_shape,
+        temperature=options.temperature,
+        alpha=options.alpha,
+        label_smoothing=config.label_smoothing,
+        feature_layers=options.feature_layers,
+        feature_weight=options.feature_weight,
+        input_affine=affine,
+    )
     try:
         result = fit(trained, train_set, val_set, config, loss_fn=loss_fn, progress=progress)
     finally:
         loss_fn.close()
     pupil.model.to("cpu").eval()
     final = evaluate_module(pupil.model, val_set, device="cpu")
-    scores.update(top1=final["top1"], top5=final["top5"], train_seconds=round(result["seconds"], 2),
-                  adapters=sorted(loss_fn.adapters.keys()) if loss_fn.adapters is not None else [],
-                  renormalised=affine is not None)
+    scores.update(
+        top1=final["top1"],
+        top5=final["top5"],
+        train_seconds=round(result["seconds"], 2),
+        adapters=sorted(loss_fn.adapters.keys()) if loss_fn.adapters is not None else [],
+        renormalised=affine is not None,
+    )
     return _record(out, pupil, teacher, options, config, scores, result["history"])
 
 
-def _record(out, pupil: _Student, teacher: Artifact, options: DistillOptions, config: TrainConfig, scores: dict,
-            history: list[dict]) -> Artifact:
+def _record(
+    out,
+    pupil: _Student,
+    teacher: Artifact,
+    options: DistillOptions,
+    config: TrainConfig,
+    scores: dict,
+    history: list[dict],
+) -> Artifact:
     """The distillation report, the stage parameters and metrics, and the student's artifact."""
     pairs = [list(p) for p in options.feature_layers]
-    params = {"student": pupil.name if pupil.artifact is None else str(pupil.artifact.path),
-              "teacher": str(teacher.path), "data": options.data.describe("train"), "epochs": options.epochs,
-              "temperature": options.temperature, "alpha": options.alpha, "feature_layers": pairs,
-              "feature_weight": options.feature_weight,
-              "student_weights": options.student_weights if pupil.artifact is None else None,
-              **{k: v for k, v in config.as_dict().items() if k != "epochs"}, "lr": config.resolved_lr()}
-    metrics = {"top1": scores["top1"], "top5": scores["top5"], "eval_data": options.data.describe("val"),
-               "teacher_top1": scores["teacher_top1"], "train_seconds": scores["train_seconds"]}
+    params = {
+        "student": pupil.name if pupil.artifact is None else str(pupil.artifact.path),
+        "teacher": str(teacher.path),
+        "data": options.data.describe("train"),
+        "epochs": options.epochs,
+        "temperature": options.temperature,
+        "alpha": options.alpha,
+        "feature_layers": pairs,
+        "feature_weight": options.feature_weight,
+        "student_weights": options.student_weights if pupil.artifact is None else None,
+        **{k: v for k, v in config.as_dict().items() if k != "epochs"},
+        "lr": config.resolved_lr(),
+    }
+    metrics = {
+        "top1": scores["top1"],
+        "top5": scores["top5"],
+        "eval_data": options.data.describe("val"),
+        "teacher_top1": scores["teacher_top1"],
+        "train_seconds": scores["train_seconds"],
+    }
     if scores["top1_before"] is not None:
         metrics["top1_before"] = scores["top1_before"]
-    report = {"teacher": teacher.ref(), "teacher_model": teacher.model, "student_model": pupil.name,
-              "student_init": pupil.weights_info, "temperature": options.temperature, "alpha": options.alpha,
-              "feature_layers": pairs, "adapters": scores["adapters"], "input_renormalised": scores["renormalised"],
-              "top1": scores["top1"], "teacher_top1": scores["teacher_top1"], "top1_before": scores["top1_before"]}
+    report = {
+        "teacher": teacher.ref(),
+        "teacher_model": teacher.model,
+        "student_model": pupil.name,
+        "student_init": pupil.weights_info,
+        "temperature": options.temperature,
+        "alpha": options.alpha,
+        "feature_layers": pairs,
+        "adapters": scores["adapters"],
+        "input_renormalised": scores["renormalised"],
+        "top1": scores["top1"],
+        "teacher_top1": scores["teacher_top1"],
+        "top1_before": scores["top1_before"],
+    }
     parent = pupil.artifact if pupil.artifact is not None else teacher
-    return save_torch_artifact(pupil.model, out, name=pupil.name, input_spec=pupil.input_spec, classes=pupil.classes,
-                               stage="distill", params=params, parent=parent, metrics=metrics,
-                               structure=pupil.structure, extra={"distillation": report, "history": history})
+    return save_torch_artifact(
+        pupil.model,
+        out,
+        name=pupil.name,
+        input_spec=pupil.input_spec,
+        classes=pupil.classes,
+        stage="distill",
+        params=params,
+        parent=parent,
+        metrics=metrics,
+        structure=pupil.structure,
+        extra={"distillation": report, "history": history},
+    )

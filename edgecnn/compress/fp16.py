@@ -37,11 +37,11 @@ PARITY_IMAGES = 16
 class Fp16Options(Options):
     """Every option of the FP16 stage."""
 
-    fp16_io: bool = False                # float16 inputs/outputs too (default: float32 I/O)
-    data: DataSource | None = None       # labelled data: top-1 of FP32 and FP16 on its held-out split
+    fp16_io: bool = False  # float16 inputs/outputs too (default: float32 I/O)
+    data: DataSource | None = None  # labelled data: top-1 of FP32 and FP16 on its held-out split
     val_split: float = 0.2
     skip_corrupt: bool = False
-    threads: int | None = None           # ONNX Runtime threads of the comparison
+    threads: int | None = None  # ONNX Runtime threads of the comparison
 
     def __post_init__(self) -> None:
         self.data = DataSource.optional(self.data)
@@ -70,12 +70,26 @@ def convert_fp16(src, out: str | os.PathLike, options: Fp16Options | None = None
         metrics = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
         metrics.update(_parity(src, fp32_model, half, options, progress))
         params = {"fp16_io": options.fp16_io, "data": options.data.describe("val") if options.data else None}
-        manifest = new_manifest(model=src.model, format="onnx", file="model.onnx", precision="fp16", input=src.input,
-                                classes=src.classes, stage="fp16", params=params, parent=src,
-                                architecture=src.manifest.get("architecture"), metrics=metrics,
-                                extra={"fp16": {"io_dtype": "float16" if options.fp16_io else "float32",
-                                                "converter": "onnxruntime.transformers.float16",
-                                                "seconds": round(time.perf_counter() - t0, 2)}})
+        manifest = new_manifest(
+            model=src.model,
+            format="onnx",
+            file="model.onnx",
+            precision="fp16",
+            input=src.input,
+            classes=src.classes,
+            stage="fp16",
+            params=params,
+            parent=src,
+            architecture=src.manifest.get("architecture"),
+            metrics=metrics,
+            extra={
+                "fp16": {
+                    "io_dtype": "float16" if options.fp16_io else "float32",
+                    "converter": "onnxruntime.transformers.float16",
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            },
+        )
         finish_metadata(half, manifest["id"], "fp16")
 
         def write(tmp: Path) -> None:
@@ -98,17 +112,27 @@ def _parity(src: Artifact, fp32_model, half, options: Fp16Options, progress: boo
 
     labels = None
     if options.data is not None:
-        dataset = options.data.dataset(src.input, "val", val_split=options.val_split,
-                                       skip_corrupt=options.skip_corrupt, num_classes=src.num_classes)
+        dataset = options.data.dataset(
+            src.input,
+            "val",
+            val_split=options.val_split,
+            skip_corrupt=options.skip_corrupt,
+            num_classes=src.num_classes,
+        )
         options.data.check_classes(dataset.classes, src.num_classes, fix="pass data with the model's classes")
         (ref, got), labels, _ = run_over([fp32_fn, fp16_fn], dataset, progress=progress, desc="FP32 vs FP16")
     else:
         images, _desc = parity_images(src.input, "digits", PARITY_IMAGES)
         images = np.asarray(images, np.float32)
         ref, got = fp32_fn(images), fp16_fn(images)
-    out: dict = {"fp16_parity": {"agreement_with_fp32": agreement(ref, got),
-                                 "max_abs_diff": float(np.max(np.abs(ref - got))), "images": int(len(ref)),
-                                 "evaluated_in": "onnxruntime CPU"}}
+    out: dict = {
+        "fp16_parity": {
+            "agreement_with_fp32": agreement(ref, got),
+            "max_abs_diff": float(np.max(np.abs(ref - got))),
+            "images": int(len(ref)),
+            "evaluated_in": "onnxruntime CPU",
+        }
+    }
     if labels is not None:
         out.update(top1=top1(got, labels), fp32_top1=top1(ref, labels), eval_data=options.data.describe("val"))
         out["top1_drop_pt"] = 100 * (out["fp32_top1"] - out["top1"])
@@ -118,12 +142,15 @@ def _parity(src: Artifact, fp32_model, half, options: Fp16Options, progress: boo
 def to_float16(model, *, fp16_io: bool = False):
     """A float16 copy of an FP32 ModelProto (inputs/outputs float32 unless ``fp16_io``)."""
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        raise InvalidInput("This model is INT8 (QDQ); FP16 conversion needs the FP32 model. Choose --int8 or --fp16 "
-                           "for one artifact (TensorRT can still build INT8 layers with FP16 fallback: "
-                           "edgecnn build --int8 --fp16).")
+        raise InvalidInput(
+            "This model is INT8 (QDQ); FP16 conversion needs the FP32 model. Choose --int8 or --fp16 "
+            "for one artifact (TensorRT can still build INT8 layers with FP16 fallback: "
+            "edgecnn build --int8 --fp16)."
+        )
     float16 = require("onnxruntime.transformers.float16", purpose="FP16 conversion")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        half = float16.convert_float_to_float16(onnx.ModelProto.FromString(model.SerializeToString()),
-                                                keep_io_types=not fp16_io)
+        half = float16.convert_float_to_float16(
+            onnx.ModelProto.FromString(model.SerializeToString()), keep_io_types=not fp16_io
+        )
     return half

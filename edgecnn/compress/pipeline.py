@@ -43,8 +43,13 @@ FALLBACK_IMAGES = 32
 CALIB_COMPARE_IMAGES = 64
 
 
-def compress(model: str | os.PathLike | None = None, *, recipe: str | os.PathLike | CompressRecipe | None = None,
-             progress: bool = True, **options) -> dict:
+def compress(
+    model: str | os.PathLike | None = None,
+    *,
+    recipe: str | os.PathLike | CompressRecipe | None = None,
+    progress: bool = True,
+    **options,
+) -> dict:
     """Run the compression chain; return the report (also written to ``<run>/compress.json``).
 
     ``model`` is a zoo name or an artifact directory; ``options`` are the fields of
@@ -52,7 +57,9 @@ def compress(model: str | os.PathLike | None = None, *, recipe: str | os.PathLik
     ``calib``, ``fp16``, ``data``, ``out``, ...). ``recipe`` (a YAML path or a CompressRecipe) supplies
     defaults that ``model`` / ``options`` override. The options are checked once, here.
     """
-    base = recipe if isinstance(recipe, CompressRecipe) else (CompressRecipe.load(recipe) if recipe else CompressRecipe())
+    base = (
+        recipe if isinstance(recipe, CompressRecipe) else (CompressRecipe.load(recipe) if recipe else CompressRecipe())
+    )
     rec = base.merged({"model": str(model) if model is not None else None, **options})
     rec.validate()
     recipe_path = str(recipe) if recipe and not isinstance(recipe, CompressRecipe) else None
@@ -65,7 +72,7 @@ def compress(model: str | os.PathLike | None = None, *, recipe: str | os.PathLik
     try:
         return _chain(rec, run, t_start, progress=progress, recipe_path=recipe_path)
     except BaseException:
-        if created:   # nothing half-written: a failed run leaves no folder behind
+        if created:  # nothing half-written: a failed run leaves no folder behind
             shutil.rmtree(run, ignore_errors=True)
         raise
 
@@ -79,8 +86,9 @@ def _run_dir(rec: CompressRecipe, name: str) -> Path:
     if rec.out:
         run = Path(rec.out)
         if run.exists() and (run.is_file() or (any(run.iterdir()) and not (run / REPORT).is_file())):
-            raise InvalidInput(f"Output '{run}' exists and is not an edgecnn compress run; choose another --out or "
-                               "remove it.")
+            raise InvalidInput(
+                f"Output '{run}' exists and is not an edgecnn compress run; choose another --out or remove it."
+            )
         return run
     run = RUNS_ROOT / f"{name}-{_timestamp()}"
     k = 1
@@ -107,16 +115,32 @@ def _calibration(rec: CompressRecipe, input_spec: dict, progress: bool) -> Calib
 
 def _chain(rec: CompressRecipe, run: Path, t_start: float, *, progress: bool, recipe_path: str | None) -> dict:
     t = time.perf_counter()
-    original, source = load_original(rec.model, run / "original", weights=rec.weights, num_classes=rec.num_classes,
-                                     in_channels=rec.in_channels, input_size=rec.input_size)
+    original, source = load_original(
+        rec.model,
+        run / "original",
+        weights=rec.weights,
+        num_classes=rec.num_classes,
+        in_channels=rec.in_channels,
+        input_size=rec.input_size,
+    )
     if original.format == "onnx" and (rec.prune is not None or rec.qat):
-        raise RecipeError(f"'{original.path}' is an onnx artifact; pruning and QAT change the torch network - pass "
-                          "the torch artifact it was exported from.")
-    source_step = {"step": "source", "artifact": str(original.path), "id": original.id, "format": original.format,
-                   "precision": original.precision, "seconds": round(time.perf_counter() - t, 2), **source}
+        raise RecipeError(
+            f"'{original.path}' is an onnx artifact; pruning and QAT change the torch network - pass "
+            "the torch artifact it was exported from."
+        )
+    source_step = {
+        "step": "source",
+        "artifact": str(original.path),
+        "id": original.id,
+        "format": original.format,
+        "precision": original.precision,
+        "seconds": round(time.perf_counter() - t, 2),
+        **source,
+    }
     calib_set = _calibration(rec, original.input, progress)
-    result = run_chain(original, rec.plan(), lambda step: run / COMPRESS_LAYOUT[step], calib_set=calib_set,
-                       progress=progress)
+    result = run_chain(
+        original, rec.plan(), lambda step: run / COMPRESS_LAYOUT[step], calib_set=calib_set, progress=progress
+    )
     t = time.perf_counter()
     table = compare(result.columns(), rec, original=original, calib_set=calib_set)
     _link_final(run, result.final)
@@ -153,8 +177,7 @@ def _link_final(run: Path, final: Artifact) -> None:
 # --------------------------------------------------------------------------------------------------
 # original vs compressed
 # --------------------------------------------------------------------------------------------------
-def comparison_images(rec: CompressRecipe, input_spec: dict, num_classes: int,
-                      calib_set: CalibrationSet | None = None):
+def comparison_images(rec: CompressRecipe, input_spec: dict, num_classes: int, calib_set: CalibrationSet | None = None):
     """(dataset to stream, whether it has real labels, description) for top-1 / agreement: the held-out split
     of --data, else the calibration images already read, else evenly spaced held-out digits."""
     if rec.data is not None:
@@ -179,10 +202,12 @@ def slower_than_float(table: dict) -> list[str]:
     out = []
     for prev, row in zip(rows, rows[1:]):
         if row["precision"] in ("int8", "fp16") and prev["precision"] == "fp32" and row["speedup"] < prev["speedup"]:
-            out.append(f"{row['label']} ran {prev['speedup'] / row['speedup']:.2f}x slower than {prev['label']} "
-                       f"({row['latency_ms']:.2f} vs {prev['latency_ms']:.2f} ms) in ONNX Runtime here; for CPU "
-                       f"deployment keep '{prev['artifact']}' (it is {row['size_ratio'] / prev['size_ratio']:.1f}x "
-                       "bigger), or deploy this one to TensorRT, which fuses the Q/DQ pairs.")
+            out.append(
+                f"{row['label']} ran {prev['speedup'] / row['speedup']:.2f}x slower than {prev['label']} "
+                f"({row['latency_ms']:.2f} vs {prev['latency_ms']:.2f} ms) in ONNX Runtime here; for CPU "
+                f"deployment keep '{prev['artifact']}' (it is {row['size_ratio'] / prev['size_ratio']:.1f}x "
+                "bigger), or deploy this one to TensorRT, which fuses the Q/DQ pairs."
+            )
     return out
 
 
@@ -196,8 +221,9 @@ def _logits_fn(art: Artifact, threads: int | None):
     return lambda x: run_batches(session, x.astype(np.float16) if half else x).astype(np.float32)
 
 
-def compare(columns: list[tuple[str, Artifact]], rec: CompressRecipe, *, original=None,
-            calib_set: CalibrationSet | None = None) -> dict:
+def compare(
+    columns: list[tuple[str, Artifact]], rec: CompressRecipe, *, original=None, calib_set: CalibrationSet | None = None
+) -> dict:
     """Measure every artifact in ``columns`` (label, onnx artifact) on the same images, streamed once for all
     columns, and their latency in one interleaved run; ratios are against the first column (the original)."""
     first = columns[0][1]
@@ -206,27 +232,51 @@ def compare(columns: list[tuple[str, Artifact]], rec: CompressRecipe, *, origina
     outs = {label: out for (label, _), out in zip(columns, logits)}
     latency = None
     if rec.bench and not any(_fp16_io(a) for _, a in columns):
-        latency = measure_latency([a for _, a in columns], labels=[lab for lab, _ in columns], batch_sizes=(1,),
-                                  warmup=0.5, min_time_s=rec.bench_seconds, min_repeats=10, threads=rec.threads,
-                                  progress=False)
-    rows = [_row(i, label, art, outs, labels if labelled else None, latency, first) for i, (label, art)
-            in enumerate(columns)]
+        latency = measure_latency(
+            [a for _, a in columns],
+            labels=[lab for lab, _ in columns],
+            batch_sizes=(1,),
+            warmup=0.5,
+            min_time_s=rec.bench_seconds,
+            min_repeats=10,
+            threads=rec.threads,
+            progress=False,
+        )
+    rows = [
+        _row(i, label, art, outs, labels if labelled else None, latency, first)
+        for i, (label, art) in enumerate(columns)
+    ]
     for row in rows[1:]:
         if "top1" in row:
             row["top1_drop_pt"] = 100 * (rows[0]["top1"] - row["top1"])
-    return {"images": image_desc, "rows": rows,
-            "original_torch_file_bytes": original.model_file.stat().st_size if original is not None else None,
-            "latency": {"threads": latency["settings"]["threads"], "environment": latency["environment"].get("cpu"),
-                        "seconds": latency["seconds"]} if latency else None}
+    return {
+        "images": image_desc,
+        "rows": rows,
+        "original_torch_file_bytes": original.model_file.stat().st_size if original is not None else None,
+        "latency": {
+            "threads": latency["settings"]["threads"],
+            "environment": latency["environment"].get("cpu"),
+            "seconds": latency["seconds"],
+        }
+        if latency
+        else None,
+    }
 
 
 def _row(i: int, label: str, art: Artifact, outs: dict, labels, latency, first: Artifact) -> dict:
     m = art.manifest.get("metrics", {})
     size = art.model_file.stat().st_size
     ref = next(iter(outs.values()))
-    row = {"label": label, "artifact": str(art.path), "precision": art.precision, "file_bytes": size,
-           "size_ratio": first.model_file.stat().st_size / size, "params": m.get("params"), "macs": m.get("macs"),
-           "agreement": float((outs[label].argmax(1) == ref.argmax(1)).mean())}
+    row = {
+        "label": label,
+        "artifact": str(art.path),
+        "precision": art.precision,
+        "file_bytes": size,
+        "size_ratio": first.model_file.stat().st_size / size,
+        "params": m.get("params"),
+        "macs": m.get("macs"),
+        "agreement": float((outs[label].argmax(1) == ref.argmax(1)).mean()),
+    }
     if labels is not None:
         row["top1"] = float((outs[label].argmax(1) == labels).mean())
         row["top1_drop_pt"] = 0.0
@@ -234,7 +284,10 @@ def _row(i: int, label: str, art: Artifact, outs: dict, labels, latency, first: 
         r = latency["results"][i]
         rr = r.get("ratio_rounds") or {}
         # per-round latency ratios -> speed-ups (the quartiles swap sides under 1/x)
-        iqr = {"q25": 1 / rr["q75"], "median": 1 / rr["median"], "q75": 1 / rr["q25"]} \
-            if rr and min(rr["q25"], rr["q75"], rr["median"]) > 0 else {}
+        iqr = (
+            {"q25": 1 / rr["q75"], "median": 1 / rr["median"], "q75": 1 / rr["q25"]}
+            if rr and min(rr["q25"], rr["q75"], rr["median"]) > 0
+            else {}
+        )
         row.update(latency_ms=r["latency_ms"]["p50"], speedup=r["speedup"], speedup_iqr=iqr)
     return row

@@ -10,27 +10,38 @@ from collections.abc import Mapping
 from ..errors import OptionError
 
 #: QuantizeOptions / recipe keys that only the INT8 stage reads (key -> its command-line flag)
-INT8_ONLY_OPTIONS = {"calib": "--calib", "max_drop": "--max-drop", "qat": "--qat", "ignore": "--ignore",
-                     "compact_names": "--compact-names"}
+INT8_ONLY_OPTIONS = {
+    "calib": "--calib",
+    "max_drop": "--max-drop",
+    "qat": "--qat",
+    "ignore": "--ignore",
+    "compact_names": "--compact-names",
+}
 
 
 def int8_flags_given(values: Mapping[str, object]) -> dict[str, bool]:
     """``{"--calib": True, ...}`` for the INT8-only options in ``values`` (option key -> value): a flag counts
     as given when its value is neither None, False nor empty."""
-    return {flag: values[key] is not None and values[key] is not False and values[key] != () and values[key] != []
-            for key, flag in INT8_ONLY_OPTIONS.items() if key in values}
+    return {
+        flag: values[key] is not None and values[key] is not False and values[key] != () and values[key] != []
+        for key, flag in INT8_ONLY_OPTIONS.items()
+        if key in values
+    }
 
 
-def check_precision_flags(int8: bool, fp16: bool, fp16_io: bool, int8_options_given: Mapping[str, bool], *,
-                          int8_by_default: bool = False) -> str | None:
+def check_precision_flags(
+    int8: bool, fp16: bool, fp16_io: bool, int8_options_given: Mapping[str, bool], *, int8_by_default: bool = False
+) -> str | None:
     """The precision asked for ('int8', 'fp16' or None), or OptionError for a contradiction.
 
     ``int8_options_given`` maps INT8-only flags (``--calib``, ``--max-drop``, ...) to whether they were given
     (:func:`int8_flags_given` builds it). ``int8_by_default``: INT8 is what runs unless ``--fp16`` is given
     (``edgecnn quantize``); otherwise nothing runs unless asked (the compress recipe)."""
     if int8 and fp16:
-        raise OptionError("--int8 and --fp16 both given; an artifact has one precision - pick one "
-                          "(TensorRT can mix them at build time: edgecnn build --int8 --fp16).")
+        raise OptionError(
+            "--int8 and --fp16 both given; an artifact has one precision - pick one "
+            "(TensorRT can mix them at build time: edgecnn build --int8 --fp16)."
+        )
     if fp16_io and not fp16:
         raise OptionError("--fp16-io only applies with --fp16.")
     precision = "fp16" if fp16 else "int8" if (int8 or int8_by_default) else None

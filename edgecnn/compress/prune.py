@@ -106,9 +106,11 @@ class PruneOptions(FitOptions):
         given = [(k, getattr(self, k)) for k in TARGETS if getattr(self, k) is not None]
         if len(given) != 1:
             got = " and ".join(f"--{k.replace('_', '-')}" for k, _ in given)
-            raise OptionError("Say how much to prune with exactly one of --ratio R (fraction of channels to remove), "
-                              "--target-macs F or --target-params F (fraction of the original to keep)"
-                              + (f"; got {got}." if given else "."))
+            raise OptionError(
+                "Say how much to prune with exactly one of --ratio R (fraction of channels to remove), "
+                "--target-macs F or --target-params F (fraction of the original to keep)"
+                + (f"; got {got}." if given else ".")
+            )
         kind, value = given[0]
         return kind, float(value)
 
@@ -116,28 +118,37 @@ class PruneOptions(FitOptions):
         kind, value = self.target()
         if not 0.0 < value < 1.0:
             kept = "MACs" if kind == "target_macs" else "parameters"
-            what = ("the fraction of channels to remove, e.g. 0.3" if kind == "ratio" else
-                    f"the fraction of the original {kept} to keep, e.g. 0.5")
+            what = (
+                "the fraction of channels to remove, e.g. 0.3"
+                if kind == "ratio"
+                else f"the fraction of the original {kept} to keep, e.g. 0.5"
+            )
             raise OptionError(f"--{kind.replace('_', '-')} must be between 0 and 1 (exclusive): {what}; got {value}.")
         if self.importance not in IMPORTANCES:
-            raise OptionError(f"Unknown importance '{self.importance}'.{suggest(self.importance, IMPORTANCES)} "
-                              f"Choose one of {', '.join(IMPORTANCES)}.")
+            raise OptionError(
+                f"Unknown importance '{self.importance}'.{suggest(self.importance, IMPORTANCES)} "
+                f"Choose one of {', '.join(IMPORTANCES)}."
+            )
         check_range("--steps", self.steps, 1, None)
         self.check_finetune(self.finetune_epochs)
         if self.importance == "taylor" and self.data is None:
-            raise OptionError("--importance taylor ranks channels by gradients, so it needs --data; or use "
-                              "l1 / l2 / bn.")
+            raise OptionError(
+                "--importance taylor ranks channels by gradients, so it needs --data; or use l1 / l2 / bn."
+            )
         if self.distill and self.finetune_epochs < 1:
-            raise OptionError("--distill fine-tunes the pruned network against the original; add --finetune-epochs N "
-                              "(and --data).")
+            raise OptionError(
+                "--distill fine-tunes the pruned network against the original; add --finetune-epochs N (and --data)."
+            )
         if self.distill:
             check_kd(self.temperature, self.alpha)
         check_range("--max-layer-ratio", self.max_layer_ratio, 0, 1, True, True)
         if self.round_to is not None:
             check_range("--round-to", self.round_to, 1, None)
         if kind == "ratio" and not self.global_pruning and value > self.max_layer_ratio:
-            raise OptionError(f"--ratio {value} removes more of every layer than --max-layer-ratio "
-                              f"{self.max_layer_ratio} allows; raise --max-layer-ratio or lower --ratio.")
+            raise OptionError(
+                f"--ratio {value} removes more of every layer than --max-layer-ratio "
+                f"{self.max_layer_ratio} allows; raise --max-layer-ratio or lower --ratio."
+            )
         if isinstance(self.ignore, str):
             raise OptionError(f"ignore must be a list of layer names, got the text {self.ignore!r}.")
         check_range("--taylor-batches", self.taylor_batches, 1, None)
@@ -157,14 +168,16 @@ class _Plan:
     ignored: list[str]
     orig_width: dict[str, int]
     grads: dict | None = None
-    macs_of: object = None                     # fast MACs counter for the search (see channels.MacsCounter)
+    macs_of: object = None  # fast MACs counter for the search (see channels.MacsCounter)
     imp_cache: dict = field(default_factory=dict)
 
 
-_IMPORTANCE = {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-               "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-               "bn": lambda: tp.importance.BNScaleImportance(),
-               "taylor": lambda: tp.importance.GroupTaylorImportance()}
+_IMPORTANCE = {
+    "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+    "bn": lambda: tp.importance.BNScaleImportance(),
+    "taylor": lambda: tp.importance.GroupTaylorImportance(),
+}
 
 
 class _CachedImportance:
@@ -218,7 +231,7 @@ class EdgePruner(tp.pruner.BasePruner):
 
     def _round_to(self, n_pruned, current_channels, round_to):
         if current_channels <= round_to:
-            return 0                      # narrower than one multiple: leave the layer whole
+            return 0  # narrower than one multiple: leave the layer whole
         keep = current_channels - n_pruned
         keep = max(round_to, int(math.floor(keep / round_to + 0.5)) * round_to)
         return max(0, current_channels - min(keep, current_channels))
@@ -234,9 +247,15 @@ def _prune_step(model, ratio: float, plan: _Plan) -> int:
     importance = _CachedImportance(_IMPORTANCE[plan.importance](), names, plan.imp_cache)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pruner = EdgePruner(model, example, importance=importance, pruning_ratio=float(ratio),
-                        global_pruning=plan.global_pruning, ignored_layers=ignored_modules,
-                        round_to=plan.round_to if plan.round_to > 1 else None)
+        pruner = EdgePruner(
+            model,
+            example,
+            importance=importance,
+            pruning_ratio=float(ratio),
+            global_pruning=plan.global_pruning,
+            ignored_layers=ignored_modules,
+            round_to=plan.round_to if plan.round_to > 1 else None,
+        )
     if pruner.initial_total_channels == 0:
         raise NothingToPrune("no prunable group")
     # Torch-Pruning silently skips a group whose every channel was selected (high ratios, global ranking),
@@ -261,7 +280,7 @@ def _prune_step(model, ratio: float, plan: _Plan) -> int:
         allowed = current - min_keep
         if allowed <= 0:
             continue
-        if len(idxs) > allowed:               # trim to the cap, keeping the least important of TP's choice
+        if len(idxs) > allowed:  # trim to the cap, keeping the least important of TP's choice
             full = pruner.DG.get_pruning_group(root, fn, list(range(current)))
             imp = pruner.estimate_importance(full)
             chosen = set(idxs)
@@ -281,8 +300,9 @@ def _search_ratio(model, plan: _Plan, *, metric: str, goal: float, base: float, 
     """
     size = (plan.macs_of or (lambda m: measure(m, plan.input_shape)[0])) if metric == "macs" else count_params
     current = size(model)
-    bar = tqdm(desc=f"search channel ratio for {metric} <= {goal / base:.3f}", disable=not progress, leave=False,
-               unit="try")
+    bar = tqdm(
+        desc=f"search channel ratio for {metric} <= {goal / base:.3f}", disable=not progress, leave=False, unit="try"
+    )
     results: dict[float, tuple] = {}
 
     def feasible(r: float) -> bool:
@@ -341,12 +361,12 @@ class _PruneJob:
     kind: str
     value: float
     plan: _Plan
-    widths: dict[str, int]                     # prunable layers before pruning
+    widths: dict[str, int]  # prunable layers before pruning
     macs0: int
     params0: int
     val_set: object = None
-    train_set: object = None                   # fine-tuning (augmented)
-    taylor_set: object = None                  # Taylor gradients (not augmented)
+    train_set: object = None  # fine-tuning (augmented)
+    taylor_set: object = None  # Taylor gradients (not augmented)
     top1_0: float | None = None
 
 
@@ -367,31 +387,45 @@ def _resolve(src, options: PruneOptions) -> _PruneJob:
     model = load_torch_model(src)
     missing = unknown_layer(model, options.ignore)
     if missing:
-        raise InvalidInput(f"--ignore '{missing[0]}': {src.model} has no such layer.{missing[1]} "
-                           "Name layers by their module path (e.g. layer4.1.conv2 or features.0).")
+        raise InvalidInput(
+            f"--ignore '{missing[0]}': {src.model} has no such layer.{missing[1]} "
+            "Name layers by their module path (e.g. layer4.1.conv2 or features.0)."
+        )
     ignored = list(dict.fromkeys([spec.classifier, *spec.prune_ignore, *options.ignore]))
     widths = prunable_widths(model, ignored)
     if not widths:
-        raise NothingToPrune(f"Nothing to prune in {src.model}: every convolution / linear layer is ignored "
-                             f"({', '.join(ignored)}); drop some --ignore names.")
+        raise NothingToPrune(
+            f"Nothing to prune in {src.model}: every convolution / linear layer is ignored "
+            f"({', '.join(ignored)}); drop some --ignore names."
+        )
     if options.importance == "bn" and not any(type(m).__name__.startswith("BatchNorm") for m in model.modules()):
-        raise InvalidInput(f"--importance bn ranks channels by BatchNorm scale, but {src.model} has no BatchNorm "
-                           "layer; use l1, l2 or taylor.")
+        raise InvalidInput(
+            f"--importance bn ranks channels by BatchNorm scale, but {src.model} has no BatchNorm "
+            "layer; use l1, l2 or taylor."
+        )
     round_to = auto_round_to(widths) if options.round_to is None else int(options.round_to)
-    plan = _Plan(input_shape=src.input_shape, importance=options.importance, global_pruning=options.global_pruning,
-                 max_layer_ratio=float(options.max_layer_ratio), round_to=round_to, ignored=ignored,
-                 orig_width=all_widths(model))
+    plan = _Plan(
+        input_shape=src.input_shape,
+        importance=options.importance,
+        global_pruning=options.global_pruning,
+        max_layer_ratio=float(options.max_layer_ratio),
+        round_to=round_to,
+        ignored=ignored,
+        orig_width=all_widths(model),
+    )
     macs0, params0 = measure(model, src.input_shape)
     if kind == "target_macs":
         counter = MacsCounter(model, src.input_shape)
         plan.macs_of = counter if counter(model) == macs0 else None
-    job = _PruneJob(src=src, spec=spec, model=model, kind=kind, value=value, plan=plan, widths=widths, macs0=macs0,
-                    params0=params0)
+    job = _PruneJob(
+        src=src, spec=spec, model=model, kind=kind, value=value, plan=plan, widths=widths, macs0=macs0, params0=params0
+    )
     if options.data is not None:
         n = src.num_classes
         job.val_set = options.dataset(src.input, "val", num_classes=n)
-        options.data.check_classes(job.val_set.classes, n, who=src.model,
-                                   fix="prune with the data the model was trained on")
+        options.data.check_classes(
+            job.val_set.classes, n, who=src.model, fix="prune with the data the model was trained on"
+        )
         if options.finetune_epochs > 0:
             job.train_set = options.dataset(src.input, "train", num_classes=n, augment=True)
         if options.importance == "taylor":
@@ -403,8 +437,11 @@ def _resolve(src, options: PruneOptions) -> _PruneJob:
 def _run(job: _PruneJob, options: PruneOptions, progress: bool):
     """The steps, each followed by fine-tuning when asked: (model, step records, fine-tuning config, seconds)."""
     ft_config = options.train_config(options.finetune_epochs)
-    teacher_loss = (KnowledgeDistillationLoss(copy.deepcopy(job.model), temperature=options.temperature,
-                                              alpha=options.alpha) if options.distill else None)
+    teacher_loss = (
+        KnowledgeDistillationLoss(copy.deepcopy(job.model), temperature=options.temperature, alpha=options.alpha)
+        if options.distill
+        else None
+    )
     model, records, ft_seconds = job.model, [], 0.0
     try:
         for k in range(1, options.steps + 1):
@@ -427,8 +464,9 @@ def _step(job: _PruneJob, options: PruneOptions, model, k: int, progress: bool):
     """Prune step ``k`` of ``options.steps`` on a copy of ``model``: (pruned copy, record)."""
     plan, steps = job.plan, options.steps
     if options.importance == "taylor":
-        plan.grads = _taylor_grads(model, job.taylor_set, batches=options.taylor_batches,
-                                   batch_size=options.batch_size, seed=options.seed + k)
+        plan.grads = _taylor_grads(
+            model, job.taylor_set, batches=options.taylor_batches, batch_size=options.batch_size, seed=options.seed + k
+        )
     try:
         if job.kind == "ratio":
             done, goal_k = job.value * (k - 1) / steps, job.value * k / steps
@@ -444,17 +482,24 @@ def _step(job: _PruneJob, options: PruneOptions, model, k: int, progress: bool):
     except NothingToPrune:
         raise _nothing(job.src.model, plan.ignored) from None
     plan.grads = None
-    plan.imp_cache.clear()      # the network changed (and may be fine-tuned next): scores are stale
+    plan.imp_cache.clear()  # the network changed (and may be fine-tuned next): scores are stale
     macs, params = measure(model, plan.input_shape)
-    rec = {"step": k, "channel_ratio": round(step_ratio, 4), "macs": macs, "params": params,
-           "macs_ratio": macs / job.macs0, "params_ratio": params / job.params0}
+    rec = {
+        "step": k,
+        "channel_ratio": round(step_ratio, 4),
+        "macs": macs,
+        "params": params,
+        "macs_ratio": macs / job.macs0,
+        "params_ratio": params / job.params0,
+    }
     if job.val_set is not None:
         rec["top1_pruned"] = evaluate_module(model, job.val_set)["top1"]
     return model, rec
 
 
-def _record(job: _PruneJob, options: PruneOptions, model, records: list[dict],
-            finetune: tuple[TrainConfig, float], out) -> Artifact:
+def _record(
+    job: _PruneJob, options: PruneOptions, model, records: list[dict], finetune: tuple[TrainConfig, float], out
+) -> Artifact:
     """The pruning report, the stage parameters and metrics, and the artifact (reloaded and compared)."""
     src, plan = job.src, job.plan
     macs1, params1 = measure(model, plan.input_shape)
@@ -466,40 +511,69 @@ def _record(job: _PruneJob, options: PruneOptions, model, records: list[dict],
         )
     after = sum(w for n, w in all_widths(model).items() if n in job.widths)
     arch = src.manifest["architecture"]
-    fresh = job.spec.build(num_classes=arch["num_classes"], in_channels=arch["in_channels"],
-                           input_size=arch["input_size"])
+    fresh = job.spec.build(
+        num_classes=arch["num_classes"], in_channels=arch["in_channels"], input_size=arch["input_size"]
+    )
     top1 = evaluate_module(model, job.val_set)["top1"] if job.val_set is not None else None
     ft_config, ft_seconds = finetune
     report = {
         "requested": {"kind": job.kind, "value": job.value},
-        "achieved": {"channel_ratio": 1.0 - after / sum(job.widths.values()), "macs_ratio": macs1 / job.macs0,
-                     "params_ratio": params1 / job.params0},
+        "achieved": {
+            "channel_ratio": 1.0 - after / sum(job.widths.values()),
+            "macs_ratio": macs1 / job.macs0,
+            "params_ratio": params1 / job.params0,
+        },
         "macs": {"before": job.macs0, "after": macs1},
         "params": {"before": job.params0, "after": params1},
-        "importance": options.importance, "global": options.global_pruning, "round_to": plan.round_to,
+        "importance": options.importance,
+        "global": options.global_pruning,
+        "round_to": plan.round_to,
         "round_to_source": "auto" if options.round_to is None else "user",
         "max_layer_ratio": options.max_layer_ratio,
-        "ignored": plan.ignored, "steps": records, "layers": layers,
+        "ignored": plan.ignored,
+        "steps": records,
+        "layers": layers,
         "top1": {"original": job.top1_0, "pruned": top1} if top1 is not None else None,
     }
     distill = options.distill
-    params = {"ratio": options.ratio, "target_macs": options.target_macs, "target_params": options.target_params,
-              "importance": options.importance, "global": options.global_pruning,
-              "max_layer_ratio": options.max_layer_ratio, "round_to": plan.round_to, "steps": options.steps,
-              "finetune_epochs": options.finetune_epochs,
-              "data": options.data.describe("train") if options.data is not None else None,
-              "distill": distill, "temperature": options.temperature if distill else None,
-              "alpha": options.alpha if distill else None, "ignore": list(options.ignore), "seed": options.seed,
-              "finetune": ({k: v for k, v in ft_config.as_dict().items() if k != "extra"}
-                           | {"lr": ft_config.resolved_lr()}) if options.finetune_epochs > 0 else None}
+    params = {
+        "ratio": options.ratio,
+        "target_macs": options.target_macs,
+        "target_params": options.target_params,
+        "importance": options.importance,
+        "global": options.global_pruning,
+        "max_layer_ratio": options.max_layer_ratio,
+        "round_to": plan.round_to,
+        "steps": options.steps,
+        "finetune_epochs": options.finetune_epochs,
+        "data": options.data.describe("train") if options.data is not None else None,
+        "distill": distill,
+        "temperature": options.temperature if distill else None,
+        "alpha": options.alpha if distill else None,
+        "ignore": list(options.ignore),
+        "seed": options.seed,
+        "finetune": ({k: v for k, v in ft_config.as_dict().items() if k != "extra"} | {"lr": ft_config.resolved_lr()})
+        if options.finetune_epochs > 0
+        else None,
+    }
     metrics = {"macs_ratio": macs1 / job.macs0, "params_ratio": params1 / job.params0}
     if top1 is not None:
         metrics.update(top1=top1, top1_original=job.top1_0, eval_data=options.data.describe("val"))
     if ft_seconds:
         metrics["finetune_seconds"] = round(ft_seconds, 2)
-    art = save_torch_artifact(model, out, name=src.model, input_spec=src.input, classes=src.classes, stage="prune",
-                              params=params, parent=src, metrics=metrics, structure=describe_structure(model, fresh),
-                              extra={"pruning": report})
+    art = save_torch_artifact(
+        model,
+        out,
+        name=src.model,
+        input_spec=src.input,
+        classes=src.classes,
+        stage="prune",
+        params=params,
+        parent=src,
+        metrics=metrics,
+        structure=describe_structure(model, fresh),
+        extra={"pruning": report},
+    )
     art.update_metrics({"reload_max_abs_diff": _reload_check(model, art)})
     return art
 

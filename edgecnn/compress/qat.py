@@ -38,7 +38,7 @@ class FakeQuant(nn.Module):
         qmin, qmax = (-128, 127) if self.signed else (0, 255)
         s = self.log_scale.exp()
         xq = x / s
-        xq = xq + (torch.clamp(torch.round(xq), qmin, qmax) - xq).detach()     # STE through round/clamp
+        xq = xq + (torch.clamp(torch.round(xq), qmin, qmax) - xq).detach()  # STE through round/clamp
         xq = xq * s
         w = self.layer.weight
         dims = tuple(range(1, w.ndim))
@@ -76,9 +76,20 @@ def _unwrap(model: nn.Module) -> None:
                 setattr(module, child_name, child.layer)
 
 
-def qat_finetune(model, teacher, train_set, calib_batches: list[np.ndarray], *, epochs: int, lr: float | None = None,
-                 batch_size: int = 64, temperature: float = 4.0, alpha: float = 0.7, seed: int = 0,
-                 progress: bool = False) -> dict:
+def qat_finetune(
+    model,
+    teacher,
+    train_set,
+    calib_batches: list[np.ndarray],
+    *,
+    epochs: int,
+    lr: float | None = None,
+    batch_size: int = 64,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
     """Fine-tune ``model`` (BatchNorm already folded) in place with fake quantization of every Conv2d /
     Linear - weights per output channel, symmetric INT8 (narrow range, as NNCF's weights); inputs per
     tensor with ranges calibrated on ``calib_batches`` and then learned (LSQ-style, straight-through
@@ -102,11 +113,25 @@ def qat_finetune(model, teacher, train_set, calib_batches: list[np.ndarray], *, 
             t = teacher(inputs)
         return kd_loss(logits, t, targets, temperature=temperature, alpha=alpha)
 
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=lr or QAT_LR, weight_decay=0.0,
-                         seed=seed, device="cpu", augment=False, schedule="cosine")
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer="adamw",
+        lr=lr or QAT_LR,
+        weight_decay=0.0,
+        seed=seed,
+        device="cpu",
+        augment=False,
+        schedule="cosine",
+    )
     result = fit(model, train_set, None, config, loss_fn=loss_fn, progress=progress)
     _unwrap(model)
     model.eval()
-    return {"epochs": epochs, "fake_quantized_layers": len(wrapped), "lr": config.resolved_lr(),
-            "kd": {"temperature": temperature, "alpha": alpha}, "seconds": round(result["seconds"], 1),
-            "history": result["history"]}
+    return {
+        "epochs": epochs,
+        "fake_quantized_layers": len(wrapped),
+        "lr": config.resolved_lr(),
+        "kd": {"temperature": temperature, "alpha": alpha},
+        "seconds": round(result["seconds"], 1),
+        "history": result["history"],
+    }

@@ -72,8 +72,9 @@ log = logging.getLogger("edgecnn")
 
 Target = Literal["auto", "cpu", "tensorrt"]
 Preset = Literal["performance", "mixed"]
-RangeEstimator = Literal["default", "minmax", "mean_minmax", "median_minmax", "mean_no_outliers", "mean_quantile",
-                         "histogram"]
+RangeEstimator = Literal[
+    "default", "minmax", "mean_minmax", "median_minmax", "mean_no_outliers", "mean_quantile", "histogram"
+]
 TARGETS, PRESETS, RANGE_ESTIMATORS = get_args(Target), get_args(Preset), get_args(RangeEstimator)
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -86,26 +87,26 @@ class BudgetNotMet(InvalidInput):
 class QuantizeOptions(Options):
     """Every option of the INT8 stage; ``validate()`` holds its rules (OptionError -> exit 2 on the CLI)."""
 
-    calib: DataSource | None = None          # calibration images: a folder, digits, synthetic[:N]
+    calib: DataSource | None = None  # calibration images: a folder, digits, synthetic[:N]
     subset_size: int = 300
-    target: Target = "auto"                  # auto: tensorrt where a CUDA GPU is visible, else cpu
+    target: Target = "auto"  # auto: tensorrt where a CUDA GPU is visible, else cpu
     preset: Preset = "performance"
     range_estimator: RangeEstimator = "default"
     fast_bias_correction: bool = True
     per_channel: bool = True
-    ignore: tuple[str, ...] = ()             # ONNX node names / regular expressions left in float
-    max_drop: float | None = None            # accuracy-aware: top-1 points allowed on --data's held-out split
-    data: DataSource | None = None           # labelled data: accuracy measurement and QAT
+    ignore: tuple[str, ...] = ()  # ONNX node names / regular expressions left in float
+    max_drop: float | None = None  # accuracy-aware: top-1 points allowed on --data's held-out split
+    data: DataSource | None = None  # labelled data: accuracy measurement and QAT
     max_float_layers: int | None = None
     qat: bool = False
-    epochs: int = 3                          # QAT epochs
+    epochs: int = 3  # QAT epochs
     qat_lr: float | None = None
     calib_batch_size: int = 1
     compact_names: bool = False
     skip_corrupt: bool = False
-    seed: int = 0                            # calibration subset (and QAT) seed
-    threads: int | None = None               # ONNX Runtime threads of the evaluations
-    val_split: float = 0.2                   # held-out fraction of a single-folder --data
+    seed: int = 0  # calibration subset (and QAT) seed
+    threads: int | None = None  # ONNX Runtime threads of the evaluations
+    val_split: float = 0.2  # held-out fraction of a single-folder --data
 
     def __post_init__(self) -> None:
         self.calib = DataSource.optional(self.calib)
@@ -114,29 +115,43 @@ class QuantizeOptions(Options):
 
     def validate(self) -> None:
         if self.calib is None:
-            raise OptionError("--int8 needs calibration images: pass --calib DIR (e.g. --calib calibration/), "
-                              "--calib digits, or build a set with 'edgecnn calib'.")
-        for flag, value, lo in (("--subset-size", self.subset_size, 1),
-                                ("--calib-batch-size", self.calib_batch_size, 1),
-                                ("--max-float-layers", self.max_float_layers, 0), ("--threads", self.threads, 1)):
+            raise OptionError(
+                "--int8 needs calibration images: pass --calib DIR (e.g. --calib calibration/), "
+                "--calib digits, or build a set with 'edgecnn calib'."
+            )
+        for flag, value, lo in (
+            ("--subset-size", self.subset_size, 1),
+            ("--calib-batch-size", self.calib_batch_size, 1),
+            ("--max-float-layers", self.max_float_layers, 0),
+            ("--threads", self.threads, 1),
+        ):
             if value is not None and value < lo:
                 raise OptionError(f"{flag} must be >= {lo}, got {value}.")
-        for what, value, choices in (("target", self.target, TARGETS), ("preset", self.preset, PRESETS),
-                                     ("range estimator", self.range_estimator, RANGE_ESTIMATORS)):
+        for what, value, choices in (
+            ("target", self.target, TARGETS),
+            ("preset", self.preset, PRESETS),
+            ("range estimator", self.range_estimator, RANGE_ESTIMATORS),
+        ):
             if value not in choices:
-                raise OptionError(f"Unknown {what} '{value}'.{suggest(str(value), choices)} "
-                                  f"Choose one of: {', '.join(choices)}.")
+                raise OptionError(
+                    f"Unknown {what} '{value}'.{suggest(str(value), choices)} Choose one of: {', '.join(choices)}."
+                )
         if self.target == "tensorrt" and self.preset == "mixed":
-            raise OptionError("--preset mixed quantizes activations asymmetrically, which TensorRT rejects; use "
-                              "--preset performance with --target tensorrt (or --target cpu).")
+            raise OptionError(
+                "--preset mixed quantizes activations asymmetrically, which TensorRT rejects; use "
+                "--preset performance with --target tensorrt (or --target cpu)."
+            )
         if self.target == "tensorrt" and not self.per_channel:
-            raise OptionError("--per-tensor weights break TensorRT's rules (per-channel weights); drop --per-tensor "
-                              "or use --target cpu.")
+            raise OptionError(
+                "--per-tensor weights break TensorRT's rules (per-channel weights); drop --per-tensor "
+                "or use --target cpu."
+            )
         if self.max_drop is not None and self.max_drop < 0:
             raise OptionError(f"--max-drop must be >= 0 (points of top-1), got {self.max_drop}.")
         if self.max_drop is not None and self.data is None:
-            raise OptionError("--max-drop needs --data (the labelled set whose held-out split measures the drop, "
-                              "e.g. --data digits).")
+            raise OptionError(
+                "--max-drop needs --data (the labelled set whose held-out split measures the drop, e.g. --data digits)."
+            )
         if self.qat and self.data is None:
             raise OptionError("--qat needs --data to fine-tune on (e.g. --data digits).")
         if self.qat and self.epochs < 1:
@@ -181,7 +196,7 @@ def _quiet(progress: bool):
 
 
 def _nncf():
-    os.environ.setdefault("NNCF_CI", "1")   # no telemetry
+    os.environ.setdefault("NNCF_CI", "1")  # no telemetry
     nncf = require("nncf", purpose="INT8 quantization")
     logging.getLogger("nncf").setLevel(logging.ERROR if not log.isEnabledFor(logging.INFO) else logging.INFO)
     return nncf
@@ -191,8 +206,10 @@ def fp32_onnx(src: Artifact, workdir: Path, *, progress: bool = False) -> Artifa
     """The FP32 ONNX artifact to quantize: ``src`` itself when it is one, else ``src`` exported (BN folded)."""
     if src.format == "onnx":
         if src.precision != "fp32":
-            raise ArtifactError(f"'{src.path}' is already {src.precision}; quantize its FP32 parent "
-                                f"({(src.manifest.get('parent') or {}).get('path', 'the exported FP32 artifact')}).")
+            raise ArtifactError(
+                f"'{src.path}' is already {src.precision}; quantize its FP32 parent "
+                f"({(src.manifest.get('parent') or {}).get('path', 'the exported FP32 artifact')})."
+            )
         return src
     if src.format != "torch":
         raise ArtifactError(f"'{src.path}' is a {src.format} artifact; quantize a torch or FP32 onnx artifact.")
@@ -221,8 +238,11 @@ def list_layers(src) -> list[dict]:
     if src.format == "onnx" and src.precision == "int8":
         model = onnx.load(str(src.model_file))
         quantized = set(qdq.quantized_layers(model))
-        return [{"name": qdq.name_of(n), "op_type": n.op_type, "int8": qdq.name_of(n) in quantized}
-                for n in model.graph.node if n.op_type in LAYER_OPS]
+        return [
+            {"name": qdq.name_of(n), "op_type": n.op_type, "int8": qdq.name_of(n) in quantized}
+            for n in model.graph.node
+            if n.op_type in LAYER_OPS
+        ]
     with tempfile.TemporaryDirectory(prefix="edgecnn-layers-") as tmp:
         model = onnx.load(str(fp32_onnx(src, Path(tmp)).model_file))
     return [{"name": qdq.name_of(n), "op_type": n.op_type} for n in model.graph.node if n.op_type in LAYER_OPS]
@@ -236,9 +256,14 @@ def _range_estimator(name: str):
 
     if name == "default":
         return None
-    table = {"minmax": R.MINMAX, "mean_minmax": R.MEAN_MINMAX, "median_minmax": R.MEDIAN_MINMAX,
-             "mean_no_outliers": R.MEAN_NO_OUTLIERS_MINMAX, "mean_quantile": R.MEAN_QUANTILE,
-             "histogram": getattr(R, "HISTOGRAM", None)}
+    table = {
+        "minmax": R.MINMAX,
+        "mean_minmax": R.MEAN_MINMAX,
+        "median_minmax": R.MEDIAN_MINMAX,
+        "mean_no_outliers": R.MEAN_NO_OUTLIERS_MINMAX,
+        "mean_quantile": R.MEAN_QUANTILE,
+        "histogram": getattr(R, "HISTOGRAM", None),
+    }
     est = table.get(name)
     if est is None:
         raise OptionError(f"Unknown range estimator '{name}'; choose one of: {', '.join(RANGE_ESTIMATORS)}.")
@@ -261,16 +286,28 @@ def resolve_ignored(model, ignore: Sequence[str]) -> list[str]:
         hits = [n for n in names if rx.fullmatch(n)] if rx else []
         if not hits:
             layers = [n.name for n in model.graph.node if n.op_type in LAYER_OPS]
-            raise InvalidInput(f"--ignore '{item}' matches no node of the ONNX model.{suggest(item, layers)} "
-                               "Give ONNX node names (e.g. '/fc/Gemm') or a regular expression ('/layer4/.*'); "
-                               "list them with 'edgecnn quantize ARTIFACT --list-layers'.")
+            raise InvalidInput(
+                f"--ignore '{item}' matches no node of the ONNX model.{suggest(item, layers)} "
+                "Give ONNX node names (e.g. '/fc/Gemm') or a regular expression ('/layer4/.*'); "
+                "list them with 'edgecnn quantize ARTIFACT --list-layers'."
+            )
         out += [h for h in hits if h not in out]
     return out
 
 
-def nncf_quantize(model, calib, *, preset: str = "performance", subset_size: int = 300,
-                  fast_bias_correction: bool = True, per_channel: bool = True, range_estimator: str = "default",
-                  ignored: Sequence[str] = (), quantize_outputs: bool = False, progress: bool = False):
+def nncf_quantize(
+    model,
+    calib,
+    *,
+    preset: str = "performance",
+    subset_size: int = 300,
+    fast_bias_correction: bool = True,
+    per_channel: bool = True,
+    range_estimator: str = "default",
+    ignored: Sequence[str] = (),
+    quantize_outputs: bool = False,
+    progress: bool = False,
+):
     """NNCF PTQ of an FP32 ONNX ModelProto on preprocessed calibration batches -> QDQ ModelProto.
 
     ``quantize_outputs`` is NNCF's option (its ONNX backend cannot put a quantizer on a graph output with
@@ -292,8 +329,15 @@ def nncf_quantize(model, calib, *, preset: str = "performance", subset_size: int
     preset_enum = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}[preset]
     with _quiet(progress), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return nncf.quantize(model, dataset, preset=preset_enum, subset_size=min(subset_size, len(calib)),
-                             fast_bias_correction=fast_bias_correction, advanced_parameters=adv, **kwargs)
+        return nncf.quantize(
+            model,
+            dataset,
+            preset=preset_enum,
+            subset_size=min(subset_size, len(calib)),
+            fast_bias_correction=fast_bias_correction,
+            advanced_parameters=adv,
+            **kwargs,
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,13 +348,13 @@ class _Run:
     """One quantize run: the resolved inputs and what each step produced."""
 
     src: Artifact
-    options: QuantizeOptions                 # target resolved
+    options: QuantizeOptions  # target resolved
     work: Path
     progress: bool
     calib: CalibrationSet | None = None
     fp32: Artifact | None = None
     ignored: list[str] = field(default_factory=list)
-    int8: object = None                      # the QDQ ModelProto being built
+    int8: object = None  # the QDQ ModelProto being built
     rewrites: dict = field(default_factory=dict)
     accuracy: dict | None = None
     qat: dict | None = None
@@ -326,14 +370,28 @@ class _Run:
     def ptq(self, fp32_model) -> None:
         """NNCF PTQ of ``fp32_model`` on this run's calibration batches, adapted for the target."""
         o = self.options
-        self.int8 = nncf_quantize(fp32_model, self.calib, preset=o.preset, subset_size=o.subset_size,
-                                  fast_bias_correction=o.fast_bias_correction, per_channel=o.per_channel,
-                                  range_estimator=o.range_estimator, ignored=self.ignored, progress=self.progress)
+        self.int8 = nncf_quantize(
+            fp32_model,
+            self.calib,
+            preset=o.preset,
+            subset_size=o.subset_size,
+            fast_bias_correction=o.fast_bias_correction,
+            per_channel=o.per_channel,
+            range_estimator=o.range_estimator,
+            ignored=self.ignored,
+            progress=self.progress,
+        )
         self.rewrites = qdq.adapt_for_target(self.int8, o.target)
 
 
-def quantize(src, out: str | os.PathLike, options: QuantizeOptions, *, calib_set: CalibrationSet | None = None,
-             progress: bool = True) -> Artifact:
+def quantize(
+    src,
+    out: str | os.PathLike,
+    options: QuantizeOptions,
+    *,
+    calib_set: CalibrationSet | None = None,
+    progress: bool = True,
+) -> Artifact:
     """The quantize stage: ``src`` (torch or FP32 onnx artifact) -> INT8 QDQ onnx artifact at ``out``.
 
     ``options.calib`` names the calibration images; ``calib_set`` is that set already read by the caller
@@ -346,9 +404,19 @@ def quantize(src, out: str | os.PathLike, options: QuantizeOptions, *, calib_set
     with tempfile.TemporaryDirectory(prefix="edgecnn-quantize-") as tmpdir:
         run = _Run(src=src, options=options, work=Path(tmpdir), progress=progress)
         with run.timed("calibration_read"):
-            run.calib = calib_set if calib_set is not None else load_calibration(
-                options.calib, src.input, subset_size=options.subset_size, batch_size=options.calib_batch_size,
-                seed=options.seed, skip_corrupt=options.skip_corrupt, progress=progress)
+            run.calib = (
+                calib_set
+                if calib_set is not None
+                else load_calibration(
+                    options.calib,
+                    src.input,
+                    subset_size=options.subset_size,
+                    batch_size=options.calib_batch_size,
+                    seed=options.seed,
+                    skip_corrupt=options.skip_corrupt,
+                    progress=progress,
+                )
+            )
         _check_calibration_shape(run.calib, src)
         with run.timed("export"):
             run.fp32 = fp32_onnx(src, run.work, progress=progress)
@@ -368,12 +436,14 @@ def _resolve(src, out, options: QuantizeOptions) -> tuple[Artifact, QuantizeOpti
     require_out(out)
     options.validate()
     options = dataclasses.replace(options, target=resolve_target(options.target))
-    options.validate()             # the TensorRT rules again, now that 'auto' has become a target
+    options.validate()  # the TensorRT rules again, now that 'auto' has become a target
     src = load_source(src)
     if options.qat and src.format != "torch":
         parent = (src.manifest.get("parent") or {}).get("path")
-        raise ArtifactError(f"--qat fine-tunes the torch network; pass the torch artifact "
-                            f"{'(' + parent + ') ' if parent else ''}instead of the onnx one.")
+        raise ArtifactError(
+            f"--qat fine-tunes the torch network; pass the torch artifact "
+            f"{'(' + parent + ') ' if parent else ''}instead of the onnx one."
+        )
     return src, options
 
 
@@ -381,19 +451,23 @@ def _check_calibration_shape(calib: CalibrationSet, src: Artifact) -> None:
     want = tuple(src.input_shape)
     got = tuple(calib.batches[0].shape[1:]) if calib.batches else None
     if got != want:
-        raise InvalidInput(f"Calibration batches are {got} per image but '{src.path}' takes {want}; read them "
-                           "with the model's input spec (load_calibration(source, artifact.input)).")
+        raise InvalidInput(
+            f"Calibration batches are {got} per image but '{src.path}' takes {want}; read them "
+            "with the model's input spec (load_calibration(source, artifact.input))."
+        )
 
 
 def _accuracy_aware(run: _Run, fp32_model) -> None:
     """Measure INT8 against FP32 on the held-out split; keep layers in float / fine-tune (QAT) to meet the budget."""
     o = run.options
-    held = HeldOut.from_source(o.data, run.src, val_split=o.val_split, skip_corrupt=o.skip_corrupt,
-                               threads=o.threads, progress=run.progress)
+    held = HeldOut.from_source(
+        o.data, run.src, val_split=o.val_split, skip_corrupt=o.skip_corrupt, threads=o.threads, progress=run.progress
+    )
     held.set_reference(fp32_model)
     budget = o.max_drop if o.max_drop is not None else float("inf")
-    run.int8, run.accuracy = restore_accuracy(run.int8, held, max_drop_pt=budget,
-                                              max_layers=0 if o.qat else o.max_float_layers, rank=not o.qat)
+    run.int8, run.accuracy = restore_accuracy(
+        run.int8, held, max_drop_pt=budget, max_layers=0 if o.qat else o.max_float_layers, rank=not o.qat
+    )
     if o.qat and (o.max_drop is None or not run.accuracy["met"]):
         _qat_route(run, held, budget)
     acc = run.accuracy
@@ -403,7 +477,8 @@ def _accuracy_aware(run: _Run, fp32_model) -> None:
             f"INT8 loses {acc['ptq_drop_pt']:.2f} pt top-1 on '{o.data}' (budget {o.max_drop} pt); keeping "
             f"{len(acc['kept_float'])} layer(s) in FP32 still leaves {acc['final_drop_pt']:.2f} pt"
             f"{' (most sensitive: ' + top + ')' if top else ''}. Fine-tune with --qat --epochs N, give more "
-            "calibration images, or relax --max-drop.")
+            "calibration images, or relax --max-drop."
+        )
 
 
 def _qat_route(run: _Run, held: HeldOut, budget: float) -> None:
@@ -414,11 +489,13 @@ def _qat_route(run: _Run, held: HeldOut, budget: float) -> None:
     student = copy.deepcopy(teacher)
     folded = fold_batchnorm(student)
     # the training split of the same split as the held-out one (seeded alike), so no held-out image is trained on
-    train_set = o.data.dataset(src.input, "train", val_split=o.val_split, skip_corrupt=o.skip_corrupt,
-                               num_classes=src.num_classes)
+    train_set = o.data.dataset(
+        src.input, "train", val_split=o.val_split, skip_corrupt=o.skip_corrupt, num_classes=src.num_classes
+    )
     calib_batches = run.calib.batches[: max(1, 64 // run.calib.batches[0].shape[0])]
-    run.qat = qat_finetune(student, teacher, train_set, calib_batches, epochs=o.epochs, lr=o.qat_lr, seed=o.seed,
-                           progress=run.progress)
+    run.qat = qat_finetune(
+        student, teacher, train_set, calib_batches, epochs=o.epochs, lr=o.qat_lr, seed=o.seed, progress=run.progress
+    )
     run.qat["bn_folded"] = len(folded)
     exported = export_onnx(src, run.work / "qat_fp32", model=student, progress=False, parity_data="digits")
     before = {k: run.accuracy[k] for k in ("int8_top1", "ptq_drop_pt")}
@@ -436,35 +513,56 @@ def _validation(int8, target: str) -> dict:
     return validation
 
 
-_ROUTE_REASON = ("NNCF ONNX backend on the FP32 export with BatchNorm folded: fastest INT8 in ONNX Runtime on the "
-                 "measured CPU and INT8-stored weights; the torch backend needs BN folded first and a C++ build")
+_ROUTE_REASON = (
+    "NNCF ONNX backend on the FP32 export with BatchNorm folded: fastest INT8 in ONNX Runtime on the "
+    "measured CPU and INT8-stored weights; the torch backend needs BN folded first and a C++ build"
+)
 
 
 def _record(run: _Run, out, t0: float) -> Artifact:
     """Manifest (params, metrics, the quantization report) and the written artifact."""
     o, src, acc = run.options, run.src, run.accuracy
-    params = {"calib": run.calib.source.get("source", str(o.calib)), "subset_size": o.subset_size, "target": o.target,
-              "preset": o.preset, "range_estimator": o.range_estimator,
-              "fast_bias_correction": o.fast_bias_correction, "per_channel": o.per_channel, "ignore": list(o.ignore),
-              "max_drop": o.max_drop, "data": o.data.describe("val") if o.data else None, "qat": o.qat,
-              "epochs": o.epochs if o.qat else None, "calib_batch_size": o.calib_batch_size, "seed": o.seed,
-              "compact_names": o.compact_names}
+    params = {
+        "calib": run.calib.source.get("source", str(o.calib)),
+        "subset_size": o.subset_size,
+        "target": o.target,
+        "preset": o.preset,
+        "range_estimator": o.range_estimator,
+        "fast_bias_correction": o.fast_bias_correction,
+        "per_channel": o.per_channel,
+        "ignore": list(o.ignore),
+        "max_drop": o.max_drop,
+        "data": o.data.describe("val") if o.data else None,
+        "qat": o.qat,
+        "epochs": o.epochs if o.qat else None,
+        "calib_batch_size": o.calib_batch_size,
+        "seed": o.seed,
+        "compact_names": o.compact_names,
+    }
     metrics = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
     if acc is not None:
-        metrics.update(top1=acc["final_top1"], fp32_top1=acc["fp32_top1"], top1_drop_pt=acc["final_drop_pt"],
-                       eval_data=o.data.describe("val"), evaluated_in="onnxruntime")
+        metrics.update(
+            top1=acc["final_top1"],
+            fp32_top1=acc["fp32_top1"],
+            top1_drop_pt=acc["final_drop_pt"],
+            eval_data=o.data.describe("val"),
+            evaluated_in="onnxruntime",
+        )
     info = {
         # the route as it ran: NNCF on the FP32 ONNX, after quantization-aware fine-tuning when that ran
         "route": "nncf-onnx" + (" + qat" if run.qat else ""),
         "route_reason": _ROUTE_REASON,
         "target": o.target,
-        "activations": "int8 symmetric (zero point 0)" if o.target == "tensorrt" else
-                       "uint8: zero point 0 after ReLU, 128 for signed tensors (NNCF's symmetric int8 + 128), "
-                       "one shared quantizer per concat group",
-        "weights": ("int8 symmetric per-channel (axis 0 = output channels)" if o.per_channel
-                    else "int8 symmetric per-tensor"),
-        "fp32_onnx": "the source artifact" if run.fp32 is src else "exported from the torch source (BN folded; "
-                     "temporary, not kept - run 'edgecnn export' to keep one)",
+        "activations": "int8 symmetric (zero point 0)"
+        if o.target == "tensorrt"
+        else "uint8: zero point 0 after ReLU, 128 for signed tensors (NNCF's symmetric int8 + 128), "
+        "one shared quantizer per concat group",
+        "weights": (
+            "int8 symmetric per-channel (axis 0 = output channels)" if o.per_channel else "int8 symmetric per-tensor"
+        ),
+        "fp32_onnx": "the source artifact"
+        if run.fp32 is src
+        else "exported from the torch source (BN folded; temporary, not kept - run 'edgecnn export' to keep one)",
         "rewrites": run.rewrites,
         "ignored": run.ignored,
         "kept_float": [k["layer"] for k in (acc or {}).get("kept_float", [])],
@@ -474,10 +572,20 @@ def _record(run: _Run, out, t0: float) -> Artifact:
         "validation": run.validation,
         "seconds": {k: round(v, 2) for k, v in run.timings.items()},
     }
-    manifest = new_manifest(model=src.model, format="onnx", file="model.onnx", precision="int8", input=src.input,
-                            classes=src.classes, stage="quantize", params=params, parent=src,
-                            architecture=src.manifest.get("architecture"), metrics=metrics,
-                            extra={"quantization": info})
+    manifest = new_manifest(
+        model=src.model,
+        format="onnx",
+        file="model.onnx",
+        precision="int8",
+        input=src.input,
+        classes=src.classes,
+        stage="quantize",
+        params=params,
+        parent=src,
+        architecture=src.manifest.get("architecture"),
+        metrics=metrics,
+        extra={"quantization": info},
+    )
     for w in run.calib.warnings:
         log.info("calibration: %s", w)
     if o.compact_names:

@@ -42,15 +42,15 @@ class RecipeError(OptionError):
 class CompressRecipe(Options):
     ERROR: ClassVar[type[Exception]] = RecipeError
     # source
-    model: str | None = None              # zoo name or artifact path
-    weights: str | None = None            # 'imagenet', 'random', a file or an artifact (model names only)
+    model: str | None = None  # zoo name or artifact path
+    weights: str | None = None  # 'imagenet', 'random', a file or an artifact (model names only)
     num_classes: int | None = bounded(None, 1, 100_000)
     in_channels: int | None = bounded(None, 1, 64)
     input_size: int | None = bounded(None, 1, 8192)
     # pruning (+ fine-tuning, optionally distilled from the original)
-    prune: float | None = bounded(None, 0, 1, lo_open=True, hi_open=True)   # channel ratio to remove
+    prune: float | None = bounded(None, 0, 1, lo_open=True, hi_open=True)  # channel ratio to remove
     importance: Literal["l1", "l2", "bn", "taylor"] = "l1"
-    finetune_epochs: int | None = bounded(None, 0, 10_000)   # default: 3 when data is given, else 0
+    finetune_epochs: int | None = bounded(None, 0, 10_000)  # default: 3 when data is given, else 0
     distill: bool = False
     temperature: float = bounded(4.0, 0, 100, lo_open=True)
     # INT8
@@ -63,7 +63,7 @@ class CompressRecipe(Options):
     max_drop: float | None = None
     qat: bool = False
     qat_epochs: int = bounded(3, 1, 10_000)
-    compact_names: bool = False           # short tensor names in the INT8 file (smallest targets)
+    compact_names: bool = False  # short tensor names in the INT8 file (smallest targets)
     # FP16
     fp16: bool = False
     fp16_io: bool = False
@@ -89,17 +89,19 @@ class CompressRecipe(Options):
         return cls.keys()
 
     @classmethod
-    def from_dict(cls, data: dict, *, where: str = "recipe") -> "CompressRecipe":
+    def from_dict(cls, data: dict, *, where: str = "recipe") -> CompressRecipe:
         return cls.from_mapping(data, where=where, validate=False)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CompressRecipe":
+    def load(cls, path: str | os.PathLike) -> CompressRecipe:
         data = read_yaml_mapping(path, what="Recipe file", example="examples/recipes/", error=RecipeError)
         if not data:
-            raise RecipeError(f"Recipe '{path}' is empty; write options such as 'int8: true' and 'calib: calibration/'.")
+            raise RecipeError(
+                f"Recipe '{path}' is empty; write options such as 'int8: true' and 'calib: calibration/'."
+            )
         return cls.from_mapping(data, where=f"recipe '{path}'", validate=False)
 
-    def merged(self, overrides: dict | None = None, **kw) -> "CompressRecipe":
+    def merged(self, overrides: dict | None = None, **kw) -> CompressRecipe:
         """A copy with the non-None ``overrides`` (command-line options) applied; checked by :meth:`validate`."""
         return super().merged(overrides, validate=False, **kw)
 
@@ -109,14 +111,30 @@ class CompressRecipe(Options):
         ft = self.finetune_epochs if self.finetune_epochs is not None else (3 if self.data else 0)
         plan = ChainPlan()
         if self.prune is not None:
-            plan.prune = PruneOptions(ratio=self.prune, importance=self.importance, finetune_epochs=ft,
-                                      data=self.data if (ft or self.importance == "taylor") else None,
-                                      distill=self.distill, temperature=self.temperature, seed=self.seed)
+            plan.prune = PruneOptions(
+                ratio=self.prune,
+                importance=self.importance,
+                finetune_epochs=ft,
+                data=self.data if (ft or self.importance == "taylor") else None,
+                distill=self.distill,
+                temperature=self.temperature,
+                seed=self.seed,
+            )
         if self.int8:
-            plan.int8 = QuantizeOptions(calib=self.calib, subset_size=self.subset_size, target=self.target,
-                                        preset=self.preset, range_estimator=self.range_estimator,
-                                        max_drop=self.max_drop, data=self.data, qat=self.qat, epochs=self.qat_epochs,
-                                        threads=self.threads, seed=self.seed, compact_names=self.compact_names)
+            plan.int8 = QuantizeOptions(
+                calib=self.calib,
+                subset_size=self.subset_size,
+                target=self.target,
+                preset=self.preset,
+                range_estimator=self.range_estimator,
+                max_drop=self.max_drop,
+                data=self.data,
+                qat=self.qat,
+                epochs=self.qat_epochs,
+                threads=self.threads,
+                seed=self.seed,
+                compact_names=self.compact_names,
+            )
         elif self.fp16:
             plan.fp16 = Fp16Options(fp16_io=self.fp16_io, data=self.data)
         return plan
@@ -129,17 +147,31 @@ class CompressRecipe(Options):
         if not self.model:
             raise RecipeError("No model: pass MODEL (a zoo name or an artifact directory) or 'model:' in the recipe.")
         try:
-            check_precision_flags(self.int8, self.fp16, self.fp16_io, int8_flags_given(
-                {"calib": self.calib, "max_drop": self.max_drop, "qat": self.qat,
-                 "compact_names": self.compact_names}))
+            check_precision_flags(
+                self.int8,
+                self.fp16,
+                self.fp16_io,
+                int8_flags_given(
+                    {
+                        "calib": self.calib,
+                        "max_drop": self.max_drop,
+                        "qat": self.qat,
+                        "compact_names": self.compact_names,
+                    }
+                ),
+            )
         except OptionError as exc:
             raise RecipeError(str(exc)) from None
         if self.int8 and not self.calib:
-            raise RecipeError("--int8 needs calibration images: add --calib DIR (e.g. --calib calibration/) or "
-                              "--calib digits; build a set with 'edgecnn calib'.")
+            raise RecipeError(
+                "--int8 needs calibration images: add --calib DIR (e.g. --calib calibration/) or "
+                "--calib digits; build a set with 'edgecnn calib'."
+            )
         if self.distill and self.prune is None:
-            raise RecipeError("--distill distils the pruned network from the original while fine-tuning; it needs "
-                              "--prune R (QAT always distils).")
+            raise RecipeError(
+                "--distill distils the pruned network from the original while fine-tuning; it needs "
+                "--prune R (QAT always distils)."
+            )
         if self.distill and not self.data:
             raise RecipeError("--distill fine-tunes on labelled data; add --data (e.g. --data digits).")
         if self.finetune_epochs:

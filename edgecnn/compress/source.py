@@ -20,36 +20,59 @@ from ..models.weights import imagenet_cache_file
 log = logging.getLogger("edgecnn")
 
 
-def load_original(source: str, out: Path, *, weights: str | None = None, num_classes: int | None = None,
-                  in_channels: int | None = None, input_size: int | None = None,
-                  formats: tuple[str, ...] = ("torch", "onnx")) -> tuple[Artifact, dict]:
+def load_original(
+    source: str,
+    out: Path,
+    *,
+    weights: str | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    input_size: int | None = None,
+    formats: tuple[str, ...] = ("torch", "onnx"),
+) -> tuple[Artifact, dict]:
     """(original artifact, what the report records about it). A model name is built with ``weights`` and
     saved to ``out``; without weights, ImageNet weights are used only when already in torch hub's cache."""
     if is_artifact(source):
         if weights:
-            raise OptionError("--weights is for a model name; an artifact already carries its weights - drop "
-                              "--weights.")
+            raise OptionError(
+                "--weights is for a model name; an artifact already carries its weights - drop --weights."
+            )
         art = Artifact.load(source, formats=formats)
         if art.precision != "fp32":
             raise InvalidInput(f"'{art.path}' is already {art.precision}; compress its FP32 original.")
         return art, {"source": "artifact", "path": str(art.path)}
     if Path(str(source)).exists():
-        raise InvalidInput(f"'{source}' is neither a zoo model name nor an edgecnn artifact (no manifest.json); pass "
-                          "a model name with --weights FILE, or an artifact directory.")
+        raise InvalidInput(
+            f"'{source}' is neither a zoo model name nor an edgecnn artifact (no manifest.json); pass "
+            "a model name with --weights FILE, or an artifact directory."
+        )
     spec = get_spec(source)
     weights = weights or _cached_imagenet(spec)
     input_spec = spec.input_spec(in_channels=in_channels, input_size=input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        net, info = build_model(spec.name, weights=weights, num_classes=num_classes,
-                                in_channels=input_spec["channels"],
-                                input_size=(input_spec["height"], input_spec["width"]), warn_random=False)
+        net, info = build_model(
+            spec.name,
+            weights=weights,
+            num_classes=num_classes,
+            in_channels=input_spec["channels"],
+            input_size=(input_spec["height"], input_spec["width"]),
+            warn_random=False,
+        )
     if weights == "random":
         log.warning("%s: random weights - accuracy numbers mean nothing; size and speed do.", spec.name)
     classes = info.get("classes") or _class_names(net, spec, weights)
-    art = save_torch_artifact(net, out, name=spec.name, input_spec=input_spec, classes=classes, stage="load",
-                              params={"weights": weights}, parent=info.get("parent"),
-                              extra={"weights_report": info.get("report")})
+    art = save_torch_artifact(
+        net,
+        out,
+        name=spec.name,
+        input_spec=input_spec,
+        classes=classes,
+        stage="load",
+        params={"weights": weights},
+        parent=info.get("parent"),
+        extra={"weights_report": info.get("report")},
+    )
     return art, {"source": "zoo", "model": spec.name, "weights": weights}
 
 
@@ -61,9 +84,11 @@ def _cached_imagenet(spec) -> str:
         if cached.is_file():
             return "imagenet"
         where = f"ImageNet weights are not in the torch cache ({cached}, from {url}); "
-    raise WeightsError(f"{spec.name} needs weights: {where}pass --weights FILE (a state_dict .pth/.safetensors), "
-                       "--weights ARTIFACT (from 'edgecnn train'), --weights imagenet (download), or --weights "
-                       "random (size/speed only, accuracy means nothing).")
+    raise WeightsError(
+        f"{spec.name} needs weights: {where}pass --weights FILE (a state_dict .pth/.safetensors), "
+        "--weights ARTIFACT (from 'edgecnn train'), --weights imagenet (download), or --weights "
+        "random (size/speed only, accuracy means nothing)."
+    )
 
 
 def _class_names(net, spec, weights: str) -> list[str]:

@@ -40,8 +40,16 @@ from ..train import FitOptions, fit
 
 log = logging.getLogger("edgecnn")
 
-__all__ = ["sparsify", "SparsifyOptions", "check_2to4", "check_mode", "eligible_layers", "mask_2to4",
-           "mask_magnitude", "PATTERNS"]
+__all__ = [
+    "sparsify",
+    "SparsifyOptions",
+    "check_2to4",
+    "check_mode",
+    "eligible_layers",
+    "mask_2to4",
+    "mask_magnitude",
+    "PATTERNS",
+]
 
 PATTERNS = ("2:4", "unstructured")
 GROUP = 4
@@ -51,9 +59,9 @@ KEEP = 2
 # -- masks -----------------------------------------------------------------------------------------
 def _groups_view(weight):
     """The weight as (n_groups, 4): groups of 4 consecutive input channels (needs C % 4 == 0)."""
-    if weight.dim() == 4:                                  # K, C, R, S -> R, S, K, C
+    if weight.dim() == 4:  # K, C, R, S -> R, S, K, C
         w = weight.permute(2, 3, 0, 1)
-    elif weight.dim() == 2:                                # out, in
+    elif weight.dim() == 2:  # out, in
         w = weight
     else:
         raise ValueError(f"2:4 applies to conv / linear weights, got a {weight.dim()}-d tensor")
@@ -149,8 +157,11 @@ def check_2to4(obj, layers: Iterable[str] | None = None) -> list[dict]:
     else:
         state = dict(obj)
         if layers is None and manifest_layers is None:
-            layers = [k[: -len(".weight")] for k, v in state.items() if k.endswith(".weight")
-                      and v.dim() in (2, 4) and v.shape[1] % 16 == 0 and v.shape[0] % 8 == 0]
+            layers = [
+                k[: -len(".weight")]
+                for k, v in state.items()
+                if k.endswith(".weight") and v.dim() in (2, 4) and v.shape[1] % 16 == 0 and v.shape[0] % 8 == 0
+            ]
     layers = list(manifest_layers if layers is None else layers)
     violations = []
     for name in layers:
@@ -159,8 +170,7 @@ def check_2to4(obj, layers: Iterable[str] | None = None) -> list[dict]:
             violations.append({"layer": name, "error": "no such weight"})
             continue
         if w.dim() not in (2, 4) or w.shape[1] % GROUP:
-            violations.append({"layer": name,
-                               "error": f"shape {tuple(w.shape)}: input channels not a multiple of 4"})
+            violations.append({"layer": name, "error": f"shape {tuple(w.shape)}: input channels not a multiple of 4"})
             continue
         nonzero = (_groups_view(w) != 0).sum(dim=1)
         bad = (nonzero > GROUP - KEEP).nonzero().flatten()
@@ -176,8 +186,9 @@ def check_2to4(obj, layers: Iterable[str] | None = None) -> list[dict]:
             else:
                 cg = w.shape[1] // GROUP
                 where = [first // cg, (first % cg) * GROUP]
-            violations.append({"layer": name, "groups": int(nonzero.numel()), "violating_groups": int(len(bad)),
-                               "first": where})
+            violations.append(
+                {"layer": name, "groups": int(nonzero.numel()), "violating_groups": int(len(bad)), "first": where}
+            )
     return violations
 
 
@@ -205,6 +216,7 @@ class MaskKeeper:
         def hook(module, inputs):
             with torch.no_grad():
                 module.weight.mul_(mask.to(module.weight.device, module.weight.dtype))
+
         return hook
 
     def apply(self, model) -> None:
@@ -245,14 +257,19 @@ class SparsifyOptions(FitOptions):
 
     def validate(self) -> None:
         if self.pattern not in PATTERNS:
-            raise OptionError(f"Unknown sparsity pattern '{self.pattern}'.{suggest(self.pattern, PATTERNS)} "
-                              "Choose 2:4 or unstructured.")
+            raise OptionError(
+                f"Unknown sparsity pattern '{self.pattern}'.{suggest(self.pattern, PATTERNS)} "
+                "Choose 2:4 or unstructured."
+            )
         if self.pattern == "2:4" and self.sparsity not in (None, 0.5):
-            raise OptionError(f"2:4 sparsity is 50 % by definition (2 of every 4 weights); drop --sparsity "
-                              f"{self.sparsity} or use --pattern unstructured.")
+            raise OptionError(
+                f"2:4 sparsity is 50 % by definition (2 of every 4 weights); drop --sparsity "
+                f"{self.sparsity} or use --pattern unstructured."
+            )
         if not 0.0 < self.resolved_sparsity < 1.0:
-            raise OptionError(f"--sparsity must be between 0 and 1 (fraction of weights to zero), got "
-                              f"{self.resolved_sparsity}.")
+            raise OptionError(
+                f"--sparsity must be between 0 and 1 (fraction of weights to zero), got {self.resolved_sparsity}."
+            )
         self.check_finetune(self.finetune_epochs)
         if isinstance(self.exclude, str):
             raise OptionError(f"exclude must be a list of layer names, got the text {self.exclude!r}.")
@@ -280,16 +297,25 @@ def sparsify(src, out: str | os.PathLike, options: SparsifyOptions, *, progress:
         raise InvalidInput(f"--exclude '{missing[0]}': {src.model} has no such layer.{missing[1]}")
     chosen, skipped = eligible_layers(model, options.pattern, options.exclude)
     if not chosen:
-        raise InvalidInput(f"No layer of {src.model} qualifies for {options.pattern} sparsity "
-                           f"({'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])}); nothing to do.")
+        raise InvalidInput(
+            f"No layer of {src.model} qualifies for {options.pattern} sparsity "
+            f"({'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])}); nothing to do."
+        )
     modules = dict(model.named_modules())
-    masks = {n: (mask_2to4(modules[n].weight) if options.pattern == "2:4"
-                 else mask_magnitude(modules[n].weight, options.resolved_sparsity)) for n in chosen}
+    masks = {
+        n: (
+            mask_2to4(modules[n].weight)
+            if options.pattern == "2:4"
+            else mask_magnitude(modules[n].weight, options.resolved_sparsity)
+        )
+        for n in chosen
+    }
     val_set, top1 = None, {}
     if options.data is not None:
         val_set = options.dataset(src.input, "val", num_classes=src.num_classes)
-        options.data.check_classes(val_set.classes, src.num_classes, who=src.model,
-                                   fix="use the data the model was trained on")
+        options.data.check_classes(
+            val_set.classes, src.num_classes, who=src.model, fix="use the data the model was trained on"
+        )
         top1["original"] = evaluate_module(model, val_set)["top1"]
     keeper = MaskKeeper(model, masks)
     history = ft = None
@@ -314,8 +340,15 @@ def sparsify(src, out: str | os.PathLike, options: SparsifyOptions, *, progress:
     return _record(src, model, out, options, (chosen, skipped), top1, (ft, history))
 
 
-def _record(src: Artifact, model, out, options: SparsifyOptions, layers: tuple[list[str], dict[str, str]],
-            top1: dict, finetune: tuple) -> Artifact:
+def _record(
+    src: Artifact,
+    model,
+    out,
+    options: SparsifyOptions,
+    layers: tuple[list[str], dict[str, str]],
+    top1: dict,
+    finetune: tuple,
+) -> Artifact:
     """The sparsity report, the stage parameters and metrics, and the artifact."""
     chosen, skipped = layers
     ft, history = finetune
@@ -324,23 +357,42 @@ def _record(src: Artifact, model, out, options: SparsifyOptions, layers: tuple[l
     total = sum(modules[n].weight.numel() for n in chosen)
     zeros = sum(int((modules[n].weight == 0).sum()) for n in chosen)
     all_weights = sum(m.weight.numel() for m in model.modules() if type(m).__name__ in ("Conv2d", "Linear"))
-    report = {"pattern": pattern, "target_sparsity": options.resolved_sparsity,
-              "group": [KEEP, GROUP] if pattern == "2:4" else None,
-              "axis": "input channels (conv: for every k, r, s; linear: rows)" if pattern == "2:4" else None,
-              "layers": layer_sparsity(model, chosen), "skipped": skipped,
-              "sparse_weight_fraction": zeros / total if total else 0.0,
-              "covered_weight_fraction": total / all_weights if all_weights else 0.0,
-              "top1": top1 or None}
-    params = {"pattern": pattern, "sparsity": options.resolved_sparsity, "finetune_epochs": options.finetune_epochs,
-              "data": options.data.describe("train") if options.data is not None else None,
-              "exclude": list(options.exclude), "seed": options.seed,
-              "finetune": ft.as_dict() | {"lr": ft.resolved_lr()} if ft is not None else None}
+    report = {
+        "pattern": pattern,
+        "target_sparsity": options.resolved_sparsity,
+        "group": [KEEP, GROUP] if pattern == "2:4" else None,
+        "axis": "input channels (conv: for every k, r, s; linear: rows)" if pattern == "2:4" else None,
+        "layers": layer_sparsity(model, chosen),
+        "skipped": skipped,
+        "sparse_weight_fraction": zeros / total if total else 0.0,
+        "covered_weight_fraction": total / all_weights if all_weights else 0.0,
+        "top1": top1 or None,
+    }
+    params = {
+        "pattern": pattern,
+        "sparsity": options.resolved_sparsity,
+        "finetune_epochs": options.finetune_epochs,
+        "data": options.data.describe("train") if options.data is not None else None,
+        "exclude": list(options.exclude),
+        "seed": options.seed,
+        "finetune": ft.as_dict() | {"lr": ft.resolved_lr()} if ft is not None else None,
+    }
     metrics = {"weight_sparsity": zeros / all_weights if all_weights else 0.0}
     if top1:
         metrics.update(top1=top1["final"], top1_original=top1["original"], eval_data=options.data.describe("val"))
     extra = {"sparsity": report}
     if history:
         extra["history"] = history
-    return save_torch_artifact(model, out, name=src.model, input_spec=src.input, classes=src.classes,
-                               stage="sparsify", params=params, parent=src, metrics=metrics,
-                               structure=(src.manifest.get("architecture") or {}).get("structure"), extra=extra)
+    return save_torch_artifact(
+        model,
+        out,
+        name=src.model,
+        input_spec=src.input,
+        classes=src.classes,
+        stage="sparsify",
+        params=params,
+        parent=src,
+        metrics=metrics,
+        structure=(src.manifest.get("architecture") or {}).get("structure"),
+        extra=extra,
+    )

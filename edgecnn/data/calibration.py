@@ -67,16 +67,17 @@ class CalibrationSet:
 
     def describe(self) -> dict:
         """What a manifest records about the calibration data."""
-        return {**self.source, "images": self.num_images, "skipped": self.skipped[:20],
-                "warnings": self.warnings}
+        return {**self.source, "images": self.num_images, "skipped": self.skipped[:20], "warnings": self.warnings}
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
     """Every image file under ``folder`` (recursive, sorted); DataError naming what is wrong otherwise."""
     root = Path(folder)
     if not root.exists():
-        raise DataError(f"Calibration folder '{root}' does not exist; pass a folder of images (e.g. calibration/) "
-                        "or build one with 'edgecnn calib --data DATASET --n 300 --out DIR'.")
+        raise DataError(
+            f"Calibration folder '{root}' does not exist; pass a folder of images (e.g. calibration/) "
+            "or build one with 'edgecnn calib --data DATASET --n 300 --out DIR'."
+        )
     if not root.is_dir():
         raise DataError(f"Calibration path '{root}' is a file; pass the folder that holds the images.")
     files, others = [], []
@@ -88,10 +89,14 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
         if others:
             shown = ", ".join(str(o.relative_to(root)) for o in others[:3])
             more = ", ..." if len(others) > 3 else ""
-            raise DataError(f"Calibration folder '{root}' holds no images, only {len(others)} other file(s) "
-                            f"({shown}{more}); add images ({', '.join(IMAGE_SUFFIXES[:5])}, ...).")
-        raise DataError(f"Calibration folder '{root}' is empty; add a few hundred representative images or build "
-                        "one with 'edgecnn calib --data DATASET --n 300 --out DIR'.")
+            raise DataError(
+                f"Calibration folder '{root}' holds no images, only {len(others)} other file(s) "
+                f"({shown}{more}); add images ({', '.join(IMAGE_SUFFIXES[:5])}, ...)."
+            )
+        raise DataError(
+            f"Calibration folder '{root}' is empty; add a few hundred representative images or build "
+            "one with 'edgecnn calib --data DATASET --n 300 --out DIR'."
+        )
     if others:
         log.info("calibration: ignoring %d non-image file(s) in %s (first: %s)", len(others), root, others[0].name)
     return files
@@ -107,26 +112,37 @@ def _choose(n_total: int, subset_size: int, seed: int) -> np.ndarray:
 
 def _batch(arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
     stacked = np.stack(arrays).astype(np.float32, copy=False)
-    return [np.ascontiguousarray(stacked[i:i + batch_size]) for i in range(0, len(stacked), batch_size)]
+    return [np.ascontiguousarray(stacked[i : i + batch_size]) for i in range(0, len(stacked), batch_size)]
 
 
 def _check_count(n: int, batch_size: int, where: str, available: int | None = None) -> list[str]:
     """Fewer usable images than one batch: error. A source with fewer than 300 images: warning (asking for
     a smaller --subset-size from a bigger set is the user's informed choice and stays quiet)."""
     if n < batch_size:
-        raise DataError(f"Calibration data {where} has {n} usable image(s), fewer than one batch of {batch_size}; "
-                        f"add images (>= {RECOMMENDED_IMAGES} recommended) or lower the batch size.")
+        raise DataError(
+            f"Calibration data {where} has {n} usable image(s), fewer than one batch of {batch_size}; "
+            f"add images (>= {RECOMMENDED_IMAGES} recommended) or lower the batch size."
+        )
     if (available if available is not None else n) < RECOMMENDED_IMAGES:
-        msg = (f"calibrating on only {n} images from {where}; {RECOMMENDED_IMAGES}+ representative images give "
-               "steadier INT8 ranges (build a set with 'edgecnn calib')")
+        msg = (
+            f"calibrating on only {n} images from {where}; {RECOMMENDED_IMAGES}+ representative images give "
+            "steadier INT8 ranges (build a set with 'edgecnn calib')"
+        )
         warnings.warn(msg, stacklevel=3)
         return [msg]
     return []
 
 
-def load_calibration(source: DataSource, input_spec: dict, *, subset_size: int = RECOMMENDED_IMAGES,
-                     batch_size: int = 1, seed: int = 0, skip_corrupt: bool = False,
-                     progress: bool = False) -> CalibrationSet:
+def load_calibration(
+    source: DataSource,
+    input_spec: dict,
+    *,
+    subset_size: int = RECOMMENDED_IMAGES,
+    batch_size: int = 1,
+    seed: int = 0,
+    skip_corrupt: bool = False,
+    progress: bool = False,
+) -> CalibrationSet:
     """Read up to ``subset_size`` calibration images from ``source`` preprocessed per ``input_spec``.
 
     ``source`` is a :class:`DataSource` (its text form is parsed for callers that still hold one). A folder
@@ -138,25 +154,37 @@ def load_calibration(source: DataSource, input_spec: dict, *, subset_size: int =
         raise DataError(f"batch size must be >= 1, got {batch_size}.")
     source = DataSource.parse(source)
     if source.is_folder:
-        return _load_folder(source.path, input_spec, subset_size=subset_size, batch_size=batch_size, seed=seed,
-                            skip_corrupt=skip_corrupt, progress=progress)
+        return _load_folder(
+            source.path,
+            input_spec,
+            subset_size=subset_size,
+            batch_size=batch_size,
+            seed=seed,
+            skip_corrupt=skip_corrupt,
+            progress=progress,
+        )
     if source.is_synthetic:
         ds = SyntheticDataset(input_spec, n=min(source.n or subset_size, subset_size), seed=seed)
         arrays = [ds[i][0].numpy() for i in range(len(ds))]
         if len(arrays) < batch_size:
             raise DataError(f"'{source}' gives {len(arrays)} image(s), fewer than one batch of {batch_size}.")
-        return CalibrationSet(_batch(arrays, batch_size), {"source": str(source), "note": "noise: plumbing only, "
-                              "no accuracy meaning"})
-    ds = source.dataset(input_spec, "train")   # a labelled set: its training split, never the held-out one
+        return CalibrationSet(
+            _batch(arrays, batch_size), {"source": str(source), "note": "noise: plumbing only, no accuracy meaning"}
+        )
+    ds = source.dataset(input_spec, "train")  # a labelled set: its training split, never the held-out one
     idx = _balanced(np.asarray(ds.targets), subset_size, seed)
     arrays = [ds[int(i)][0].numpy() for i in idx]
     warn = _check_count(len(arrays), batch_size, f"'{source}' (training split)", available=len(ds))
-    return CalibrationSet(_batch(arrays, batch_size), {"source": str(source), "split": "train",
-                          "selection": "class-balanced"}, warnings=warn)
+    return CalibrationSet(
+        _batch(arrays, batch_size),
+        {"source": str(source), "split": "train", "selection": "class-balanced"},
+        warnings=warn,
+    )
 
 
-def _load_folder(root: Path, input_spec: dict, *, subset_size: int, batch_size: int, seed: int,
-                 skip_corrupt: bool, progress: bool) -> CalibrationSet:
+def _load_folder(
+    root: Path, input_spec: dict, *, subset_size: int, batch_size: int, seed: int, skip_corrupt: bool, progress: bool
+) -> CalibrationSet:
     files = find_images(root)
     chosen = [files[i] for i in _choose(len(files), subset_size, seed)]
     arrays, used, skipped, errors = [], [], [], []
@@ -169,16 +197,26 @@ def _load_folder(root: Path, input_spec: dict, *, subset_size: int, batch_size: 
             errors.append(exc)
     if errors and not skip_corrupt:
         names = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-        raise DataError(f"{len(skipped)} calibration file(s) cannot be read: {names}; remove or replace them, or pass "
-                        "--skip-corrupt to calibrate without them.")
+        raise DataError(
+            f"{len(skipped)} calibration file(s) cannot be read: {names}; remove or replace them, or pass "
+            "--skip-corrupt to calibrate without them."
+        )
     if skipped:
         log.warning("calibration: skipped %d unreadable file(s), first: %s", len(skipped), skipped[0])
     warn = _check_count(len(arrays), batch_size, f"'{root}'", available=len(files) - len(skipped))
     if skipped:
         warn.append(f"skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:3])}")
-    return CalibrationSet(_batch(arrays, batch_size), {"source": str(root.resolve()), "found": len(files),
-                          "selection": "all" if len(files) <= subset_size else f"random {subset_size} (seed {seed})"},
-                          files=[str(f) for f in used], skipped=skipped, warnings=warn)
+    return CalibrationSet(
+        _batch(arrays, batch_size),
+        {
+            "source": str(root.resolve()),
+            "found": len(files),
+            "selection": "all" if len(files) <= subset_size else f"random {subset_size} (seed {seed})",
+        },
+        files=[str(f) for f in used],
+        skipped=skipped,
+        warnings=warn,
+    )
 
 
 def _round_robin(labels: np.ndarray, seed: int) -> list[int]:
@@ -201,8 +239,9 @@ def _balanced(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.array(_round_robin(labels, seed)[:n], dtype=np.int64))
 
 
-def build_calibration_folder(data: DataSource, n: int, out: str | os.PathLike, *, seed: int = 0,
-                             val_split: float = 0.2, overwrite: bool = False) -> dict:
+def build_calibration_folder(
+    data: DataSource, n: int, out: str | os.PathLike, *, seed: int = 0, val_split: float = 0.2, overwrite: bool = False
+) -> dict:
     """Write a class-balanced calibration folder of ``n`` images from ``data`` (the digits or an ImageFolder;
     a :class:`DataSource`, or its text form).
 
@@ -214,13 +253,17 @@ def build_calibration_folder(data: DataSource, n: int, out: str | os.PathLike, *
     if n < 1:
         raise DataError(f"--n must be >= 1, got {n}.")
     if data.is_synthetic:
-        raise DataError("A calibration folder from synthetic noise would mislead INT8 ranges; pass 'digits' or "
-                        "a folder of labelled images.")
+        raise DataError(
+            "A calibration folder from synthetic noise would mislead INT8 ranges; pass 'digits' or "
+            "a folder of labelled images."
+        )
     out = Path(out)
     if out.exists() and (out.is_file() or any(out.iterdir())):
         if not (overwrite and (out / "calibration.json").is_file()):
-            raise DataError(f"Output '{out}' exists and is not empty; choose another --out"
-                            + (" or pass --overwrite." if (out / "calibration.json").is_file() else "."))
+            raise DataError(
+                f"Output '{out}' exists and is not empty; choose another --out"
+                + (" or pass --overwrite." if (out / "calibration.json").is_file() else ".")
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -230,8 +273,14 @@ def build_calibration_folder(data: DataSource, n: int, out: str | os.PathLike, *
         else:
             counts, source = _write_from_digits(n, tmp, seed=seed)
         total = sum(counts.values())
-        info = {**source, "images": total, "requested": n, "per_class": counts, "seed": seed,
-                "selection": "class-balanced (round-robin over classes)"}
+        info = {
+            **source,
+            "images": total,
+            "requested": n,
+            "per_class": counts,
+            "seed": seed,
+            "selection": "class-balanced (round-robin over classes)",
+        }
         (tmp / "calibration.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -280,5 +329,9 @@ def _write_from_folder(root: Path, n: int, tmp: Path, *, seed: int, val_split: f
         used += 1
     if not used:
         raise DataError(f"No readable image in '{root}'; check the dataset.")
-    return counts, {"source": str(root.resolve()), "split": "train", "val_split": val_split,
-                    "skipped_unreadable": bad[:20]}
+    return counts, {
+        "source": str(root.resolve()),
+        "split": "train",
+        "val_split": val_split,
+        "skipped_unreadable": bad[:20],
+    }

@@ -38,7 +38,7 @@ class DigitsDataset(Dataset):
         images, labels = _arrays()
         train_idx, val_idx = split_indices(labels=labels)
         idx = {"train": train_idx, "val": val_idx, "all": np.arange(len(labels))}[split]
-        self.images = torch.from_numpy(images[idx]).unsqueeze(1)   # N,1,8,8 in [0,1]
+        self.images = torch.from_numpy(images[idx]).unsqueeze(1)  # N,1,8,8 in [0,1]
         self.targets = torch.from_numpy(labels[idx])
         self.size = (int(input_spec["height"]), int(input_spec["width"]))
         self.channels = int(input_spec["channels"])

@@ -18,7 +18,9 @@ log = logging.getLogger("edgecnn")
 def scan_class_folders(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     """Class names (sorted sub-folder names) and (file, label) pairs, recursively per class."""
     if not root.exists():
-        raise DataError(f"Data folder '{root}' does not exist; pass a folder of class sub-folders, 'digits' or 'synthetic'.")
+        raise DataError(
+            f"Data folder '{root}' does not exist; pass a folder of class sub-folders, 'digits' or 'synthetic'."
+        )
     if not root.is_dir():
         raise DataError(f"Data path '{root}' is a file; pass a folder laid out as {root}/<class>/<image>.")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -27,7 +29,9 @@ def scan_class_folders(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
         files = sorted(f for f in (root / cls).rglob("*") if f.is_file() and is_image_file(f))
         samples += [(f, label) for f in files]
     if not classes or not samples:
-        raise DataError(f"Data folder '{root}' holds no images in class sub-folders; lay it out as {root}/<class>/<image>.jpg.")
+        raise DataError(
+            f"Data folder '{root}' holds no images in class sub-folders; lay it out as {root}/<class>/<image>.jpg."
+        )
     return classes, samples
 
 
@@ -35,8 +39,16 @@ class ImageFolderDataset(Dataset):
     #: items are decoded from disk one by one (a loader with workers decodes in parallel)
     decodes = True
 
-    def __init__(self, samples: list[tuple[Path, int]], classes: list[str], input_spec: dict, *,
-                 augment: bool = False, hflip: bool = True, skip_corrupt: bool = False):
+    def __init__(
+        self,
+        samples: list[tuple[Path, int]],
+        classes: list[str],
+        input_spec: dict,
+        *,
+        augment: bool = False,
+        hflip: bool = True,
+        skip_corrupt: bool = False,
+    ):
         self.classes = classes
         self.channels = int(input_spec["channels"])
         self.transform = train_transform(input_spec, hflip=hflip) if augment else eval_transform(input_spec)
@@ -65,8 +77,17 @@ class ImageFolderDataset(Dataset):
         return self.transform(read_image(path, self.channels)), label
 
 
-def load_folder(root: Path, input_spec: dict, split: str, *, val_split: float = 0.2, seed: int = 0,
-                augment: bool = False, hflip: bool = True, skip_corrupt: bool = False) -> ImageFolderDataset:
+def load_folder(
+    root: Path,
+    input_spec: dict,
+    split: str,
+    *,
+    val_split: float = 0.2,
+    seed: int = 0,
+    augment: bool = False,
+    hflip: bool = True,
+    skip_corrupt: bool = False,
+) -> ImageFolderDataset:
     root = Path(root)
     sub = {"train": "train", "val": "val"}.get(split)
     if (root / "train").is_dir() and (root / "val").is_dir():

@@ -34,19 +34,23 @@ def read_image(path: str | Path, channels: int):
                 img = Image.alpha_composite(background, rgba)
             return img.convert("L" if channels == 1 else "RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"Cannot read image '{path}' ({str(exc).splitlines()[0][:120]}); remove or replace the file"
-                        " (or pass --skip-corrupt to skip unreadable images).") from exc
+        raise DataError(
+            f"Cannot read image '{path}' ({str(exc).splitlines()[0][:120]}); remove or replace the file"
+            " (or pass --skip-corrupt to skip unreadable images)."
+        ) from exc
 
 
 def eval_transform(input_spec: dict):
     """Resize (short side) -> center crop -> tensor -> normalize, all from the manifest's input spec."""
     crop = tuple(input_spec.get("crop") or (input_spec["height"], input_spec["width"]))
-    return T.Compose([
-        T.Resize(int(input_spec.get("resize") or min(crop)), interpolation=T.InterpolationMode.BILINEAR),
-        T.CenterCrop(crop),
-        T.ToTensor(),
-        T.Normalize(input_spec["mean"], input_spec["std"]),
-    ])
+    return T.Compose(
+        [
+            T.Resize(int(input_spec.get("resize") or min(crop)), interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop(crop),
+            T.ToTensor(),
+            T.Normalize(input_spec["mean"], input_spec["std"]),
+        ]
+    )
 
 
 def train_transform(input_spec: dict, *, hflip: bool = True):

@@ -25,13 +25,13 @@ DEFAULT_SYNTHETIC = 64
 
 @dataclass(frozen=True)
 class DataSource:
-    kind: str                   # digits | synthetic | folder
-    path: Path | None = None    # folder only
-    n: int | None = None        # synthetic only: images asked for (None: the default)
+    kind: str  # digits | synthetic | folder
+    path: Path | None = None  # folder only
+    n: int | None = None  # synthetic only: images asked for (None: the default)
 
     # -- parsing --------------------------------------------------------------------------------
     @classmethod
-    def parse(cls, value: "str | os.PathLike | DataSource") -> "DataSource":
+    def parse(cls, value: str | os.PathLike | DataSource) -> DataSource:
         """'digits', 'synthetic', 'synthetic:N' or a folder path (checked when it is read)."""
         if isinstance(value, DataSource):
             return value
@@ -55,7 +55,7 @@ class DataSource:
         return cls("folder", path=Path(text))
 
     @classmethod
-    def optional(cls, value) -> "DataSource | None":
+    def optional(cls, value) -> DataSource | None:
         return None if value is None else cls.parse(value)
 
     def __str__(self) -> str:
@@ -83,19 +83,29 @@ class DataSource:
         """Fail in a second, before minutes of work, when a folder source is not there."""
         if self.is_folder and not self.path.is_dir():
             if self.path.exists():
-                raise DataError(f"{what} path '{self.path}' is a file; pass a folder laid out as "
-                                f"{self.path}/<class>/<image>.")
-            raise DataError(f"{what} folder '{self.path}' does not exist; pass 'digits' or a folder of class "
-                            "sub-folders.")
+                raise DataError(
+                    f"{what} path '{self.path}' is a file; pass a folder laid out as {self.path}/<class>/<image>."
+                )
+            raise DataError(
+                f"{what} folder '{self.path}' does not exist; pass 'digits' or a folder of class sub-folders."
+            )
 
     def describe(self, split: str) -> dict:
         """What a manifest records about the data a number was measured on."""
         if self.kind == "digits":
-            return {"source": "digits", "split": split, "description": "scikit-learn load_digits, stratified 80/20",
-                    "seed": SPLIT_SEED, "val_fraction": VAL_FRACTION}
+            return {
+                "source": "digits",
+                "split": split,
+                "description": "scikit-learn load_digits, stratified 80/20",
+                "seed": SPLIT_SEED,
+                "val_fraction": VAL_FRACTION,
+            }
         if self.is_synthetic:
-            return {"source": str(self), "split": split,
-                    "description": "synthetic noise (plumbing only, no accuracy meaning)"}
+            return {
+                "source": str(self),
+                "split": split,
+                "description": "synthetic noise (plumbing only, no accuracy meaning)",
+            }
         return {"source": str(self.path.resolve()), "split": split}
 
     def check_classes(self, classes, num_classes: int, *, who: str = "the model", fix: str = "") -> None:
@@ -106,8 +116,18 @@ class DataSource:
             raise InvalidInput(f"Data '{self}' has {n} classes but {who} predicts {num_classes}; {fix}.")
 
     # -- reading -------------------------------------------------------------------------------------
-    def dataset(self, input_spec: dict, split: str = "val", *, val_split: float = 0.2, seed: int = 0,
-                augment: bool = False, hflip: bool = True, skip_corrupt: bool = False, num_classes: int = 10):
+    def dataset(
+        self,
+        input_spec: dict,
+        split: str = "val",
+        *,
+        val_split: float = 0.2,
+        seed: int = 0,
+        augment: bool = False,
+        hflip: bool = True,
+        skip_corrupt: bool = False,
+        num_classes: int = 10,
+    ):
         """The ``split`` ('train' | 'val') as a Dataset yielding (float C,H,W normalised per ``input_spec``, label).
 
         Folder datasets decode lazily, one image per item (``decodes`` is True on them), so a loader
@@ -117,7 +137,19 @@ class DataSource:
         if self.kind == "digits":
             return DigitsDataset(input_spec, split=split, augment=augment)
         if self.is_synthetic:
-            return SyntheticDataset(input_spec, n=self.n or DEFAULT_SYNTHETIC, num_classes=num_classes,
-                                    seed=seed + (0 if split == "train" else 1))
-        return load_folder(self.path, input_spec, split, val_split=val_split, seed=seed, augment=augment,
-                           hflip=hflip, skip_corrupt=skip_corrupt)
+            return SyntheticDataset(
+                input_spec,
+                n=self.n or DEFAULT_SYNTHETIC,
+                num_classes=num_classes,
+                seed=seed + (0 if split == "train" else 1),
+            )
+        return load_folder(
+            self.path,
+            input_spec,
+            split,
+            val_split=val_split,
+            seed=seed,
+            augment=augment,
+            hflip=hflip,
+            skip_corrupt=skip_corrupt,
+        )

@@ -29,15 +29,41 @@ from pathlib import Path
 from ..artifact import Artifact, is_artifact
 from ..devices import default_device
 from ..errors import ArtifactError, EdgeCnnError
-from .bundle import (BUNDLE_SCHEMA, GOLDEN_N, BundleOptions, GoldenImages, check_bundle, golden_images, make_bundle,
-                     reference_outputs, resolve_precision, tolerance)
+from .bundle import (
+    BUNDLE_SCHEMA,
+    GOLDEN_N,
+    BundleOptions,
+    GoldenImages,
+    check_bundle,
+    golden_images,
+    make_bundle,
+    reference_outputs,
+    resolve_precision,
+    tolerance,
+)
 from .remote import RemoteError, RemoteOptions, deploy_remote, ssh_options
 from .scripts import build_script, bundle_readme
 
-__all__ = ["BUNDLE_SCHEMA", "GOLDEN_N", "BundleOptions", "GoldenImages", "RemoteError", "RemoteOptions",
-           "build_script", "bundle_readme", "check_bundle", "deploy", "deploy_remote", "golden_images",
-           "latest_compress_output", "make_bundle", "reference_outputs", "resolve_precision", "ssh_options",
-           "tolerance"]
+__all__ = [
+    "BUNDLE_SCHEMA",
+    "GOLDEN_N",
+    "BundleOptions",
+    "GoldenImages",
+    "RemoteError",
+    "RemoteOptions",
+    "build_script",
+    "bundle_readme",
+    "check_bundle",
+    "deploy",
+    "deploy_remote",
+    "golden_images",
+    "latest_compress_output",
+    "make_bundle",
+    "reference_outputs",
+    "resolve_precision",
+    "ssh_options",
+    "tolerance",
+]
 
 COMPRESS_DIR = Path("runs") / "compress"
 
@@ -52,8 +78,10 @@ def latest_compress_output(root: str | Path = ".") -> tuple[Artifact, str]:
     """
     base = Path(root) / COMPRESS_DIR
     if not base.is_dir():
-        raise ArtifactError(f"No ARTIFACT given and no '{base}' here; pass the artifact to deploy, or run "
-                            "'edgecnn compress' in this directory first.")
+        raise ArtifactError(
+            f"No ARTIFACT given and no '{base}' here; pass the artifact to deploy, or run "
+            "'edgecnn compress' in this directory first."
+        )
     # compress writes <run>/compress.json whose "final" names the artifact to deploy: trust the newest run
     for report in sorted(base.glob("*/compress.json"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
@@ -63,12 +91,14 @@ def latest_compress_output(root: str | Path = ".") -> tuple[Artifact, str]:
         for cand in ([Path(final), Path(root) / final] if final else []) + [report.parent / "final"]:
             if is_artifact(cand):
                 art = Artifact.load(cand)
-                return art, (f"newest edgecnn compress output: {cand} (run {report.parent.name}, final step "
-                             f"{art.stage}, {art.format} {art.precision}, created {art.manifest.get('created', '?')})")
+                return art, (
+                    f"newest edgecnn compress output: {cand} (run {report.parent.name}, final step "
+                    f"{art.stage}, {art.format} {art.precision}, created {art.manifest.get('created', '?')})"
+                )
     found = []
     for mpath in sorted(base.rglob("manifest.json")):
         if any(part.startswith(".") for part in mpath.relative_to(base).parts):
-            continue                                   # temporary directories of a running stage
+            continue  # temporary directories of a running stage
         try:
             art = Artifact.load(mpath.parent)
         except EdgeCnnError:
@@ -78,39 +108,70 @@ def latest_compress_output(root: str | Path = ".") -> tuple[Artifact, str]:
     if not found:
         raise ArtifactError(f"'{base}' holds no ONNX or torch artifact; run 'edgecnn compress' first or pass ARTIFACT.")
     best = max(found, key=lambda a: (a.format == "onnx", str(a.manifest.get("created", "")), a.path.stat().st_mtime))
-    why = (f"newest edgecnn compress output: {best.path} ({best.model}, {best.format}, {best.precision}, "
-           f"stage {best.stage}, created {best.manifest.get('created', '?')})")
+    why = (
+        f"newest edgecnn compress output: {best.path} ({best.model}, {best.format}, {best.precision}, "
+        f"stage {best.stage}, created {best.manifest.get('created', '?')})"
+    )
     return best, why
 
 
-
 # -- the command ---------------------------------------------------------------------------------
-def deploy(artifact=None, *, target: str, device: str | None = None, out=None, host: str | None = None,
-           port: int | None = None, identity: str | None = None, remote_dir: str | None = None,
-           remote_python: str = "python3", ssh_option=(), remote_timeout: float = 1800, root: str | Path = ".",
-           **bundle_kwargs) -> dict:
+def deploy(
+    artifact=None,
+    *,
+    target: str,
+    device: str | None = None,
+    out=None,
+    host: str | None = None,
+    port: int | None = None,
+    identity: str | None = None,
+    remote_dir: str | None = None,
+    remote_python: str = "python3",
+    ssh_option=(),
+    remote_timeout: float = 1800,
+    root: str | Path = ".",
+    **bundle_kwargs,
+) -> dict:
     """``edgecnn deploy``: pick the artifact (or the newest compress output), write the bundle, and with
     ``host`` copy it to the device and build + verify there. Returns {bundle, source, notes, remote}.
     ``bundle_kwargs`` are :func:`make_bundle`'s options."""
-    remote = RemoteOptions().merged(dict(host=host, port=port, identity=identity, remote_dir=remote_dir,
-                                         remote_python=remote_python, ssh_option=tuple(ssh_option),
-                                         remote_timeout=remote_timeout), where="deploy")
+    remote = RemoteOptions().merged(
+        dict(
+            host=host,
+            port=port,
+            identity=identity,
+            remote_dir=remote_dir,
+            remote_python=remote_python,
+            ssh_option=tuple(ssh_option),
+            remote_timeout=remote_timeout,
+        ),
+        where="deploy",
+    )
     device = device or default_device(target)
     if artifact is None:
         src, why = latest_compress_output(root)
     else:
         if not is_artifact(artifact):
-            raise ArtifactError(f"'{artifact}' is not an edgecnn artifact directory (no manifest.json); pass the "
-                                "directory written by export / quantize / compress.")
+            raise ArtifactError(
+                f"'{artifact}' is not an edgecnn artifact directory (no manifest.json); pass the "
+                "directory written by export / quantize / compress."
+            )
         src, why = Artifact.load(artifact), f"{artifact}"
-    remote.preflight()                       # a bad key or a missing ssh fails before anything is written
+    remote.preflight()  # a bad key or a missing ssh fails before anything is written
     if out is None:
         prec = bundle_kwargs.get("precision") or src.precision
         out = Path(root) / "runs" / "deploy" / f"{src.model}-{device}-{prec}"
     bundle = make_bundle(src, out, target=target, device=device, **bundle_kwargs)
     result = {"bundle": bundle, "source": why, "notes": bundle.manifest["bundle"]["notes"], "remote": None}
     if remote.host:
-        result["remote"] = deploy_remote(bundle, remote.host, port=remote.port, identity=remote.identity,
-                                         remote_dir=remote.remote_dir, remote_python=remote.remote_python,
-                                         options=remote.ssh_option, timeout=remote.remote_timeout)
+        result["remote"] = deploy_remote(
+            bundle,
+            remote.host,
+            port=remote.port,
+            identity=remote.identity,
+            remote_dir=remote.remote_dir,
+            remote_python=remote.remote_python,
+            options=remote.ssh_option,
+            timeout=remote.remote_timeout,
+        )
     return result

@@ -36,8 +36,16 @@ from ..errors import ArtifactError, DataError, InvalidInput, MissingDependency
 from ..export.onnx import export_onnx
 from ..options import bounded
 from ..runtime.onnxrt import create_session, ort_version, run_batches
-from ..runtime.tensorrt import (EngineOptions, EngineRequest, families_in_range, import_tensorrt, local_gpu,
-                                plan_engine, serialize_network, trtexec_args)
+from ..runtime.tensorrt import (
+    EngineOptions,
+    EngineRequest,
+    families_in_range,
+    import_tensorrt,
+    local_gpu,
+    plan_engine,
+    serialize_network,
+    trtexec_args,
+)
 from .scripts import build_script, bundle_readme
 
 log = logging.getLogger("edgecnn")
@@ -54,9 +62,9 @@ class BundleOptions(EngineRequest):
     """What ``edgecnn deploy`` asks of a bundle (the engine options come from :class:`EngineRequest`)."""
 
     target: Target = "cpu"
-    device: str | None = None                 # profile name or YAML path; default: the target's
+    device: str | None = None  # profile name or YAML path; default: the target's
     runtime: Literal["tensorrt", "onnxruntime"] | None = None
-    tensorrt: str | None = None               # the TensorRT version the bundle is made for
+    tensorrt: str | None = None  # the TensorRT version the bundle is made for
     golden: int = bounded(GOLDEN_N, 1, 10_000)
     golden_data: DataSource = DataSource.parse("digits")
     build_now: Literal["auto", "never", "always"] = "auto"
@@ -79,12 +87,17 @@ def resolve_precision(model_precision: str, requested: str | None, profile, runt
     profile.check_precision(precision)
     if precision != model_precision:
         if not (model_precision == "fp32" and precision == "fp16"):
-            hint = ("quantize it first ('edgecnn quantize'): INT8 comes from Q/DQ nodes, not calibration at build time"
-                    if precision == "int8" else f"deploy it as {model_precision}")
+            hint = (
+                "quantize it first ('edgecnn quantize'): INT8 comes from Q/DQ nodes, not calibration at build time"
+                if precision == "int8"
+                else f"deploy it as {model_precision}"
+            )
             raise InvalidInput(f"The model is {model_precision}; --precision {precision} is not possible - {hint}.")
         if runtime != "tensorrt":
-            raise InvalidInput(f"--precision fp16 builds an FP16 TensorRT engine; {profile.name} with {runtime} runs "
-                               "the model as it is - drop --precision or deploy an FP16 ONNX.")
+            raise InvalidInput(
+                f"--precision fp16 builds an FP16 TensorRT engine; {profile.name} with {runtime} runs "
+                "the model as it is - drop --precision or deploy an FP16 ONNX."
+            )
     return precision
 
 
@@ -96,8 +109,11 @@ def tolerance(precision: str, expected: np.ndarray, runtime: str) -> dict:
     elif precision == "fp16":
         tol = {"atol": round(0.02 * scale, 6), "rtol": 0.01, "basis": "FP16: 2% of max |golden logit| + 1% relative"}
     else:
-        tol = {"atol": round(0.10 * scale, 6), "rtol": 0.05,
-               "basis": "INT8: 10% of max |golden logit| + 5% relative (kernels differ between runtimes)"}
+        tol = {
+            "atol": round(0.10 * scale, 6),
+            "rtol": 0.05,
+            "basis": "INT8: 10% of max |golden logit| + 5% relative (kernels differ between runtimes)",
+        }
     tol["argmax"] = "top-1 must match wherever the golden top-1 leads by more than twice the bound"
     tol["runtime"] = runtime
     return tol
@@ -130,26 +146,37 @@ def golden_images(input_spec: dict, n: int = GOLDEN_N, data: DataSource | str = 
     input size as 8-bit images; a folder's images are read as they are (run.py preprocesses them)."""
     source = DataSource.parse(data)
     if source.is_synthetic:
-        raise DataError("Golden outputs must come from real images, not synthetic noise; use the digits (default) "
-                        "or a folder of images.")
+        raise DataError(
+            "Golden outputs must come from real images, not synthetic noise; use the digits (default) "
+            "or a folder of images."
+        )
     channels = int(input_spec["channels"])
     if source.is_folder:
         dataset = source.dataset(input_spec, "val")
         picked = _one_per_class_first(range(len(dataset)), dataset.targets, n)
         labels = [int(dataset.targets[i]) for i in picked]
-        return GoldenImages([read_image(dataset.samples[i][0], channels) for i in picked], labels,
-                            [f"{k:02d}-class{y}.png" for k, y in enumerate(labels)], list(dataset.classes))
+        return GoldenImages(
+            [read_image(dataset.samples[i][0], channels) for i in picked],
+            labels,
+            [f"{k:02d}-class{y}.png" for k, y in enumerate(labels)],
+            list(dataset.classes),
+        )
     images, labels = _arrays()
     _, val = split_indices(labels=labels)
     picked = _one_per_class_first(val, labels, n)
     h, w = int(input_spec["height"]), int(input_spec["width"])
-    x = torch.nn.functional.interpolate(torch.from_numpy(images[picked]).unsqueeze(1), size=(h, w), mode="bilinear",
-                                        align_corners=False)
+    x = torch.nn.functional.interpolate(
+        torch.from_numpy(images[picked]).unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False
+    )
     arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8).squeeze(1).numpy()
     out = [Image.fromarray(a, mode="L") for a in arr]
     ys = [int(labels[i]) for i in picked]
-    return GoldenImages([img if channels == 1 else img.convert("RGB") for img in out], ys,
-                        [f"{k:02d}-digit{y}.png" for k, y in enumerate(ys)], list(DIGIT_CLASSES))
+    return GoldenImages(
+        [img if channels == 1 else img.convert("RGB") for img in out],
+        ys,
+        [f"{k:02d}-digit{y}.png" for k, y in enumerate(ys)],
+        list(DIGIT_CLASSES),
+    )
 
 
 def reference_outputs(onnx_path: Path, inputs: np.ndarray, max_batch: int) -> tuple[np.ndarray, str]:
@@ -167,9 +194,9 @@ class _Plan:
 
     profile: DeviceProfile
     runtime: str
-    selected: str | None                       # TensorRT version the bundle is made for
+    selected: str | None  # TensorRT version the bundle is made for
     precision: str
-    info: dict                                 # describe_onnx of the model
+    info: dict  # describe_onnx of the model
     engine: EngineOptions | None = None
     families: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -186,8 +213,10 @@ def _resolve_device(opts: BundleOptions) -> tuple[DeviceProfile, str, str | None
     """(profile, runtime run.py uses by default, TensorRT version the bundle is made for)."""
     profile = load_profile(opts.device or default_device(opts.target))
     if profile.target != opts.target:
-        raise InvalidInput(f"{profile.name} is a {profile.target} device; use --target {profile.target} "
-                           f"(or a {opts.target} device, e.g. --device {default_device(opts.target)}).")
+        raise InvalidInput(
+            f"{profile.name} is a {profile.target} device; use --target {profile.target} "
+            f"(or a {opts.target} device, e.g. --device {default_device(opts.target)})."
+        )
     runtime = opts.runtime or profile.runtime
     if runtime == "tensorrt" and not profile.uses_tensorrt:
         raise InvalidInput(f"{profile.name} has no TensorRT; use --runtime onnxruntime.")
@@ -195,33 +224,51 @@ def _resolve_device(opts: BundleOptions) -> tuple[DeviceProfile, str, str | None
     if profile.uses_tensorrt:
         selected = opts.tensorrt or profile.trt_default
         if not profile.trt_in_range(selected):
-            raise InvalidInput(f"{profile.name} ships TensorRT {profile.trt_range_text}; --tensorrt {selected} is "
-                               "outside it.")
+            raise InvalidInput(
+                f"{profile.name} ships TensorRT {profile.trt_range_text}; --tensorrt {selected} is outside it."
+            )
     return profile, runtime, selected
 
 
-def _plan(onnx_art: Artifact, opts: BundleOptions, profile: DeviceProfile, runtime: str,
-          selected: str | None) -> _Plan:
+def _plan(onnx_art: Artifact, opts: BundleOptions, profile: DeviceProfile, runtime: str, selected: str | None) -> _Plan:
     """Precision, engine options and trtexec flags, and the doctor's pre-flight verdict for the device."""
     info = describe_onnx(onnx_art.model_file)
-    precision = resolve_precision(onnx_art.precision, opts.precision, profile,
-                                  "tensorrt" if profile.uses_tensorrt else runtime)
+    precision = resolve_precision(
+        onnx_art.precision, opts.precision, profile, "tensorrt" if profile.uses_tensorrt else runtime
+    )
     plan = _Plan(profile, runtime, selected, precision, info)
     if profile.uses_tensorrt:
-        plan.engine = plan_engine(onnx_art, profile, precision=precision, batch=opts.batch, dla_core=opts.dla_core,
-                                  gpu_fallback=opts.gpu_fallback, workspace_gb=opts.workspace_gb,
-                                  timing_cache="timing.cache")
-        plan.families = {fam: trtexec_args(plan.engine, FAMILY_VERSION[fam])
-                         for fam in families_in_range(profile.trt_min, profile.trt_max)
-                         if not (fam == "11" and opts.dla_core is not None)}
-        plan.report = diagnose(onnx_art, profile.name, tensorrt=selected, dla_core=opts.dla_core, precision=precision,
-                               batch=plan.engine.batch[1] if plan.engine.batch else None)
+        plan.engine = plan_engine(
+            onnx_art,
+            profile,
+            precision=precision,
+            batch=opts.batch,
+            dla_core=opts.dla_core,
+            gpu_fallback=opts.gpu_fallback,
+            workspace_gb=opts.workspace_gb,
+            timing_cache="timing.cache",
+        )
+        plan.families = {
+            fam: trtexec_args(plan.engine, FAMILY_VERSION[fam])
+            for fam in families_in_range(profile.trt_min, profile.trt_max)
+            if not (fam == "11" and opts.dla_core is not None)
+        }
+        plan.report = diagnose(
+            onnx_art,
+            profile.name,
+            tensorrt=selected,
+            dla_core=opts.dla_core,
+            precision=precision,
+            batch=plan.engine.batch[1] if plan.engine.batch else None,
+        )
         low = profile.tensorrt["min"]
         if low != selected:
             early = diagnose(onnx_art, profile.name, tensorrt=low, precision=precision)
             if early.errors:
-                plan.notes.append(f"on TensorRT {low} (older JetPack) this model will not build: "
-                                  f"{early.errors[0].op} - {early.errors[0].problem}")
+                plan.notes.append(
+                    f"on TensorRT {low} (older JetPack) this model will not build: "
+                    f"{early.errors[0].op} - {early.errors[0].problem}"
+                )
     else:
         if opts.dla_core is not None:
             raise InvalidInput(f"{profile.name} has no DLA; drop --dla-core.")
@@ -231,15 +278,16 @@ def _plan(onnx_art: Artifact, opts: BundleOptions, profile: DeviceProfile, runti
     plan.report.require_buildable(gpu_fallback=opts.gpu_fallback, source=onnx_art.path)
     plan.notes += [f"{w.op}: {w.problem}" for w in plan.report.warnings]
     if plan.report.fallbacks:
-        plan.notes.append(f"{len(plan.report.fallbacks)} layer(s) fall back from the DLA to the GPU "
-                          "(edgecnn doctor lists them)")
+        plan.notes.append(
+            f"{len(plan.report.fallbacks)} layer(s) fall back from the DLA to the GPU (edgecnn doctor lists them)"
+        )
     return plan
 
 
 @dataclass
 class _Golden:
     images: GoldenImages
-    folder: Path                               # the PNG files, named images.names
+    folder: Path  # the PNG files, named images.names
     inputs: np.ndarray
     expected: np.ndarray
     reference: str
@@ -260,30 +308,58 @@ def _golden(src: Artifact, onnx_art: Artifact, opts: BundleOptions, plan: _Plan,
     if plan.profile.uses_tensorrt:
         tol["tensorrt"] = tolerance(plan.precision, expected, "tensorrt")
     classes = src.classes
-    acc = (float(np.mean([classes[int(t)] == g.classes[y] for t, y in zip(expected.argmax(1), g.labels)]))
-           if classes else None)
+    acc = (
+        float(np.mean([classes[int(t)] == g.classes[y] for t, y in zip(expected.argmax(1), g.labels)]))
+        if classes
+        else None
+    )
     return _Golden(g, folder, inputs, expected, reference, tol, acc)
 
 
-def _bundle_info(name: str, src: Artifact, onnx_art: Artifact, opts: BundleOptions, plan: _Plan,
-                 golden: _Golden) -> dict:
+def _bundle_info(
+    name: str, src: Artifact, onnx_art: Artifact, opts: BundleOptions, plan: _Plan, golden: _Golden
+) -> dict:
     """bundle.json: everything run.py and build_engine.sh read on the device."""
     info, engine, report = plan.info, plan.engine, plan.report
     return {
-        "schema": BUNDLE_SCHEMA, "name": name, "model": src.model, "classes": src.classes, "input": src.input,
-        "precision": plan.precision, "model_precision": onnx_art.precision, "target": opts.target,
+        "schema": BUNDLE_SCHEMA,
+        "name": name,
+        "model": src.model,
+        "classes": src.classes,
+        "input": src.input,
+        "precision": plan.precision,
+        "model_precision": onnx_art.precision,
+        "target": opts.target,
         "runtime": plan.runtime,
         "device": {k: v for k, v in plan.profile.summary().items() if k not in ("notes", "sources", "path")},
-        "onnx": "model.onnx", "engine": "model.engine", "input_name": info["input_name"],
-        "output_name": info["output_name"], "opset": info["opset"], "dynamic_batch": info["dynamic_batch"],
-        "max_batch": plan.max_batch, "dla_core": opts.dla_core,
-        "tensorrt": ({"selected": plan.selected, "range": plan.profile.trt_range_text, "options": engine.to_dict(),
-                      "trtexec": plan.families} if engine else None),
+        "onnx": "model.onnx",
+        "engine": "model.engine",
+        "input_name": info["input_name"],
+        "output_name": info["output_name"],
+        "opset": info["opset"],
+        "dynamic_batch": info["dynamic_batch"],
+        "max_batch": plan.max_batch,
+        "dla_core": opts.dla_core,
+        "tensorrt": (
+            {
+                "selected": plan.selected,
+                "range": plan.profile.trt_range_text,
+                "options": engine.to_dict(),
+                "trtexec": plan.families,
+            }
+            if engine
+            else None
+        ),
         "tolerance": golden.tolerance,
-        "golden": {"inputs": "golden/inputs.npy", "expected": "golden/expected.npy",
-                   "images": [f"golden/images/{n}" for n in golden.images.names], "labels": golden.images.labels,
-                   "n": len(golden.images.names), "reference": golden.reference,
-                   "top1_matches_label": golden.top1_matches_label},
+        "golden": {
+            "inputs": "golden/inputs.npy",
+            "expected": "golden/expected.npy",
+            "images": [f"golden/images/{n}" for n in golden.images.names],
+            "labels": golden.images.labels,
+            "n": len(golden.images.names),
+            "reference": golden.reference,
+            "top1_matches_label": golden.top1_matches_label,
+        },
         "preflight": {"tensorrt": report.tensorrt, "ok": report.ok, "findings": [f.__dict__ for f in report.findings]},
         "notes": plan.notes,
     }
@@ -291,22 +367,44 @@ def _bundle_info(name: str, src: Artifact, onnx_art: Artifact, opts: BundleOptio
 
 def _bundle_manifest(src: Artifact, opts: BundleOptions, plan: _Plan, n_golden: int) -> dict:
     engine = plan.engine
-    params = {"target": opts.target, "device": plan.profile.name, "runtime": plan.runtime,
-              "precision": plan.precision, "tensorrt": plan.selected,
-              "batch": list(engine.batch) if engine and engine.batch else None, "dla_core": opts.dla_core,
-              "gpu_fallback": opts.gpu_fallback, "workspace_mb": engine.workspace_mb if engine else None,
-              "golden": n_golden}
-    bundle = {"target": opts.target, "device": plan.profile.name, "runtime": plan.runtime, "tensorrt": plan.selected,
-              "notes": plan.notes}
-    return new_manifest(model=src.model, format="bundle", file="model.onnx", precision=plan.precision,
-                        input=src.input, classes=src.classes, stage="deploy", params=params, parent=src,
-                        architecture=src.manifest.get("architecture"),
-                        metrics={k: v for k, v in src.metrics.items() if k in ("params", "macs")},
-                        extra={"bundle": bundle})
+    params = {
+        "target": opts.target,
+        "device": plan.profile.name,
+        "runtime": plan.runtime,
+        "precision": plan.precision,
+        "tensorrt": plan.selected,
+        "batch": list(engine.batch) if engine and engine.batch else None,
+        "dla_core": opts.dla_core,
+        "gpu_fallback": opts.gpu_fallback,
+        "workspace_mb": engine.workspace_mb if engine else None,
+        "golden": n_golden,
+    }
+    bundle = {
+        "target": opts.target,
+        "device": plan.profile.name,
+        "runtime": plan.runtime,
+        "tensorrt": plan.selected,
+        "notes": plan.notes,
+    }
+    return new_manifest(
+        model=src.model,
+        format="bundle",
+        file="model.onnx",
+        precision=plan.precision,
+        input=src.input,
+        classes=src.classes,
+        stage="deploy",
+        params=params,
+        parent=src,
+        architecture=src.manifest.get("architecture"),
+        metrics={k: v for k, v in src.metrics.items() if k in ("params", "macs")},
+        extra={"bundle": bundle},
+    )
 
 
-def _write_files(tmp: Path, src: Artifact, onnx_art: Artifact, opts: BundleOptions, plan: _Plan, golden: _Golden,
-                 bundle_info: dict) -> None:
+def _write_files(
+    tmp: Path, src: Artifact, onnx_art: Artifact, opts: BundleOptions, plan: _Plan, golden: _Golden, bundle_info: dict
+) -> None:
     """Every file of the bundle into ``tmp`` (write_artifact hashes them and renames the folder into place)."""
     shutil.copyfile(onnx_art.model_file, tmp / "model.onnx")
     (tmp / "golden" / "images").mkdir(parents=True)
@@ -318,9 +416,16 @@ def _write_files(tmp: Path, src: Artifact, onnx_art: Artifact, opts: BundleOptio
     for script in ("run.py", "verify.sh"):
         (tmp / script).write_text(templates.joinpath(script).read_text(encoding="utf-8"), encoding="utf-8")
     if plan.engine is not None:
-        (tmp / "build_engine.sh").write_text(build_script(profile=plan.profile, opts=plan.engine,
-                                                          families=plan.families, selected=plan.selected,
-                                                          model_name=src.model), encoding="utf-8")
+        (tmp / "build_engine.sh").write_text(
+            build_script(
+                profile=plan.profile,
+                opts=plan.engine,
+                families=plan.families,
+                selected=plan.selected,
+                model_name=src.model,
+            ),
+            encoding="utf-8",
+        )
     for script in ("run.py", "verify.sh", "build_engine.sh"):
         if (tmp / script).exists():
             (tmp / script).chmod(0o755)
@@ -330,10 +435,23 @@ def _write_files(tmp: Path, src: Artifact, onnx_art: Artifact, opts: BundleOptio
     (tmp / "README.md").write_text(bundle_readme(bundle_info, plan.profile, plan.engine is not None), encoding="utf-8")
 
 
-def make_bundle(src, out, *, target: str, device: str | None = None, precision: str | None = None,
-                runtime: str | None = None, batch: tuple[int, int, int] | None = None, dla_core: int | None = None,
-                gpu_fallback: bool = False, workspace_gb: float | None = None, tensorrt: str | None = None,
-                golden: int = GOLDEN_N, golden_data: DataSource | str = "digits", build_now: str = "auto") -> Artifact:
+def make_bundle(
+    src,
+    out,
+    *,
+    target: str,
+    device: str | None = None,
+    precision: str | None = None,
+    runtime: str | None = None,
+    batch: tuple[int, int, int] | None = None,
+    dla_core: int | None = None,
+    gpu_fallback: bool = False,
+    workspace_gb: float | None = None,
+    tensorrt: str | None = None,
+    golden: int = GOLDEN_N,
+    golden_data: DataSource | str = "digits",
+    build_now: str = "auto",
+) -> Artifact:
     """The deploy stage: artifact -> bundle artifact at ``out``. What the user should know (DLA fallbacks,
     older JetPacks that cannot build it, whether the engine was built here) is in
     ``manifest["bundle"]["notes"]`` and bundle.json.
@@ -342,10 +460,23 @@ def make_bundle(src, out, *, target: str, device: str | None = None, precision: 
     are here (stored under prebuilt/, hashed); 'never' skips it; 'always' fails if it cannot build.
     ``golden_data``: the real images of the golden set (the digits by default, or an image folder).
     """
-    opts = BundleOptions().merged(dict(target=target, device=device, precision=precision, runtime=runtime, batch=batch,
-                                       dla_core=dla_core, gpu_fallback=gpu_fallback, workspace_gb=workspace_gb,
-                                       tensorrt=tensorrt, golden=golden, golden_data=golden_data,
-                                       build_now=build_now), where="deploy")
+    opts = BundleOptions().merged(
+        dict(
+            target=target,
+            device=device,
+            precision=precision,
+            runtime=runtime,
+            batch=batch,
+            dla_core=dla_core,
+            gpu_fallback=gpu_fallback,
+            workspace_gb=workspace_gb,
+            tensorrt=tensorrt,
+            golden=golden,
+            golden_data=golden_data,
+            build_now=build_now,
+        ),
+        where="deploy",
+    )
     profile, runtime, selected = _resolve_device(opts)
     if not isinstance(src, Artifact):
         src = Artifact.load(src)
@@ -372,19 +503,28 @@ def _prebuild(tmp: Path, profile, opts: EngineOptions, *, required: bool) -> lis
         why = "TensorRT is not installed" if "TensorRT" in str(exc) else "no CUDA GPU is visible"
         return [f"engine not built here ({why}); run ./build_engine.sh on the GPU machine"]
     if gpu["compute_capability"] not in profile.compute_capability or not profile.trt_in_range(trt.__version__):
-        msg = (f"engine not built here: {gpu['gpu']} (cc {gpu['compute_capability']}) / TensorRT {trt.__version__} "
-               f"do not match {profile.name}; run ./build_engine.sh on the target")
+        msg = (
+            f"engine not built here: {gpu['gpu']} (cc {gpu['compute_capability']}) / TensorRT {trt.__version__} "
+            f"do not match {profile.name}; run ./build_engine.sh on the target"
+        )
         if required:
             raise InvalidInput(msg)
         return [msg]
     plan, _ = serialize_network(trt, tmp / "model.onnx", dataclasses.replace(opts, timing_cache=None))
     (tmp / "prebuilt").mkdir()
     (tmp / "prebuilt" / "model.engine").write_bytes(plan)
-    meta = {"tensorrt": trt.__version__, "gpu": gpu["gpu"], "compute_capability": gpu["compute_capability"],
-            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "by": "edgecnn deploy (TensorRT Python API)"}
+    meta = {
+        "tensorrt": trt.__version__,
+        "gpu": gpu["gpu"],
+        "compute_capability": gpu["compute_capability"],
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "by": "edgecnn deploy (TensorRT Python API)",
+    }
     (tmp / "prebuilt" / "engine.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
-    return [f"engine built here with TensorRT {trt.__version__} on {gpu['gpu']} (prebuilt/model.engine); it loads "
-            "only with this TensorRT version and GPU model"]
+    return [
+        f"engine built here with TensorRT {trt.__version__} on {gpu['gpu']} (prebuilt/model.engine); it loads "
+        "only with this TensorRT version and GPU model"
+    ]
 
 
 def check_bundle(path) -> Artifact:

@@ -32,7 +32,7 @@ class RemoteError(EdgeCnnError):
 class RemoteOptions(Options):
     """Where and how ``edgecnn deploy --host`` ships a bundle; :meth:`validate` holds the option rules."""
 
-    host: str | None = None                   # USER@HOST; None: write the bundle only
+    host: str | None = None  # USER@HOST; None: write the bundle only
     port: int | None = bounded(None, 1, 65535)
     identity: str | None = None
     remote_dir: str | None = None
@@ -54,13 +54,22 @@ class RemoteOptions(Options):
 def require_ssh_tools() -> None:
     for tool in ("ssh", "scp"):
         if shutil.which(tool) is None:
-            raise MissingDependency(f"'{tool}' is not installed here; install the OpenSSH client "
-                                    "(apt install openssh-client).")
+            raise MissingDependency(
+                f"'{tool}' is not installed here; install the OpenSSH client (apt install openssh-client)."
+            )
 
 
 def ssh_options(*, port: int | None, identity: str | None, options=(), connect_timeout: int = 10) -> list[str]:
-    opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(connect_timeout)}", "-o", "ServerAliveInterval=15",
-            "-o", "ServerAliveCountMax=4"]
+    opts = [
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={int(connect_timeout)}",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=4",
+    ]
     if not any(str(o).split("=")[0] == "StrictHostKeyChecking" for o in options):
         opts += ["-o", "StrictHostKeyChecking=accept-new"]
     for o in options:
@@ -77,12 +86,15 @@ def _run(cmd: list[str], *, timeout: float, what: str, host: str, port: int | No
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise RemoteError(f"{what} on {host} did not finish within {timeout:.0f} s; check the device, or raise "
-                          "--remote-timeout.") from None
+        raise RemoteError(
+            f"{what} on {host} did not finish within {timeout:.0f} s; check the device, or raise --remote-timeout."
+        ) from None
     if proc.returncode == 255:
         last = (proc.stderr.strip().splitlines() or ["ssh failed"])[-1]
-        raise RemoteError(f"Cannot reach {host}{f' (port {port})' if port else ''} over ssh: {last}; check --host, "
-                          "--port, --identity, and that sshd runs on the device and accepts this key.")
+        raise RemoteError(
+            f"Cannot reach {host}{f' (port {port})' if port else ''} over ssh: {last}; check --host, "
+            "--port, --identity, and that sshd runs on the device and accepts this key."
+        )
     return proc
 
 
@@ -90,9 +102,19 @@ def _tail(text: str, n: int) -> list[str]:
     return text.strip().splitlines()[-n:]
 
 
-def deploy_remote(bundle, host: str, *, port: int | None = None, identity: str | None = None,
-                  remote_dir: str | None = None, remote_python: str = "python3", options=(),
-                  connect_timeout: int = 10, timeout: float = 1800, build: bool | None = None) -> dict:
+def deploy_remote(
+    bundle,
+    host: str,
+    *,
+    port: int | None = None,
+    identity: str | None = None,
+    remote_dir: str | None = None,
+    remote_python: str = "python3",
+    options=(),
+    connect_timeout: int = 10,
+    timeout: float = 1800,
+    build: bool | None = None,
+) -> dict:
     """Copy ``bundle`` to ``host`` (USER@HOST) with scp, run build_engine.sh (TensorRT bundles) and
     ``run.py --verify`` there, and return what happened. Raises RemoteError if any step fails."""
     require_ssh_tools()
@@ -105,39 +127,68 @@ def deploy_remote(bundle, host: str, *, port: int | None = None, identity: str |
     scp = ["scp", "-r", "-q", *opts, *(["-P", str(port)] if port else [])]
     q, py = shlex.quote, shlex.quote(remote_python)
     t0 = time.perf_counter()
-    proc = _run([*ssh, f"rm -rf {q(rdir)} && mkdir -p {q(str(Path(rdir).parent))}"], timeout=connect_timeout + 30,
-                what="prepare remote folder", host=host, port=port)
+    proc = _run(
+        [*ssh, f"rm -rf {q(rdir)} && mkdir -p {q(str(Path(rdir).parent))}"],
+        timeout=connect_timeout + 30,
+        what="prepare remote folder",
+        host=host,
+        port=port,
+    )
     if proc.returncode != 0:
         raise RemoteError(f"Cannot create {rdir} on {host}: {proc.stderr.strip()[-300:]}")
-    proc = _run([*scp, str(art.path), f"{host}:{rdir}"], timeout=max(120, timeout / 4), what="copy bundle",
-                host=host, port=port)
+    proc = _run(
+        [*scp, str(art.path), f"{host}:{rdir}"], timeout=max(120, timeout / 4), what="copy bundle", host=host, port=port
+    )
     if proc.returncode != 0:
         raise RemoteError(f"Copying the bundle to {host}:{rdir} failed: {proc.stderr.strip()[-300:]}")
     steps = [{"step": "copy", "rc": 0, "seconds": round(time.perf_counter() - t0, 2)}]
     if build:
         t = time.perf_counter()
-        proc = _run([*ssh, f"cd {q(rdir)} && PYTHON={py} bash build_engine.sh"], timeout=timeout,
-                    what="build engine", host=host, port=port)
-        steps.append({"step": "build_engine.sh", "rc": proc.returncode, "seconds": round(time.perf_counter() - t, 2),
-                      "tail": _tail(proc.stdout + proc.stderr, 8)})
+        proc = _run(
+            [*ssh, f"cd {q(rdir)} && PYTHON={py} bash build_engine.sh"],
+            timeout=timeout,
+            what="build engine",
+            host=host,
+            port=port,
+        )
+        steps.append(
+            {
+                "step": "build_engine.sh",
+                "rc": proc.returncode,
+                "seconds": round(time.perf_counter() - t, 2),
+                "tail": _tail(proc.stdout + proc.stderr, 8),
+            }
+        )
         if proc.returncode != 0:
             last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
             raise RemoteError(f"build_engine.sh failed on {host} (exit {proc.returncode}): {last[0][:300]}")
     t = time.perf_counter()
     rt = "" if build or runtime == "onnxruntime" else " --runtime onnxruntime"
-    proc = _run([*ssh, f"cd {q(rdir)} && {py} run.py --verify{rt}"], timeout=timeout, what="verify", host=host,
-                port=port)
+    proc = _run(
+        [*ssh, f"cd {q(rdir)} && {py} run.py --verify{rt}"], timeout=timeout, what="verify", host=host, port=port
+    )
     result = None
     for line in proc.stdout.splitlines():
         if line.startswith("edgecnn-verify-result: "):
             result = json.loads(line.split(": ", 1)[1])
-    steps.append({"step": "run.py --verify", "rc": proc.returncode, "seconds": round(time.perf_counter() - t, 2),
-                  "tail": [ln for ln in proc.stdout.strip().splitlines()
-                           if not ln.startswith("edgecnn-verify-result")][-6:]})
-    report = {"host": host, "port": port, "remote_dir": rdir, "runtime": result.get("runtime") if result else runtime,
-              "steps": steps, "verify": result,
-              "passed": bool(result and result.get("passed") and proc.returncode == 0),
-              "seconds": round(time.perf_counter() - t0, 2)}
+    steps.append(
+        {
+            "step": "run.py --verify",
+            "rc": proc.returncode,
+            "seconds": round(time.perf_counter() - t, 2),
+            "tail": [ln for ln in proc.stdout.strip().splitlines() if not ln.startswith("edgecnn-verify-result")][-6:],
+        }
+    )
+    report = {
+        "host": host,
+        "port": port,
+        "remote_dir": rdir,
+        "runtime": result.get("runtime") if result else runtime,
+        "steps": steps,
+        "verify": result,
+        "passed": bool(result and result.get("passed") and proc.returncode == 0),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     if not report["passed"]:
         why = (result or {}).get("reason") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RemoteError(f"Verification on {host}:{rdir} failed (exit {proc.returncode}): {why[:300]}")

@@ -23,11 +23,13 @@ def build_script(*, profile, opts, families: dict[str, list[str]], selected: str
         pattern = {"8.0": "8.0|8.1|8.2|8.3", "8.4": "8.4|8.5|8.6", "10": "9.*|10.*", "11": "11.*"}[fam]
         pre = ""
         if fam == "11" and fp16_convert:
-            pre = ('    # TensorRT 11 is strongly typed: FP16 must be in the ONNX itself (ModelOpt AutoCast)\n'
-                   '    if [ ! -f model_fp16.onnx ]; then\n'
-                   '      "$PYTHON" -m modelopt.onnx.autocast --onnx_path model.onnx --output_path model_fp16.onnx \\\n'
-                   '        || die "FP16 on TensorRT 11 needs an FP16 ONNX: pip3 install nvidia-modelopt[onnx]"\n'
-                   '    fi\n')
+            pre = (
+                "    # TensorRT 11 is strongly typed: FP16 must be in the ONNX itself (ModelOpt AutoCast)\n"
+                "    if [ ! -f model_fp16.onnx ]; then\n"
+                '      "$PYTHON" -m modelopt.onnx.autocast --onnx_path model.onnx --output_path model_fp16.onnx \\\n'
+                '        || die "FP16 on TensorRT 11 needs an FP16 ONNX: pip3 install nvidia-modelopt[onnx]"\n'
+                "    fi\n"
+            )
         cases.append(f"  {pattern})\n{pre}    ARGS=({' '.join(q(a) for a in args)})\n    ;;")
     cases_text = "\n".join(cases)
     return f"""#!/usr/bin/env bash
@@ -100,16 +102,24 @@ def bundle_readme(info: dict, profile, has_build: bool) -> str:
     steps.append("./verify.sh                       # sha256 of every file, then outputs vs golden/")
     steps.append("python3 run.py path/to/images/    # top-5 classes per image")
     sw = profile.software_for(info["tensorrt"]["selected"]) if info.get("tensorrt") else None
-    needs = ("numpy, onnxruntime, Pillow" if info["runtime"] == "onnxruntime"
-             else "numpy, Pillow, TensorRT with its Python bindings (JetPack: python3-libnvinfer), CUDA runtime")
+    needs = (
+        "numpy, onnxruntime, Pillow"
+        if info["runtime"] == "onnxruntime"
+        else "numpy, Pillow, TensorRT with its Python bindings (JetPack: python3-libnvinfer), CUDA runtime"
+    )
     tol = info["tolerance"][info["runtime"]]
     lines = [
         f"# {name}",
         "",
         f"{info['model']} ({info['precision']}) for **{dev}** - {profile.description}.",
-        f"Runtime: {info['runtime']}" + (f"; TensorRT {profile.trt_range_text} (made for {info['tensorrt']['selected']}"
-                                         f"{', JetPack ' + sw['jetpack'] if sw and 'jetpack' in sw else ''})"
-                                         if info.get("tensorrt") else "") + ".",
+        f"Runtime: {info['runtime']}"
+        + (
+            f"; TensorRT {profile.trt_range_text} (made for {info['tensorrt']['selected']}"
+            f"{', JetPack ' + sw['jetpack'] if sw and 'jetpack' in sw else ''})"
+            if info.get("tensorrt")
+            else ""
+        )
+        + ".",
         "",
         "## Copy",
         "",

@@ -13,6 +13,7 @@ neither pycuda nor torch is required. Written for Python 3.6+ (JetPack 4.6).
 
 Exit status: 0 success, 1 failure (message on stderr), 2 bad usage.
 """
+
 import argparse
 import ctypes
 import ctypes.util
@@ -65,8 +66,10 @@ def check_files():
         if not os.path.isfile(full):
             raise BundleError("%s is listed in manifest.json but missing; copy the whole bundle again" % rel)
         if sha256_file(full) != digest:
-            raise BundleError("%s does not match its sha256 in manifest.json (modified or corrupted in transfer); "
-                              "copy the bundle again or re-run 'edgecnn deploy'" % rel)
+            raise BundleError(
+                "%s does not match its sha256 in manifest.json (modified or corrupted in transfer); "
+                "copy the bundle again or re-run 'edgecnn deploy'" % rel
+            )
     return len(files)
 
 
@@ -74,6 +77,7 @@ def check_files():
 def preprocess(path, spec):
     """Image file -> float32 (C, H, W): resize short side (bilinear), center crop, /255, (x - mean) / std."""
     import numpy as np
+
     try:
         from PIL import Image
     except ImportError:
@@ -145,10 +149,19 @@ class CudaRT(object):
 
     def __init__(self):
         self.lib = None
-        names = [ctypes.util.find_library("cudart"), "libcudart.so", "libcudart.so.13", "libcudart.so.12",
-                 "libcudart.so.11.0", "libcudart.so.10.2"]
-        for pattern in ("/usr/local/cuda/lib64/libcudart.so*", "/usr/local/cuda/targets/*/lib/libcudart.so*",
-                        "/usr/lib/*-linux-gnu/libcudart.so*"):
+        names = [
+            ctypes.util.find_library("cudart"),
+            "libcudart.so",
+            "libcudart.so.13",
+            "libcudart.so.12",
+            "libcudart.so.11.0",
+            "libcudart.so.10.2",
+        ]
+        for pattern in (
+            "/usr/local/cuda/lib64/libcudart.so*",
+            "/usr/local/cuda/targets/*/lib/libcudart.so*",
+            "/usr/lib/*-linux-gnu/libcudart.so*",
+        ):
             names += sorted(glob.glob(pattern))
         for site in sys.path:
             names += sorted(glob.glob(os.path.join(site, "nvidia", "cuda_runtime", "lib", "libcudart.so*")))
@@ -161,8 +174,10 @@ class CudaRT(object):
             except OSError:
                 continue
         if self.lib is None:
-            raise BundleError("libcudart (the CUDA runtime) was not found; on Jetson install JetPack's CUDA "
-                              "(sudo apt install nvidia-jetpack), elsewhere add /usr/local/cuda/lib64 to LD_LIBRARY_PATH")
+            raise BundleError(
+                "libcudart (the CUDA runtime) was not found; on Jetson install JetPack's CUDA "
+                "(sudo apt install nvidia-jetpack), elsewhere add /usr/local/cuda/lib64 to LD_LIBRARY_PATH"
+            )
         lib = self.lib
         lib.cudaMalloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
         lib.cudaFree.argtypes = [ctypes.c_void_p]
@@ -212,23 +227,30 @@ def engine_path(bundle):
 class TrtModel(object):
     def __init__(self, bundle):
         import numpy as np
+
         try:
             import tensorrt as trt
         except ImportError:
-            raise BundleError("the tensorrt Python package is not importable; on Jetson: sudo apt install "
-                              "python3-libnvinfer (JetPack), elsewhere pip install tensorrt - or use --runtime onnxruntime")
+            raise BundleError(
+                "the tensorrt Python package is not importable; on Jetson: sudo apt install "
+                "python3-libnvinfer (JetPack), elsewhere pip install tensorrt - or use --runtime onnxruntime"
+            )
         rel = engine_path(bundle)
         if rel is None:
-            raise BundleError("no TensorRT engine yet: run ./build_engine.sh first "
-                              "(or check the ONNX model with: python3 run.py --verify --runtime onnxruntime)")
+            raise BundleError(
+                "no TensorRT engine yet: run ./build_engine.sh first "
+                "(or check the ONNX model with: python3 run.py --verify --runtime onnxruntime)"
+            )
         info_rel = os.path.join(os.path.dirname(rel), "engine.json")
         built = None
         if os.path.isfile(path_in(info_rel)):
             with open(path_in(info_rel)) as fh:
                 built = json.load(fh).get("tensorrt")
         if built and not same_version(built, trt.__version__):
-            raise BundleError("%s was built with TensorRT %s but this Python has TensorRT %s; engines only load in the "
-                              "TensorRT version that built them - run ./build_engine.sh again" % (rel, built, trt.__version__))
+            raise BundleError(
+                "%s was built with TensorRT %s but this Python has TensorRT %s; engines only load in the "
+                "TensorRT version that built them - run ./build_engine.sh again" % (rel, built, trt.__version__)
+            )
         self.np, self.trt, self.cuda = np, trt, CudaRT()
         logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(logger)
@@ -238,10 +260,12 @@ class TrtModel(object):
         with open(path_in(*rel.split("/")), "rb") as fh:
             self.engine = self.runtime.deserialize_cuda_engine(fh.read())
         if self.engine is None:
-            raise BundleError("TensorRT %s could not load %s (built by another TensorRT version or GPU?); run "
-                              "./build_engine.sh again" % (trt.__version__, rel))
+            raise BundleError(
+                "TensorRT %s could not load %s (built by another TensorRT version or GPU?); run "
+                "./build_engine.sh again" % (trt.__version__, rel)
+            )
         self.context = self.engine.create_execution_context()
-        self.tensor_api = hasattr(self.engine, "num_io_tensors")      # TensorRT 8.5+
+        self.tensor_api = hasattr(self.engine, "num_io_tensors")  # TensorRT 8.5+
         self.stream = self.cuda.stream()
         self.name = "tensorrt %s (%s)" % (trt.__version__, rel)
         eng = self.engine
@@ -320,12 +344,14 @@ def open_model(bundle, runtime, threads=None):
 
 def run_batches(model, x, max_batch):
     import numpy as np
-    outs = [model.infer(x[i:i + max_batch]) for i in range(0, len(x), max_batch)]
+
+    outs = [model.infer(x[i : i + max_batch]) for i in range(0, len(x), max_batch)]
     return np.concatenate(outs, axis=0)
 
 
 def softmax(z):
     import numpy as np
+
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -335,10 +361,19 @@ def softmax(z):
 def compare(actual, expected, tol):
     """Element-wise |a - e| <= atol + rtol * |e|, and top-1 agreement wherever the golden top-1 is unambiguous."""
     import numpy as np
+
     if actual.shape != expected.shape:
-        return {"passed": False, "reason": "output shape %s, golden shape %s" % (actual.shape, expected.shape),
-                "max_abs_error": float("nan"), "atol": tol["atol"], "rtol": tol["rtol"], "argmax_agree": 0,
-                "argmax_checked": 0, "n": int(len(expected)), "within_tolerance": False}
+        return {
+            "passed": False,
+            "reason": "output shape %s, golden shape %s" % (actual.shape, expected.shape),
+            "max_abs_error": float("nan"),
+            "atol": tol["atol"],
+            "rtol": tol["rtol"],
+            "argmax_agree": 0,
+            "argmax_checked": 0,
+            "n": int(len(expected)),
+            "within_tolerance": False,
+        }
     err = np.abs(actual - expected)
     bound = tol["atol"] + tol["rtol"] * np.abs(expected)
     within = bool((err <= bound).all())
@@ -347,17 +382,27 @@ def compare(actual, expected, tol):
     clear = margin > 2 * (tol["atol"] + tol["rtol"] * np.abs(top2[:, 1]))
     agree = actual.argmax(1) == expected.argmax(1)
     needed = float(np.max(err - tol["rtol"] * np.abs(expected))) if err.size else 0.0
-    result = {"max_abs_error": float(err.max()) if err.size else 0.0,
-              "mean_abs_error": float(err.mean()) if err.size else 0.0,
-              "atol": tol["atol"], "rtol": tol["rtol"], "within_tolerance": within,
-              "argmax_agree": int(agree.sum()), "argmax_checked": int(clear.sum()), "n": int(len(expected)),
-              "argmax_agree_all": int(agree.sum()) == len(agree),
-              "atol_that_would_pass": max(needed, 0.0)}
+    result = {
+        "max_abs_error": float(err.max()) if err.size else 0.0,
+        "mean_abs_error": float(err.mean()) if err.size else 0.0,
+        "atol": tol["atol"],
+        "rtol": tol["rtol"],
+        "within_tolerance": within,
+        "argmax_agree": int(agree.sum()),
+        "argmax_checked": int(clear.sum()),
+        "n": int(len(expected)),
+        "argmax_agree_all": int(agree.sum()) == len(agree),
+        "atol_that_would_pass": max(needed, 0.0),
+    }
     result["passed"] = within and bool(agree[clear].all())
     if not result["passed"]:
         if not within:
-            result["reason"] = ("max |error| %.3g exceeds atol %.3g + rtol %.3g * |golden| (atol %.3g would pass)"
-                                % (result["max_abs_error"], tol["atol"], tol["rtol"], result["atol_that_would_pass"]))
+            result["reason"] = "max |error| %.3g exceeds atol %.3g + rtol %.3g * |golden| (atol %.3g would pass)" % (
+                result["max_abs_error"],
+                tol["atol"],
+                tol["rtol"],
+                result["atol_that_would_pass"],
+            )
         else:
             result["reason"] = "top-1 differs from the golden top-1 on an unambiguous input"
     return result
@@ -365,13 +410,19 @@ def compare(actual, expected, tol):
 
 def verify(runtime=None, threads=None):
     import numpy as np
+
     n_files = check_files()
     bundle = load_json("bundle.json")
     runtime = runtime or bundle["runtime"]
     golden = bundle["golden"]
     inputs = np.load(path_in(*golden["inputs"].split("/")), allow_pickle=False)
     expected = np.load(path_in(*golden["expected"].split("/")), allow_pickle=False)
-    report = {"bundle": bundle["name"], "device": bundle["device"]["name"], "runtime": runtime, "files_checked": n_files}
+    report = {
+        "bundle": bundle["name"],
+        "device": bundle["device"]["name"],
+        "runtime": runtime,
+        "files_checked": n_files,
+    }
     pre = None
     images = golden.get("images") or []
     if images:
@@ -389,11 +440,13 @@ def verify(runtime=None, threads=None):
     tol = bundle["tolerance"][runtime]
     report.update(compare(actual, expected, tol))
     report["tolerance_basis"] = tol.get("basis", "")
-    one_level = 1.01 / 255.0 / float(min(bundle["input"]["std"]))     # one 8-bit grey level, normalised
+    one_level = 1.01 / 255.0 / float(min(bundle["input"]["std"]))  # one 8-bit grey level, normalised
     if pre is not None and pre > one_level:
         report["passed"] = False
-        report["reason"] = ("this device's image preprocessing differs from edgecnn's by %.3g (more than one grey "
-                            "level; Pillow version?); outputs on real images would drift" % pre)
+        report["reason"] = (
+            "this device's image preprocessing differs from edgecnn's by %.3g (more than one grey "
+            "level; Pillow version?); outputs on real images would drift" % pre
+        )
     return report
 
 
@@ -403,9 +456,17 @@ def print_verify(report):
     if report.get("preprocess_max_abs_diff") is not None:
         print("preprocess  golden images re-preprocessed here: max |diff| %.2g" % report["preprocess_max_abs_diff"])
     print("runner      %s, %d golden inputs in %.3f s" % (report["runner"], report["n"], report["seconds"]))
-    print("outputs     max |err| %.3g (atol %.3g + rtol %.3g*|golden|), top-1 agree %d/%d (%d unambiguous checked)"
-          % (report["max_abs_error"], report["atol"], report["rtol"], report["argmax_agree"], report["n"],
-             report["argmax_checked"]))
+    print(
+        "outputs     max |err| %.3g (atol %.3g + rtol %.3g*|golden|), top-1 agree %d/%d (%d unambiguous checked)"
+        % (
+            report["max_abs_error"],
+            report["atol"],
+            report["rtol"],
+            report["argmax_agree"],
+            report["n"],
+            report["argmax_checked"],
+        )
+    )
     if report["passed"]:
         print("VERIFY PASSED")
     else:
@@ -430,6 +491,7 @@ def collect_images(paths):
 
 def classify(paths, runtime=None, top_k=5, threads=None, json_path=None):
     import numpy as np
+
     check_files()
     bundle = load_json("bundle.json")
     files = collect_images(paths)

@@ -50,7 +50,7 @@ log = logging.getLogger("edgecnn")
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
-MIN_OPSET = 11          # Gemm/Flatten/Pad semantics the zoo relies on
+MIN_OPSET = 11  # Gemm/Flatten/Pad semantics the zoo relies on
 PARITY_ATOL_FP32 = 1e-4
 PARITY_MAX_REL = 1e-2
 PARITY_IMAGES = 16
@@ -91,8 +91,11 @@ def fold_batchnorm(model) -> list[str]:
     try:
         graph = fx.symbolic_trace(model).graph
     except Exception as exc:  # noqa: BLE001 - untraceable custom code: nothing folded, exporter still folds
-        log.warning("BatchNorm folding skipped: torch.fx cannot trace %s (%s)", type(model).__name__,
-                    str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
+        log.warning(
+            "BatchNorm folding skipped: torch.fx cannot trace %s (%s)",
+            type(model).__name__,
+            str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__,
+        )
         return []
     modules = dict(model.named_modules())
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
@@ -104,8 +107,15 @@ def fold_batchnorm(model) -> list[str]:
         if not isinstance(src, fx.Node) or src.op != "call_module" or type(modules.get(src.target)) is not nn.Conv2d:
             continue
         conv, bn = modules[src.target], modules[node.target]
-        if (len(src.users) != 1 or calls[src.target] != 1 or calls[node.target] != 1 or len(node.args) != 1
-                or not bn.track_running_stats or bn.running_mean is None or conv.out_channels != bn.num_features):
+        if (
+            len(src.users) != 1
+            or calls[src.target] != 1
+            or calls[node.target] != 1
+            or len(node.args) != 1
+            or not bn.track_running_stats
+            or bn.running_mean is None
+            or conv.out_channels != bn.num_features
+        ):
             continue
         pairs.append((src.target, node.target))
     with torch.no_grad():
@@ -157,10 +167,12 @@ def make_exportable(model, input_shape: tuple[int, int, int]) -> list[str]:
     def recorder(name: str):
         def hook(module, args) -> None:
             seen.setdefault(name, set()).add(tuple(args[0].shape[-2:]))
+
         return hook
 
-    hooks = [m.register_forward_pre_hook(recorder(n)) for n, m in model.named_modules()
-             if type(m) is nn.AdaptiveAvgPool2d]
+    hooks = [
+        m.register_forward_pre_hook(recorder(n)) for n, m in model.named_modules() if type(m) is nn.AdaptiveAvgPool2d
+    ]
     if not hooks:
         return []
     param = next(model.parameters(), None)
@@ -174,7 +186,7 @@ def make_exportable(model, input_shape: tuple[int, int, int]) -> list[str]:
     for name, shapes in seen.items():
         if len(shapes) != 1:
             continue
-        (h_in, w_in), = shapes
+        ((h_in, w_in),) = shapes
         out = model.get_submodule(name).output_size
         h_out, w_out = (out, out) if isinstance(out, int) else out
         h_out, w_out = h_out or h_in, w_out or w_in
@@ -223,12 +235,20 @@ def compact_names(model) -> dict:
 # --------------------------------------------------------------------------------------------------
 def _first_line(exc: BaseException, limit: int = 240) -> str:
     text = str(exc).strip()
-    return (text.splitlines()[0][:limit] if text else type(exc).__name__)
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
-def to_onnx(model, path: str | Path, *, input_shape: tuple[int, int, int], opset: int = DEFAULT_OPSET,
-            dynamic_batch: bool = True, batch_size: int = 1, simplify: bool = True,
-            metadata: dict | None = None) -> dict:
+def to_onnx(
+    model,
+    path: str | Path,
+    *,
+    input_shape: tuple[int, int, int],
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    batch_size: int = 1,
+    simplify: bool = True,
+    metadata: dict | None = None,
+) -> dict:
     """Export an eval-mode module to ``path`` (legacy exporter), simplify it, check it. Returns a
     description of the graph (opset, input/output names and shapes, op counts, simplification)."""
     path = Path(path)
@@ -239,12 +259,23 @@ def to_onnx(model, path: str | Path, *, input_shape: tuple[int, int, int], opset
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True,
-                              training=torch.onnx.TrainingMode.EVAL)
+            torch.onnx.export(
+                model,
+                (example,),
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+                training=torch.onnx.TrainingMode.EVAL,
+            )
     except torch.onnx.errors.OnnxExporterError as exc:
-        raise ExportError(f"torch.onnx could not export the model at opset {opset}: {_first_line(exc)}. "
-                          f"Try another --opset (e.g. {DEFAULT_OPSET}) or report the unsupported operator.") from exc
+        raise ExportError(
+            f"torch.onnx could not export the model at opset {opset}: {_first_line(exc)}. "
+            f"Try another --opset (e.g. {DEFAULT_OPSET}) or report the unsupported operator."
+        ) from exc
     export_s = time.perf_counter() - t0
     proto = onnx.load_from_string(buf.getvalue())
     del buf
@@ -297,8 +328,9 @@ def to_onnx(model, path: str | Path, *, input_shape: tuple[int, int, int], opset
 # --------------------------------------------------------------------------------------------------
 # Parity
 # --------------------------------------------------------------------------------------------------
-def parity_images(input_spec: dict, data: DataSource | str = "digits",
-                  n: int = PARITY_IMAGES) -> tuple[np.ndarray, dict]:
+def parity_images(
+    input_spec: dict, data: DataSource | str = "digits", n: int = PARITY_IMAGES
+) -> tuple[np.ndarray, dict]:
     """``n`` real images preprocessed with ``input_spec`` (float32 N,C,H,W) and what they are.
 
     The digits (default) give evenly spaced held-out digits, resized to the model's input and replicated
@@ -309,8 +341,10 @@ def parity_images(input_spec: dict, data: DataSource | str = "digits",
     if n < 1:
         raise InvalidInput(f"parity needs at least 1 image, got {n}.")
     if source.is_synthetic:
-        raise InvalidInput("Parity must be measured on real images, not synthetic noise; pass --parity-data digits "
-                           "(default) or a folder of images.")
+        raise InvalidInput(
+            "Parity must be measured on real images, not synthetic noise; pass --parity-data digits "
+            "(default) or a folder of images."
+        )
     dataset = source.dataset(input_spec, "val")
     total = len(dataset)
     if total == 0:
@@ -325,7 +359,7 @@ def torch_outputs(model, images: np.ndarray, *, batch_size: int = 16) -> np.ndar
     outs = []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            outs.append(model(torch.from_numpy(images[i:i + batch_size])).float().cpu().numpy())
+            outs.append(model(torch.from_numpy(images[i : i + batch_size])).float().cpu().numpy())
     return np.concatenate(outs)
 
 
@@ -343,8 +377,14 @@ def compare_outputs(reference: np.ndarray, actual: np.ndarray) -> dict:
     }
 
 
-def measure_parity(onnx_path: str | Path, images: np.ndarray, reference: np.ndarray, *,
-                   batch_size: int | None = None, threads: int | None = None) -> dict:
+def measure_parity(
+    onnx_path: str | Path,
+    images: np.ndarray,
+    reference: np.ndarray,
+    *,
+    batch_size: int | None = None,
+    threads: int | None = None,
+) -> dict:
     """Run ``images`` through ONNX Runtime (CPU, full graph optimisation, as users run it) and compare
     with ``reference`` (the torch outputs). ``batch_size`` set = the graph has that static batch; else
     the whole set runs as one batch and the first image alone as a second (dynamic batch exercised)."""
@@ -353,7 +393,7 @@ def measure_parity(onnx_path: str | Path, images: np.ndarray, reference: np.ndar
     if batch_size:
         reps = -(-len(images) // batch_size) * batch_size
         order = np.resize(np.arange(len(images)), reps)
-        outs = [session.run(None, {name: images[order[i:i + batch_size]]})[0] for i in range(0, reps, batch_size)]
+        outs = [session.run(None, {name: images[order[i : i + batch_size]]})[0] for i in range(0, reps, batch_size)]
         actual, ref = np.concatenate(outs), reference[order]
     else:
         single = session.run(None, {name: images[:1]})[0]
@@ -367,10 +407,22 @@ def measure_parity(onnx_path: str | Path, images: np.ndarray, reference: np.ndar
 # --------------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------------
-def export_onnx(src, out, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True, batch_size: int = 1,
-                simplify: bool = True, fold_bn: bool = True, parity_data: DataSource | str | None = "digits",
-                parity_images_n: int = PARITY_IMAGES, parity_max_rel: float | None = PARITY_MAX_REL,
-                model=None, precision: str | None = None, progress: bool = True):
+def export_onnx(
+    src,
+    out,
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    batch_size: int = 1,
+    simplify: bool = True,
+    fold_bn: bool = True,
+    parity_data: DataSource | str | None = "digits",
+    parity_images_n: int = PARITY_IMAGES,
+    parity_max_rel: float | None = PARITY_MAX_REL,
+    model=None,
+    precision: str | None = None,
+    progress: bool = True,
+):
     """Export torch artifact ``src`` to an ONNX artifact at ``out`` (format onnx, file model.onnx).
 
     ``model`` replaces the network loaded from ``src`` (e.g. an in-memory pruned or quantized module
@@ -397,29 +449,65 @@ def export_onnx(src, out, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = T
         folded = fold_batchnorm(net) if fold_bn else []
         rewrites = make_exportable(net, src.input_shape)
         steps.update()
-        params = {"opset": opset, "dynamic_batch": dynamic_batch, "batch_size": batch_size, "simplify": simplify,
-                  "fold_bn": fold_bn, "parity_data": None if data is None else str(data),
-                  "parity_images": parity_images_n if data is not None else 0,
-                  "source_model": "artifact" if model is None else "in-memory module"}
-        manifest = new_manifest(model=src.model, format="onnx", file="model.onnx", precision=precision,
-                                input=src.input, classes=src.classes, stage="export", params=params, parent=src,
-                                architecture=src.manifest.get("architecture"),
-                                metrics={k: v for k, v in src.metrics.items() if k in ("params", "macs")})
-        metadata = {"edgecnn.model": src.model, "edgecnn.id": manifest["id"], "edgecnn.precision": precision,
-                    "edgecnn.classes": ",".join(src.classes)}
+        params = {
+            "opset": opset,
+            "dynamic_batch": dynamic_batch,
+            "batch_size": batch_size,
+            "simplify": simplify,
+            "fold_bn": fold_bn,
+            "parity_data": None if data is None else str(data),
+            "parity_images": parity_images_n if data is not None else 0,
+            "source_model": "artifact" if model is None else "in-memory module",
+        }
+        manifest = new_manifest(
+            model=src.model,
+            format="onnx",
+            file="model.onnx",
+            precision=precision,
+            input=src.input,
+            classes=src.classes,
+            stage="export",
+            params=params,
+            parent=src,
+            architecture=src.manifest.get("architecture"),
+            metrics={k: v for k, v in src.metrics.items() if k in ("params", "macs")},
+        )
+        metadata = {
+            "edgecnn.model": src.model,
+            "edgecnn.id": manifest["id"],
+            "edgecnn.precision": precision,
+            "edgecnn.classes": ",".join(src.classes),
+        }
 
         def write(tmp: Path) -> None:
             step("export + simplify")
-            info = to_onnx(net, tmp / "model.onnx", input_shape=src.input_shape, opset=opset,
-                           dynamic_batch=dynamic_batch, batch_size=batch_size, simplify=simplify, metadata=metadata)
-            info.update(bn_folded=len(folded), bn_folded_pairs=folded, rewrites=rewrites,
-                        onnx_version=onnx.__version__, onnxruntime_version=ort)
+            info = to_onnx(
+                net,
+                tmp / "model.onnx",
+                input_shape=src.input_shape,
+                opset=opset,
+                dynamic_batch=dynamic_batch,
+                batch_size=batch_size,
+                simplify=simplify,
+                metadata=metadata,
+            )
+            info.update(
+                bn_folded=len(folded),
+                bn_folded_pairs=folded,
+                rewrites=rewrites,
+                onnx_version=onnx.__version__,
+                onnxruntime_version=ort,
+            )
             manifest["onnx"] = info
             steps.update()
             step("parity")
             manifest["metrics"]["parity"] = _record_parity(
-                tmp / "model.onnx", reference, precision=precision, parity_max_rel=parity_max_rel,
-                batch_size=None if dynamic_batch else batch_size)
+                tmp / "model.onnx",
+                reference,
+                precision=precision,
+                parity_max_rel=parity_max_rel,
+                batch_size=None if dynamic_batch else batch_size,
+            )
             info["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
             steps.update()
             step("write")
@@ -431,17 +519,21 @@ def export_onnx(src, out, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = T
 
 def _resolve_export(src, out, *, opset: int, batch_size: int, parity_data) -> tuple[Artifact, DataSource | None, str]:
     """The torch artifact, the parity data and ONNX Runtime's version; every option checked before any work."""
-    ort = ort_version()                      # parity runs the graph in ONNX Runtime: fail now if it is missing
+    ort = ort_version()  # parity runs the graph in ONNX Runtime: fail now if it is missing
     if out is not None:
         check_out(out)
     if not isinstance(src, Artifact):
         src = Artifact.load(src, formats=("torch",))
     elif src.format != "torch":
-        raise InvalidInput(f"'{src.path}' is a {src.format} artifact; export needs a torch artifact "
-                           "(the one written by 'edgecnn train' or a compression stage).")
+        raise InvalidInput(
+            f"'{src.path}' is a {src.format} artifact; export needs a torch artifact "
+            "(the one written by 'edgecnn train' or a compression stage)."
+        )
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise InvalidInput(f"opset {opset} is not supported by the exporter; pass --opset between {MIN_OPSET} "
-                           f"and {MAX_OPSET} (default {DEFAULT_OPSET}).")
+        raise InvalidInput(
+            f"opset {opset} is not supported by the exporter; pass --opset between {MIN_OPSET} "
+            f"and {MAX_OPSET} (default {DEFAULT_OPSET})."
+        )
     if batch_size < 1:
         raise InvalidInput(f"batch size must be >= 1, got {batch_size}.")
     return src, DataSource.optional(parity_data), ort
@@ -450,19 +542,23 @@ def _resolve_export(src, out, *, opset: int, batch_size: int, parity_data) -> tu
 def _parity_reference(src: Artifact, net, data: DataSource | None, n: int) -> tuple | None:
     """(images, torch outputs, data description) measured before anything changes the network."""
     if data is None:
-        warnings.warn("parity check skipped (parity_data=None): nothing proves the ONNX graph matches torch.",
-                      stacklevel=3)
+        warnings.warn(
+            "parity check skipped (parity_data=None): nothing proves the ONNX graph matches torch.", stacklevel=3
+        )
         return None
     images, desc = parity_images(src.input, data, n)
     reference = torch_outputs(net, images)
     if reference.ndim != 2 or reference.shape[1] != src.num_classes:
-        raise InvalidInput(f"The model outputs shape {list(reference.shape)} but '{src.path}' declares "
-                           f"{src.num_classes} classes; pass the model that belongs to this artifact.")
+        raise InvalidInput(
+            f"The model outputs shape {list(reference.shape)} but '{src.path}' declares "
+            f"{src.num_classes} classes; pass the model that belongs to this artifact."
+        )
     return images, reference, desc
 
 
-def _record_parity(onnx_path: Path, reference: tuple | None, *, precision: str, parity_max_rel: float | None,
-                   batch_size: int | None) -> dict | None:
+def _record_parity(
+    onnx_path: Path, reference: tuple | None, *, precision: str, parity_max_rel: float | None, batch_size: int | None
+) -> dict | None:
     """Parity of the written graph against the torch outputs; ParityError when it computes something else."""
     if reference is None:
         return None
@@ -478,9 +574,12 @@ def _record_parity(onnx_path: Path, reference: tuple | None, *, precision: str, 
             f"{parity['max_abs']:.3g} = {100 * parity['max_rel']:.2g}% of the largest logit (limit "
             f"{100 * parity_max_rel:.2g}%), top-1 agreement {100 * parity['top1_agreement']:.0f}%. "
             "The exported graph is wrong; retry with --no-fold-bn / --no-simplify / another --opset "
-            "to find the step that breaks it.")
+            "to find the step that breaks it."
+        )
     if precision == "fp32" and not parity["within_atol"]:
-        warnings.warn(f"ONNX parity max abs error {parity['max_abs']:.3g} exceeds {PARITY_ATOL_FP32:g} "
-                      f"(logits up to {parity['reference_max_abs']:.3g}; {parity['max_rel']:.2g} relative).",
-                      stacklevel=4)
+        warnings.warn(
+            f"ONNX parity max abs error {parity['max_abs']:.3g} exceeds {PARITY_ATOL_FP32:g} "
+            f"(logits up to {parity['reference_max_abs']:.3g}; {parity['max_rel']:.2g} relative).",
+            stacklevel=4,
+        )
     return parity

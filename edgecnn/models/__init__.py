@@ -17,9 +17,21 @@ from .registry import ModelSpec, create_model, get_spec, list_models, register
 from .structure import apply_structure
 from .weights import imagenet_state_dict, load_into, read_state_dict
 
-__all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "register", "build_model",
-           "load_torch_model", "save_torch_artifact", "count_params", "count_macs", "architecture_of",
-           "torch_artifact", "unknown_layer"]
+__all__ = [
+    "ModelSpec",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "register",
+    "build_model",
+    "load_torch_model",
+    "save_torch_artifact",
+    "count_params",
+    "count_macs",
+    "architecture_of",
+    "torch_artifact",
+    "unknown_layer",
+]
 
 log = logging.getLogger("edgecnn")
 
@@ -42,15 +54,28 @@ def count_macs(model, input_shape: tuple[int, int, int]) -> int:
     return int(counter.get_total_flops() // 2)
 
 
-def architecture_of(name: str, *, num_classes: int, in_channels: int, input_size,
-                    structure: dict | None = None) -> dict:
+def architecture_of(
+    name: str, *, num_classes: int, in_channels: int, input_size, structure: dict | None = None
+) -> dict:
     h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    return {"name": name, "num_classes": int(num_classes), "in_channels": int(in_channels),
-            "input_size": [int(h), int(w)], "structure": structure or None}
+    return {
+        "name": name,
+        "num_classes": int(num_classes),
+        "in_channels": int(in_channels),
+        "input_size": [int(h), int(w)],
+        "structure": structure or None,
+    }
 
 
-def build_model(name: str, *, weights: str = "random", num_classes: int | None = None,
-                in_channels: int | None = None, input_size=None, warn_random: bool = True):
+def build_model(
+    name: str,
+    *,
+    weights: str = "random",
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    input_size=None,
+    warn_random: bool = True,
+):
     """Build ``name`` and load ``weights`` ('random', 'imagenet', a state_dict file or an artifact).
 
     Returns (model, info) where info records the weights source and anything adapted on load.
@@ -66,8 +91,9 @@ def build_model(name: str, *, weights: str = "random", num_classes: int | None =
     if is_artifact(weights):
         art = Artifact.load(weights, formats=("torch",))
         if art.model != name:
-            raise InvalidInput(f"Artifact '{weights}' holds {art.model}, not {name}; pass a {name} artifact or use "
-                               f"MODEL {art.model}.")
+            raise InvalidInput(
+                f"Artifact '{weights}' holds {art.model}, not {name}; pass a {name} artifact or use MODEL {art.model}."
+            )
         model = load_torch_model(art)
         info.update(parent=art, classes=art.classes)
         if num_classes is not None and num_classes != art.num_classes:
@@ -82,8 +108,9 @@ def build_model(name: str, *, weights: str = "random", num_classes: int | None =
     else:
         p = Path(weights)
         state, source = read_state_dict(p), f"'{p}'"
-    model = spec.build(num_classes=num_classes or _classes_in(state, spec) or 1000, in_channels=in_channels,
-                       input_size=input_size)
+    model = spec.build(
+        num_classes=num_classes or _classes_in(state, spec) or 1000, in_channels=in_channels, input_size=input_size
+    )
     info["report"] = load_into(model, spec, state, source=source)
     return model, info
 
@@ -131,24 +158,54 @@ def load_torch_model(artifact):
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0:3]
-        raise ArtifactError(f"{artifact.model_file} does not match its manifest's architecture "
-                            f"({' '.join(first)[:300]}); re-create the artifact.") from exc
+        raise ArtifactError(
+            f"{artifact.model_file} does not match its manifest's architecture "
+            f"({' '.join(first)[:300]}); re-create the artifact."
+        ) from exc
     model.eval()
     return model
 
 
-def save_torch_artifact(model, out, *, name: str, input_spec: dict, classes: list[str], stage: str,
-                        params: dict | None = None, parent=None, metrics: dict | None = None,
-                        structure: dict | None = None, precision: str = "fp32", extra: dict | None = None):
+def save_torch_artifact(
+    model,
+    out,
+    *,
+    name: str,
+    input_spec: dict,
+    classes: list[str],
+    stage: str,
+    params: dict | None = None,
+    parent=None,
+    metrics: dict | None = None,
+    structure: dict | None = None,
+    precision: str = "fp32",
+    extra: dict | None = None,
+):
     """Write ``model`` as a torch artifact: model.safetensors + manifest (architecture, structure, input)."""
-    arch = architecture_of(name, num_classes=len(classes), in_channels=input_spec["channels"],
-                           input_size=(input_spec["height"], input_spec["width"]), structure=structure)
+    arch = architecture_of(
+        name,
+        num_classes=len(classes),
+        in_channels=input_spec["channels"],
+        input_size=(input_spec["height"], input_spec["width"]),
+        structure=structure,
+    )
     shape = (input_spec["channels"], input_spec["height"], input_spec["width"])
     measured = {"params": count_params(model), "macs": count_macs(model, shape)}
     measured.update(metrics or {})
-    manifest = new_manifest(model=name, format="torch", file="model.safetensors", precision=precision,
-                            input=input_spec, classes=classes, stage=stage, params=params, parent=parent,
-                            architecture=arch, metrics=measured, extra=extra)
+    manifest = new_manifest(
+        model=name,
+        format="torch",
+        file="model.safetensors",
+        precision=precision,
+        input=input_spec,
+        classes=classes,
+        stage=stage,
+        params=params,
+        parent=parent,
+        architecture=arch,
+        metrics=measured,
+        extra=extra,
+    )
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
     def write(tmp: Path) -> None:
@@ -171,7 +228,16 @@ def describe_models(names=None, *, input_size=None, in_channels=None, num_classe
         classes = num_classes or (10 if spec.family == "lenet" else 1000)
         with torch.device("meta"):
             model = spec.build(num_classes=classes, in_channels=c, input_size=hw)
-        rows.append({"name": name, "family": spec.family, "input": [c, *hw], "classes": classes,
-                     "min_input": spec.min_input, "params": count_params(model), "macs": count_macs(model, (c, *hw)),
-                     "paper": spec.paper})
+        rows.append(
+            {
+                "name": name,
+                "family": spec.family,
+                "input": [c, *hw],
+                "classes": classes,
+                "min_input": spec.min_input,
+                "params": count_params(model),
+                "macs": count_macs(model, (c, *hw)),
+                "paper": spec.paper,
+            }
+        )
     return rows

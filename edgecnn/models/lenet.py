@@ -22,21 +22,21 @@ class LeNet5(nn.Module):
         super().__init__()
         h, w = input_size
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, kernel_size=5),   # C1
+            nn.Conv2d(in_channels, 6, kernel_size=5),  # C1
             nn.Tanh(),
-            nn.AvgPool2d(2),                            # S2
-            nn.Conv2d(6, 16, kernel_size=5),            # C3
+            nn.AvgPool2d(2),  # S2
+            nn.Conv2d(6, 16, kernel_size=5),  # C3
             nn.Tanh(),
-            nn.AvgPool2d(2),                            # S4
+            nn.AvgPool2d(2),  # S4
         )
         fh, fw = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(16 * fh * fw, 120),               # F5 (C5 in the paper: 5x5 conv over a 5x5 map)
+            nn.Linear(16 * fh * fw, 120),  # F5 (C5 in the paper: 5x5 conv over a 5x5 map)
             nn.Tanh(),
-            nn.Linear(120, 84),                         # F6
+            nn.Linear(120, 84),  # F6
             nn.Tanh(),
-            nn.Linear(84, num_classes),                 # output
+            nn.Linear(84, num_classes),  # output
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

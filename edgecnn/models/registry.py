@@ -28,15 +28,15 @@ class ModelSpec:
     name: str
     family: str
     builder: Callable
-    default_input: tuple[int, int, int]          # C, H, W
-    min_input: int                               # smallest square side the architecture accepts
+    default_input: tuple[int, int, int]  # C, H, W
+    min_input: int  # smallest square side the architecture accepts
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
-    crop_ratio: float = 0.875                    # resize side = crop / crop_ratio (256 -> 224)
-    classifier: str = "fc"                       # module path of the final classification layer
-    first_conv: str = "conv1"                    # module path of the stem convolution
-    torchvision: str | None = None               # torchvision builder name, if any
-    prune_ignore: tuple[str, ...] = ()           # module paths pruning must not touch (besides classifier)
+    crop_ratio: float = 0.875  # resize side = crop / crop_ratio (256 -> 224)
+    classifier: str = "fc"  # module path of the final classification layer
+    first_conv: str = "conv1"  # module path of the stem convolution
+    torchvision: str | None = None  # torchvision builder name, if any
+    prune_ignore: tuple[str, ...] = ()  # module paths pruning must not touch (besides classifier)
     paper: str = ""
     notes: str = ""
     extra_kwargs: dict = field(default_factory=dict)

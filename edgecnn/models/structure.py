@@ -55,8 +55,9 @@ def apply_structure(model: nn.Module, structure: dict) -> nn.Module:
             module.in_channels, module.out_channels = dims["in_channels"], dims["out_channels"]
             module.groups = dims["groups"]
             kh, kw = module.kernel_size
-            module.weight = nn.Parameter(torch.empty(dims["out_channels"], dims["in_channels"] // dims["groups"],
-                                                     kh, kw))
+            module.weight = nn.Parameter(
+                torch.empty(dims["out_channels"], dims["in_channels"] // dims["groups"], kh, kw)
+            )
             if module.bias is not None:
                 module.bias = nn.Parameter(torch.empty(dims["out_channels"]))
         elif isinstance(module, nn.BatchNorm2d):

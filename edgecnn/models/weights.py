@@ -29,17 +29,22 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read tensors from a .safetensors or torch-saved file without unpickling arbitrary objects."""
     path = Path(path)
     if not path.exists():
-        raise WeightsError(f"Weights file '{path}' does not exist; pass a .pth/.pt/.safetensors file, an artifact, "
-                           "'imagenet' or 'random'.")
+        raise WeightsError(
+            f"Weights file '{path}' does not exist; pass a .pth/.pt/.safetensors file, an artifact, "
+            "'imagenet' or 'random'."
+        )
     if path.is_dir():
-        raise WeightsError(f"'{path}' is a directory but not an edgecnn artifact (no manifest.json); pass a weights "
-                           "file or an artifact.")
+        raise WeightsError(
+            f"'{path}' is a directory but not an edgecnn artifact (no manifest.json); pass a weights "
+            "file or an artifact."
+        )
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise WeightsError(f"Cannot read weights file '{path}': not a valid safetensors file "
-                               f"({_short(exc)}).") from exc
+            raise WeightsError(
+                f"Cannot read weights file '{path}': not a valid safetensors file ({_short(exc)})."
+            ) from exc
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
@@ -51,8 +56,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 f"Weights file '{path}' holds pickled Python objects{what}, which edgecnn refuses to unpickle; "
                 "save model.state_dict() (torch.save) or a .safetensors file instead."
             ) from exc
-        raise WeightsError(f"Cannot read weights file '{path}': not a torch state_dict or a damaged file "
-                           f"({_detail(exc)}).") from exc
+        raise WeightsError(
+            f"Cannot read weights file '{path}': not a torch state_dict or a damaged file ({_detail(exc)})."
+        ) from exc
     return _unwrap(obj, path)
 
 
@@ -67,7 +73,7 @@ def _detail(exc: Exception) -> str:
 
 
 def _short(exc: Exception) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()   # torch colours parts of its messages
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours parts of its messages
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
@@ -82,15 +88,17 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     # DDP / torch.compile prefixes
     for prefix in ("module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
+            obj = {k[len(prefix) :]: v for k, v in obj.items()}
     return obj
 
 
 def imagenet_cache_file(spec: ModelSpec) -> tuple[Path, str]:
     """(path in torch hub's checkpoint cache, download URL) of ``spec``'s published ImageNet weights."""
     if spec.torchvision is None:
-        raise WeightsError(f"{spec.name} has no published ImageNet weights; pass --weights FILE, an artifact, or "
-                           "'random' and train it.")
+        raise WeightsError(
+            f"{spec.name} has no published ImageNet weights; pass --weights FILE, an artifact, or "
+            "'random' and train it."
+        )
     url = torchvision.models.get_model_weights(spec.torchvision).DEFAULT.url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
 
@@ -105,8 +113,9 @@ def imagenet_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
         match = torch.hub.HASH_REGEX.search(cached.name)
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1) if match else None,
-                                           progress=True)
+            torch.hub.download_url_to_file(
+                url, str(cached), hash_prefix=match.group(1) if match else None, progress=True
+            )
         except Exception as exc:  # URLError, socket errors, HTTP errors, hash mismatch
             raise WeightsError(
                 f"Could not download ImageNet weights for {spec.name} ({_short(exc)}). If this machine is offline, "
@@ -140,8 +149,13 @@ def load_into(model: nn.Module, spec: ModelSpec, state: dict[str, torch.Tensor],
     if aux:
         report["ignored"].append(f"{len(aux)} auxiliary-classifier tensors (aux1/aux2)")
     stem_w = f"{spec.first_conv}.weight"
-    if stem_w in state and stem_w in own and state[stem_w].shape != own[stem_w].shape \
-            and state[stem_w].shape[0] == own[stem_w].shape[0] and state[stem_w].shape[2:] == own[stem_w].shape[2:]:
+    if (
+        stem_w in state
+        and stem_w in own
+        and state[stem_w].shape != own[stem_w].shape
+        and state[stem_w].shape[0] == own[stem_w].shape[0]
+        and state[stem_w].shape[2:] == own[stem_w].shape[2:]
+    ):
         state[stem_w] = adapt_stem(state[stem_w], own[stem_w].shape[1])
         report["adapted"].append(f"{stem_w}: {state[stem_w].shape[1]} input channels from the file's 3")
     head = spec.classifier + "."
@@ -151,11 +165,15 @@ def load_into(model: nn.Module, spec: ModelSpec, state: dict[str, torch.Tensor],
         for k in head_keys:
             state.pop(k, None)
         report["reinitialised"].append(
-            f"{spec.classifier} (classifier re-initialised for {_out_features(model, spec)} classes)")
+            f"{spec.classifier} (classifier re-initialised for {_out_features(model, spec)} classes)"
+        )
     missing = [k for k in own if k not in state and not (head_mismatch and k.startswith(head))]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
-              for k in state if k in own and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
+        for k in state
+        if k in own and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if shapes:

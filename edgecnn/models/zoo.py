@@ -37,8 +37,17 @@ def replace_stem(model: nn.Module, first_conv: str, in_channels: int) -> nn.Modu
         raise TypeError(f"{first_conv} is {type(conv).__name__}, expected Conv2d")
     if conv.in_channels == in_channels:
         return model
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+    )
     _set(model, first_conv, new)
     return model
 
@@ -48,8 +57,17 @@ def _tv_builder(tv_name: str, first_conv: str, extra: dict, *, num_classes: int,
     return replace_stem(model, first_conv, in_channels)
 
 
-def _register_tv(name: str, family: str, min_input: int, classifier: str, first_conv: str, paper: str,
-                 extra: dict | None = None, prune_ignore: tuple[str, ...] = (), notes: str = "") -> None:
+def _register_tv(
+    name: str,
+    family: str,
+    min_input: int,
+    classifier: str,
+    first_conv: str,
+    paper: str,
+    extra: dict | None = None,
+    prune_ignore: tuple[str, ...] = (),
+    notes: str = "",
+) -> None:
     extra = dict(extra or {})
     register(
         ModelSpec(
@@ -68,17 +86,42 @@ def _register_tv(name: str, family: str, min_input: int, classifier: str, first_
     )
 
 
-_register_tv("alexnet", "alexnet", 63, "classifier.6", "features.0",
-             "Krizhevsky, Sutskever, Hinton 2012 (torchvision: one-GPU variant, Krizhevsky 2014)")
+_register_tv(
+    "alexnet",
+    "alexnet",
+    63,
+    "classifier.6",
+    "features.0",
+    "Krizhevsky, Sutskever, Hinton 2012 (torchvision: one-GPU variant, Krizhevsky 2014)",
+)
 for _depth in (11, 13, 16, 19):
     for _bn in ("", "_bn"):
-        _register_tv(f"vgg{_depth}{_bn}", "vgg", 32, "classifier.6", "features.0",
-                     "Simonyan, Zisserman 2015" + (" (+BatchNorm)" if _bn else ""))
-_register_tv("googlenet", "googlenet", 15, "fc", "conv1.conv", "Szegedy et al. 2015 (Inception v1, BN variant)",
-             extra={"aux_logits": False, "transform_input": False, "init_weights": True},
-             notes="inference configuration: auxiliary classifiers dropped, as torchvision's published weights")
+        _register_tv(
+            f"vgg{_depth}{_bn}",
+            "vgg",
+            32,
+            "classifier.6",
+            "features.0",
+            "Simonyan, Zisserman 2015" + (" (+BatchNorm)" if _bn else ""),
+        )
+_register_tv(
+    "googlenet",
+    "googlenet",
+    15,
+    "fc",
+    "conv1.conv",
+    "Szegedy et al. 2015 (Inception v1, BN variant)",
+    extra={"aux_logits": False, "transform_input": False, "init_weights": True},
+    notes="inference configuration: auxiliary classifiers dropped, as torchvision's published weights",
+)
 for _depth in (18, 34, 50, 101, 152):
     _register_tv(f"resnet{_depth}", "resnet", 1, "fc", "conv1", "He, Zhang, Ren, Sun 2016")
 for _depth in (121, 161, 169, 201):
-    _register_tv(f"densenet{_depth}", "densenet", 29, "classifier", "features.conv0",
-                 "Huang, Liu, van der Maaten, Weinberger 2017")
+    _register_tv(
+        f"densenet{_depth}",
+        "densenet",
+        29,
+        "classifier",
+        "features.conv0",
+        "Huang, Liu, van der Maaten, Weinberger 2017",
+    )

@@ -67,8 +67,10 @@ def open_runner(artifact, *, device: str = "cpu", threads: int | None = None, **
         artifact = Artifact.load(artifact)
     target = _RUNNERS.get(artifact.format)
     if target is None:
-        raise ArtifactError(f"'{artifact.path}' is a {artifact.format} artifact, which cannot be run directly; "
-                            "pass a torch, onnx or engine artifact.")
+        raise ArtifactError(
+            f"'{artifact.path}' is a {artifact.format} artifact, which cannot be run directly; "
+            "pass a torch, onnx or engine artifact."
+        )
     module, _, cls = target.partition(":")
     runner_cls = getattr(importlib.import_module(module), cls)
     return runner_cls(artifact, device=device, threads=threads, **options)

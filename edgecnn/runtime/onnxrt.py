@@ -28,8 +28,14 @@ def ort_version() -> str:
     return _ort().__version__
 
 
-def session_options(*, threads: int | None = None, inter_threads: int = 1, opt_level: str = "all",
-                    spinning: bool | None = None, sequential: bool = True):
+def session_options(
+    *,
+    threads: int | None = None,
+    inter_threads: int = 1,
+    opt_level: str = "all",
+    spinning: bool | None = None,
+    sequential: bool = True,
+):
     """SessionOptions with every knob that matters for latency set explicitly.
 
     ``threads`` None keeps ONNX Runtime's default (one per physical core). ``spinning`` None keeps its
@@ -75,20 +81,29 @@ def resolve_providers(device: str = "cpu", providers: list | None = None) -> lis
         raise MissingDependency(
             f"onnxruntime {ort.__version__} here has no {missing[0]} (available: {', '.join(available)}); "
             "install onnxruntime-gpu (pip uninstall -y onnxruntime && pip install onnxruntime-gpu) on a machine "
-            "with a CUDA GPU, or use --device cpu.")
+            "with a CUDA GPU, or use --device cpu."
+        )
     return [(p, {"device_id": device_id}) for p in wanted[kind]] + ["CPUExecutionProvider"]
 
 
-def create_session(model, *, threads: int | None = None, inter_threads: int = 1, opt_level: str = "all",
-                   spinning: bool | None = False, device: str = "cpu", providers: list | None = None,
-                   expected_sha256: str | None = None):
+def create_session(
+    model,
+    *,
+    threads: int | None = None,
+    inter_threads: int = 1,
+    opt_level: str = "all",
+    spinning: bool | None = False,
+    device: str = "cpu",
+    providers: list | None = None,
+    expected_sha256: str | None = None,
+):
     """The one ONNX Runtime session factory: an InferenceSession for ``model`` (a path or an in-memory
     ModelProto). A file ONNX Runtime cannot load becomes an ArtifactError that says whether it is
     truncated/modified (sha256 differs from the manifest) or simply not a usable ONNX model."""
     ort = _ort()
     so = session_options(threads=threads, inter_threads=inter_threads, opt_level=opt_level, spinning=spinning)
     chosen = resolve_providers(device, providers)
-    if hasattr(model, "SerializeToString"):   # an in-memory graph (a variant being measured, not a user's file)
+    if hasattr(model, "SerializeToString"):  # an in-memory graph (a variant being measured, not a user's file)
         return ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=chosen)
     path = Path(model)
     if not path.is_file():
@@ -102,10 +117,13 @@ def create_session(model, *, threads: int | None = None, inter_threads: int = 1,
         detail = (text[0] if text else type(exc).__name__)[:300]
         hint = "it is not a valid ONNX model"
         if expected_sha256 is not None and sha256_file(path) != expected_sha256:
-            hint = ("the file does not match the sha256 recorded in manifest.json, so it was truncated, "
-                    "corrupted or modified after export")
-        raise ArtifactError(f"ONNX Runtime cannot load '{path}' ({detail}): {hint}; "
-                            "re-create it with 'edgecnn export'.") from exc
+            hint = (
+                "the file does not match the sha256 recorded in manifest.json, so it was truncated, "
+                "corrupted or modified after export"
+            )
+        raise ArtifactError(
+            f"ONNX Runtime cannot load '{path}' ({detail}): {hint}; re-create it with 'edgecnn export'."
+        ) from exc
 
 
 def run_batches(session, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -116,11 +134,11 @@ def run_batches(session, images: np.ndarray, batch_size: int = 64) -> np.ndarray
     bs = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
     outs = []
     for i in range(0, len(images), bs):
-        x = images[i:i + bs]
+        x = images[i : i + bs]
         x = np.ascontiguousarray(x, dtype=np.float16 if x.dtype == np.float16 else np.float32)
         if len(x) < bs and isinstance(fixed, int) and fixed > 0:
             pad = np.zeros((bs - len(x),) + x.shape[1:], x.dtype)
-            outs.append(session.run(None, {inp.name: np.concatenate([x, pad])})[0][:len(x)])
+            outs.append(session.run(None, {inp.name: np.concatenate([x, pad])})[0][: len(x)])
         else:
             outs.append(session.run(None, {inp.name: x})[0])
     return np.concatenate(outs)
@@ -147,8 +165,10 @@ class OrtRunner(Runner):
     def _load(self) -> None:
         art = self.artifact
         if art.format != "onnx":
-            raise ArtifactError(f"'{art.path}' is a {art.format} artifact; ONNX Runtime runs onnx artifacts - make "
-                                f"one with 'edgecnn export {art.path} --out DIR'.")
+            raise ArtifactError(
+                f"'{art.path}' is a {art.format} artifact; ONNX Runtime runs onnx artifacts - make "
+                f"one with 'edgecnn export {art.path} --out DIR'."
+            )
         opts = dict(self.options)
         self.inter_threads = int(opts.pop("inter_threads", 1))
         self.opt_level = str(opts.pop("opt_level", "all"))
@@ -160,19 +180,30 @@ class OrtRunner(Runner):
         ort = _ort()
         if verify:  # a truncated or bit-flipped file may still parse; the manifest's sha256 catches it
             art.verify()
-        self.session = create_session(art.model_file, threads=self.threads, inter_threads=self.inter_threads,
-                                      opt_level=self.opt_level, spinning=self.spinning, device=self.device,
-                                      providers=providers, expected_sha256=None if verify else art.sha256)
+        self.session = create_session(
+            art.model_file,
+            threads=self.threads,
+            inter_threads=self.inter_threads,
+            opt_level=self.opt_level,
+            spinning=self.spinning,
+            device=self.device,
+            providers=providers,
+            expected_sha256=None if verify else art.sha256,
+        )
         self.version = ort.__version__
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
-            raise ArtifactError(f"'{art.model_file}' has {len(inputs)} inputs; edgecnn runs single-input "
-                                "classifiers - re-create it with 'edgecnn export'.")
+            raise ArtifactError(
+                f"'{art.model_file}' has {len(inputs)} inputs; edgecnn runs single-input "
+                "classifiers - re-create it with 'edgecnn export'."
+            )
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         shape = list(inputs[0].shape)
         if len(shape) != 4:
-            raise ArtifactError(f"'{art.model_file}' takes a {len(shape)}-D input {shape}, not an N,C,H,W image batch; "
-                                "re-create it with 'edgecnn export'.")
+            raise ArtifactError(
+                f"'{art.model_file}' takes a {len(shape)}-D input {shape}, not an N,C,H,W image batch; "
+                "re-create it with 'edgecnn export'."
+            )
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         self.image_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:])
         self.providers = self.session.get_providers()
@@ -181,8 +212,10 @@ class OrtRunner(Runner):
     def description(self) -> str:
         threads = self.threads or "default"
         spin = {None: "", True: ", spinning", False: ", no spinning"}[self.spinning]
-        return (f"onnxruntime {self.version} {self.providers[0]} (intra {threads}, inter {self.inter_threads}, "
-                f"opt {self.opt_level}{spin})")
+        return (
+            f"onnxruntime {self.version} {self.providers[0]} (intra {threads}, inter {self.inter_threads}, "
+            f"opt {self.opt_level}{spin})"
+        )
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if self.session is None:
@@ -190,19 +223,24 @@ class OrtRunner(Runner):
         batch = np.asarray(batch)
         want = "x".join("?" if d is None else str(d) for d in self.image_shape)
         if batch.ndim != 4:
-            raise InvalidInput(f"'{self.artifact.path}' takes a batch of images (N, C, H, W) with C,H,W = {want}; "
-                               f"got an array of shape {tuple(batch.shape)}.")
+            raise InvalidInput(
+                f"'{self.artifact.path}' takes a batch of images (N, C, H, W) with C,H,W = {want}; "
+                f"got an array of shape {tuple(batch.shape)}."
+            )
         if any(d is not None and d != b for d, b in zip(self.image_shape, batch.shape[1:])):
-            raise InvalidInput(f"'{self.artifact.path}' takes images of C,H,W = {want} (its manifest's input spec); "
-                               f"got {'x'.join(map(str, batch.shape[1:]))}. Preprocess with the artifact's input spec.")
+            raise InvalidInput(
+                f"'{self.artifact.path}' takes images of C,H,W = {want} (its manifest's input spec); "
+                f"got {'x'.join(map(str, batch.shape[1:]))}. Preprocess with the artifact's input spec."
+            )
         if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
-            raise InvalidInput(f"'{self.artifact.path}' was exported with a fixed batch size of {self.fixed_batch}, "
-                               f"so it cannot run a batch of {batch.shape[0]}; use batch size {self.fixed_batch} "
-                               f"(--batch-size {self.fixed_batch}) or re-export with a dynamic batch "
-                               "(edgecnn export --dynamic-batch).")
+            raise InvalidInput(
+                f"'{self.artifact.path}' was exported with a fixed batch size of {self.fixed_batch}, "
+                f"so it cannot run a batch of {batch.shape[0]}; use batch size {self.fixed_batch} "
+                f"(--batch-size {self.fixed_batch}) or re-export with a dynamic batch "
+                "(edgecnn export --dynamic-batch)."
+            )
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
     def close(self) -> None:
         self.session = None
-

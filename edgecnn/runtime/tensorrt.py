@@ -66,8 +66,12 @@ def trt_family(version: str) -> str:
     return "11"
 
 
-FAMILY_RANGES = {"8.0": ((8, 0), (8, 3)), "8.4": ((8, 4), (8, 6)), "10": ((9, 0), (10, 999)),
-                 "11": ((11, 0), (11, 999))}
+FAMILY_RANGES = {
+    "8.0": ((8, 0), (8, 3)),
+    "8.4": ((8, 4), (8, 6)),
+    "10": ((9, 0), (10, 999)),
+    "11": ((11, 0), (11, 999)),
+}
 
 
 def families_in_range(lo: tuple[int, int], hi: tuple[int, int]) -> list[str]:
@@ -96,17 +100,17 @@ class EngineRequest(Options):
 class EngineOptions:
     """Everything that decides an engine, independent of how it is built (Python API or trtexec)."""
 
-    precision: str                            # fp32 | fp16 | int8 (Q/DQ model)
+    precision: str  # fp32 | fp16 | int8 (Q/DQ model)
     input_name: str
     input_chw: tuple[int, int, int]
-    batch: tuple[int, int, int] | None        # (min, opt, max); None = the ONNX has a fixed batch
-    static_batch: int = 1                     # the ONNX's fixed batch when batch is None
+    batch: tuple[int, int, int] | None  # (min, opt, max); None = the ONNX has a fixed batch
+    static_batch: int = 1  # the ONNX's fixed batch when batch is None
     dla_core: int | None = None
     gpu_fallback: bool = False
     workspace_mb: int = 1024
     timing_cache: str | None = None
-    fp16_fallback: bool = True                # INT8 builds: let non-quantized layers run in FP16
-    model_is_fp16: bool = False               # the ONNX itself carries FP16 tensors
+    fp16_fallback: bool = True  # INT8 builds: let non-quantized layers run in FP16
+    model_is_fp16: bool = False  # the ONNX itself carries FP16 tensors
 
     def shape(self, n: int) -> str:
         return "x".join(str(d) for d in (n, *self.input_chw))
@@ -119,8 +123,9 @@ class EngineOptions:
         return asdict(self)
 
 
-def trtexec_args(opts: EngineOptions, version: str, *, onnx: str = "model.onnx",
-                 engine: str = ENGINE_FILE) -> list[str]:
+def trtexec_args(
+    opts: EngineOptions, version: str, *, onnx: str = "model.onnx", engine: str = ENGINE_FILE
+) -> list[str]:
     """trtexec arguments that build ``opts`` on TensorRT ``version``.
 
     8.0-8.3: --explicitBatch, --workspace=MiB. 8.4-8.6: --memPoolSize=workspace:MiB (--workspace is
@@ -137,22 +142,27 @@ def trtexec_args(opts: EngineOptions, version: str, *, onnx: str = "model.onnx",
         if opts.precision == "fp32":
             args.append("--noTF32")
     elif opts.precision == "fp32":
-        args.append("--noTF32")        # keep FP32 engines FP32 (TF32 is on by default on Ampere and newer)
+        args.append("--noTF32")  # keep FP32 engines FP32 (TF32 is on by default on Ampere and newer)
     elif opts.precision == "fp16":
         args.append("--fp16")
     elif opts.precision == "int8":
-        args.append("--int8")          # explicit quantization: scales come from the Q/DQ nodes, no calibrator
+        args.append("--int8")  # explicit quantization: scales come from the Q/DQ nodes, no calibrator
         if opts.fp16_fallback:
             args.append("--fp16")
     if opts.batch:
         lo, opt, hi = (opts.batch[1],) * 3 if opts.dla_core is not None else opts.batch
         name = opts.input_name
-        args += [f"--minShapes={name}:{opts.shape(lo)}", f"--optShapes={name}:{opts.shape(opt)}",
-                 f"--maxShapes={name}:{opts.shape(hi)}"]
+        args += [
+            f"--minShapes={name}:{opts.shape(lo)}",
+            f"--optShapes={name}:{opts.shape(opt)}",
+            f"--maxShapes={name}:{opts.shape(hi)}",
+        ]
     if opts.dla_core is not None:
         if fam == "11":
-            raise InvalidInput("DLA is not supported by TensorRT 11 (10.7 is the last DLA-capable release for "
-                               "JetPack); build for the GPU or use TensorRT 10.")
+            raise InvalidInput(
+                "DLA is not supported by TensorRT 11 (10.7 is the last DLA-capable release for "
+                "JetPack); build for the GPU or use TensorRT 10."
+            )
         args.append(f"--useDLACore={opts.dla_core}")
         if opts.gpu_fallback:
             args.append("--allowGPUFallback")
@@ -161,16 +171,28 @@ def trtexec_args(opts: EngineOptions, version: str, *, onnx: str = "model.onnx",
     return args
 
 
-def plan_engine(src, profile, *, precision: str | None = None, batch: tuple[int, int, int] | None = None,
-                dla_core: int | None = None, gpu_fallback: bool = False, workspace_gb: float | None = None,
-                timing_cache: str | None = None) -> EngineOptions:
+def plan_engine(
+    src,
+    profile,
+    *,
+    precision: str | None = None,
+    batch: tuple[int, int, int] | None = None,
+    dla_core: int | None = None,
+    gpu_fallback: bool = False,
+    workspace_gb: float | None = None,
+    timing_cache: str | None = None,
+) -> EngineOptions:
     """Validate a build request against the model and the device; raise InvalidInput naming the fix
     (OptionError for options that contradict each other whatever the model)."""
-    req = EngineRequest().merged(dict(precision=precision, batch=batch, dla_core=dla_core, gpu_fallback=gpu_fallback,
-                                      workspace_gb=workspace_gb), where="build")
+    req = EngineRequest().merged(
+        dict(precision=precision, batch=batch, dla_core=dla_core, gpu_fallback=gpu_fallback, workspace_gb=workspace_gb),
+        where="build",
+    )
     if not profile.uses_tensorrt:
-        raise InvalidInput(f"{profile.name} runs {profile.runtime}, not TensorRT; pick a TensorRT device "
-                           "(see 'edgecnn devices') or deploy with --target cpu.")
+        raise InvalidInput(
+            f"{profile.name} runs {profile.runtime}, not TensorRT; pick a TensorRT device "
+            "(see 'edgecnn devices') or deploy with --target cpu."
+        )
     info = describe_onnx(src.model_file)
     precision = _engine_precision(src, profile, req.precision, info)
     profile.check_dla_core(dla_core)
@@ -182,20 +204,32 @@ def plan_engine(src, profile, *, precision: str | None = None, batch: tuple[int,
         if not 1 <= lo <= opt <= hi:
             raise InvalidInput(f"--batch {lo},{opt},{hi}: need 1 <= MIN <= OPT <= MAX.")
         if not dynamic:
-            raise InvalidInput(f"'{src.path}' has a fixed batch of {info['batch']}; re-export it with a dynamic batch "
-                               "to use --batch (edgecnn export keeps the batch dynamic by default).")
+            raise InvalidInput(
+                f"'{src.path}' has a fixed batch of {info['batch']}; re-export it with a dynamic batch "
+                "to use --batch (edgecnn export keeps the batch dynamic by default)."
+            )
         if dla_core is not None and not lo == opt == hi:
             raise InvalidInput("DLA needs static shapes; pass --batch N,N,N (min = opt = max) with --dla-core.")
     elif dynamic:
         batch = (1, 1, 1) if dla_core is not None else (1, 1, 16)
     ws = workspace_gb if workspace_gb is not None else (profile.default_workspace_gb or 1.0)
     if ws > profile.memory_gb:
-        raise InvalidInput(f"--workspace {ws} GB exceeds {profile.name}'s {profile.memory_gb:g} GB of memory; "
-                           "use less.")
-    return EngineOptions(precision=precision, input_name=info["input_name"], input_chw=tuple(info["input_chw"]),
-                         batch=batch if dynamic else None, static_batch=int(info["batch"] or 1), dla_core=dla_core,
-                         gpu_fallback=gpu_fallback, workspace_mb=int(round(ws * 1024)), timing_cache=timing_cache,
-                         fp16_fallback=profile.supports("fp16"), model_is_fp16=info["fp16"])
+        raise InvalidInput(
+            f"--workspace {ws} GB exceeds {profile.name}'s {profile.memory_gb:g} GB of memory; use less."
+        )
+    return EngineOptions(
+        precision=precision,
+        input_name=info["input_name"],
+        input_chw=tuple(info["input_chw"]),
+        batch=batch if dynamic else None,
+        static_batch=int(info["batch"] or 1),
+        dla_core=dla_core,
+        gpu_fallback=gpu_fallback,
+        workspace_mb=int(round(ws * 1024)),
+        timing_cache=timing_cache,
+        fp16_fallback=profile.supports("fp16"),
+        model_is_fp16=info["fp16"],
+    )
 
 
 def _engine_precision(src, profile, requested: str | None, info: dict) -> str:
@@ -203,9 +237,11 @@ def _engine_precision(src, profile, requested: str | None, info: dict) -> str:
     precision = requested or src.precision
     profile.check_precision(precision)
     if precision == "int8" and not info["qdq"]:
-        raise InvalidInput(f"INT8 needs a Q/DQ-quantized model, but '{src.path}' has no QuantizeLinear/"
-                           "DequantizeLinear nodes; quantize it first ('edgecnn quantize') - edgecnn does not use "
-                           "implicit calibration.")
+        raise InvalidInput(
+            f"INT8 needs a Q/DQ-quantized model, but '{src.path}' has no QuantizeLinear/"
+            "DequantizeLinear nodes; quantize it first ('edgecnn quantize') - edgecnn does not use "
+            "implicit calibration."
+        )
     if info["qdq"] and precision != "int8":
         raise InvalidInput(f"'{src.path}' is a Q/DQ (INT8) model; build it with --int8 (or deploy the FP32 model).")
     if src.precision == "fp16" and precision == "fp32":
@@ -228,15 +264,18 @@ def import_tensorrt(purpose: str):
 def local_gpu() -> dict:
     """{'gpu': name, 'compute_capability': 'M.m', 'index': i} of the current CUDA device, or MissingDependency."""
     if not torch.cuda.is_available():
-        raise MissingDependency("TensorRT needs an NVIDIA GPU with a working CUDA driver, and torch sees none here; "
-                                "run this on the target machine, or deploy a bundle (edgecnn deploy) and build there.")
+        raise MissingDependency(
+            "TensorRT needs an NVIDIA GPU with a working CUDA driver, and torch sees none here; "
+            "run this on the target machine, or deploy a bundle (edgecnn deploy) and build there."
+        )
     idx = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(idx)
     return {"gpu": torch.cuda.get_device_name(idx), "compute_capability": f"{major}.{minor}", "index": idx}
 
 
-def check_engine_compatible(meta: dict, *, trt_version: str, compute_capability: str | None, gpu: str | None = None,
-                            where: str = "engine") -> None:
+def check_engine_compatible(
+    meta: dict, *, trt_version: str, compute_capability: str | None, gpu: str | None = None, where: str = "engine"
+) -> None:
     """Raise DeviceMismatch unless the engine described by ``meta`` (manifest['tensorrt']) loads here.
 
     A plan only deserializes in the TensorRT version that built it (same major.minor.patch.build) and on
@@ -244,21 +283,24 @@ def check_engine_compatible(meta: dict, *, trt_version: str, compute_capability:
     """
     built = str(meta.get("version") or "")
     if not built:
-        raise ArtifactError(f"{where} does not record the TensorRT version that built it; rebuild it with "
-                            "'edgecnn build'.")
+        raise ArtifactError(
+            f"{where} does not record the TensorRT version that built it; rebuild it with 'edgecnn build'."
+        )
     a, b = trt_version_tuple(built), trt_version_tuple(trt_version)
     n = min(len(a), len(b))
     if a[:n] != b[:n]:
         raise DeviceMismatch(
             f"{where} was built with TensorRT {built} but this machine has TensorRT {trt_version}; engines only "
             f"load in the TensorRT version that built them - rebuild it here with 'edgecnn build' from its ONNX "
-            "parent.")
+            "parent."
+        )
     want = meta.get("compute_capability")
     if want and compute_capability and want != compute_capability:
         raise DeviceMismatch(
             f"{where} was built for compute capability {want} ({meta.get('gpu') or 'unknown GPU'}) but this GPU is "
             f"{gpu or 'a GPU'} with compute capability {compute_capability}; rebuild it on this machine with "
-            "'edgecnn build'.")
+            "'edgecnn build'."
+        )
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -285,6 +327,7 @@ class _Logger:
 
 def _progress_monitor(trt):
     """tqdm bars for TensorRT's top-level build phases (IProgressMonitor exists from TensorRT 10)."""
+
     class Monitor(trt.IProgressMonitor):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
@@ -299,7 +342,7 @@ def _progress_monitor(trt):
             if bar is not None:
                 bar.n = step + 1
                 bar.refresh()
-            return True                        # False would cancel the build
+            return True  # False would cancel the build
 
         def phase_finish(self, phase_name):
             bar = self.bars.pop(phase_name, None)
@@ -309,8 +352,9 @@ def _progress_monitor(trt):
     return Monitor()
 
 
-def serialize_network(trt, onnx_path: Path, opts: EngineOptions, *, cache: bytes = b"",
-                      progress: bool = False) -> tuple[bytes, bytes]:
+def serialize_network(
+    trt, onnx_path: Path, opts: EngineOptions, *, cache: bytes = b"", progress: bool = False
+) -> tuple[bytes, bytes]:
     """Parse ``onnx_path`` and build a serialized plan with the TensorRT Python API: (plan, timing cache)."""
     major = trt_version_tuple(trt.__version__)[0]
     logger = _Logger(trt)
@@ -329,19 +373,21 @@ def serialize_network(trt, onnx_path: Path, opts: EngineOptions, *, cache: bytes
         ok = parser.parse(Path(onnx_path).read_bytes(), str(onnx_path))
     if not ok:
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "; ".join(logger.errors)
-        raise InvalidInput(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errs[:500]} - run 'edgecnn doctor' "
-                           "for the unsupported ops.")
+        raise InvalidInput(
+            f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errs[:500]} - run 'edgecnn doctor' "
+            "for the unsupported ops."
+        )
     config = builder.create_builder_config()
     workspace = int(opts.workspace_mb) << 20
-    if hasattr(config, "set_memory_pool_limit"):          # 8.4+
+    if hasattr(config, "set_memory_pool_limit"):  # 8.4+
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    else:                                                  # 8.0-8.3
+    else:  # 8.0-8.3
         config.max_workspace_size = workspace
-    if major < 11:                                         # 11.x: strongly typed, no precision flags
+    if major < 11:  # 11.x: strongly typed, no precision flags
         if opts.precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
         elif opts.precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)          # Q/DQ scales; no IInt8Calibrator is ever set
+            config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ scales; no IInt8Calibrator is ever set
             if opts.fp16_fallback:
                 config.set_flag(trt.BuilderFlag.FP16)
     if opts.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
@@ -359,8 +405,10 @@ def serialize_network(trt, onnx_path: Path, opts: EngineOptions, *, cache: bytes
     config.set_timing_cache(timing, False)
     if opts.dla_core is not None:
         if builder.num_DLA_cores <= opts.dla_core:
-            raise DeviceMismatch(f"This machine has {builder.num_DLA_cores} DLA core(s); --dla-core {opts.dla_core} "
-                                 "is not one of them - build on the device the profile describes.")
+            raise DeviceMismatch(
+                f"This machine has {builder.num_DLA_cores} DLA core(s); --dla-core {opts.dla_core} "
+                "is not one of them - build on the device the profile describes."
+            )
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(opts.dla_core)
         if opts.gpu_fallback:
@@ -382,16 +430,28 @@ def _fp16_onnx_for_strong_typing(onnx_path: Path, tmp: Path) -> Path:
     except ImportError as exc:
         raise MissingDependency(
             f"TensorRT 11 builds strongly typed networks only, so FP16 needs an FP16 ONNX; ModelOpt converts it "
-            f"({exc}): pip install nvidia-modelopt[onnx] - or deploy an FP16 ONNX.") from exc
+            f"({exc}): pip install nvidia-modelopt[onnx] - or deploy an FP16 ONNX."
+        ) from exc
     model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True)
     out = tmp / "model_fp16.onnx"
     onnx.save(model, str(out))
     return out
 
 
-def build_engine(src, out, *, device: str, precision: str | None = None, batch: tuple[int, int, int] | None = None,
-                 dla_core: int | None = None, gpu_fallback: bool = False, timing_cache: str | Path | None = None,
-                 workspace_gb: float | None = None, preflight: bool = True, progress: bool = True):
+def build_engine(
+    src,
+    out,
+    *,
+    device: str,
+    precision: str | None = None,
+    batch: tuple[int, int, int] | None = None,
+    dla_core: int | None = None,
+    gpu_fallback: bool = False,
+    timing_cache: str | Path | None = None,
+    workspace_gb: float | None = None,
+    preflight: bool = True,
+    progress: bool = True,
+):
     """The build stage: ONNX artifact -> TensorRT engine artifact (raw plan + manifest) for ``device``.
 
     The engine only runs on this machine's GPU model and TensorRT version, so the machine must match the
@@ -404,15 +464,27 @@ def build_engine(src, out, *, device: str, precision: str | None = None, batch: 
     if not isinstance(src, Artifact):
         src = Artifact.load(src, formats=("onnx",))
     elif src.format != "onnx":
-        raise ArtifactError(f"'{src.path}' is a {src.format} artifact; 'edgecnn build' takes an ONNX artifact "
-                            "(make one with 'edgecnn export').")
+        raise ArtifactError(
+            f"'{src.path}' is a {src.format} artifact; 'edgecnn build' takes an ONNX artifact "
+            "(make one with 'edgecnn export')."
+        )
     cache_path = Path(timing_cache) if timing_cache else None
-    opts = plan_engine(src, profile, precision=precision, batch=batch, dla_core=dla_core, gpu_fallback=gpu_fallback,
-                       workspace_gb=workspace_gb, timing_cache=str(cache_path) if cache_path else None)
+    opts = plan_engine(
+        src,
+        profile,
+        precision=precision,
+        batch=batch,
+        dla_core=dla_core,
+        gpu_fallback=gpu_fallback,
+        workspace_gb=workspace_gb,
+        timing_cache=str(cache_path) if cache_path else None,
+    )
     trt = import_tensorrt("building engines (edgecnn build)")
     if not profile.trt_in_range(trt.__version__):
-        raise DeviceMismatch(f"TensorRT {trt.__version__} is outside what {profile.name} ships "
-                             f"({profile.trt_range_text}); install a TensorRT in that range or edit the profile.")
+        raise DeviceMismatch(
+            f"TensorRT {trt.__version__} is outside what {profile.name} ships "
+            f"({profile.trt_range_text}); install a TensorRT in that range or edit the profile."
+        )
     if preflight:
         report = diagnose(src, profile.name, tensorrt=trt.__version__, dla_core=dla_core, precision=opts.precision)
         report.require_buildable(gpu_fallback=gpu_fallback, source=src.path)
@@ -421,25 +493,54 @@ def build_engine(src, out, *, device: str, precision: str | None = None, batch: 
         raise DeviceMismatch(
             f"This GPU ({gpu['gpu']}, compute capability {gpu['compute_capability']}) is not a {profile.name} "
             f"(compute capability {', '.join(profile.compute_capability)}); an engine only runs on the GPU it was "
-            f"built on - build on the device itself (see 'edgecnn deploy') or pass a matching --device.")
+            f"built on - build on the device itself (see 'edgecnn deploy') or pass a matching --device."
+        )
     cache_in = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     onnx_path = src.model_file
     with tempfile.TemporaryDirectory() as tmpdir:
         if trt_version_tuple(trt.__version__)[0] >= 11 and opts.precision == "fp16" and not opts.model_is_fp16:
             onnx_path = _fp16_onnx_for_strong_typing(onnx_path, Path(tmpdir))
-        log.info("building a %s TensorRT %s engine for %s (this can take minutes)", opts.precision, trt.__version__,
-                 profile.name)
+        log.info(
+            "building a %s TensorRT %s engine for %s (this can take minutes)",
+            opts.precision,
+            trt.__version__,
+            profile.name,
+        )
         plan, cache_out = serialize_network(trt, onnx_path, opts, cache=cache_in, progress=progress)
-    meta = {"version": trt.__version__, "gpu": gpu["gpu"], "compute_capability": gpu["compute_capability"],
-            "device_profile": profile.name, "options": opts.to_dict(), "max_batch": opts.max_batch,
-            "dla_core": dla_core, "plan_bytes": len(plan)}
-    params = {"device": profile.name, "precision": opts.precision, "batch": list(opts.batch) if opts.batch else None,
-              "dla_core": dla_core, "gpu_fallback": gpu_fallback, "workspace_mb": opts.workspace_mb,
-              "timing_cache": str(cache_path) if cache_path else None}
+    meta = {
+        "version": trt.__version__,
+        "gpu": gpu["gpu"],
+        "compute_capability": gpu["compute_capability"],
+        "device_profile": profile.name,
+        "options": opts.to_dict(),
+        "max_batch": opts.max_batch,
+        "dla_core": dla_core,
+        "plan_bytes": len(plan),
+    }
+    params = {
+        "device": profile.name,
+        "precision": opts.precision,
+        "batch": list(opts.batch) if opts.batch else None,
+        "dla_core": dla_core,
+        "gpu_fallback": gpu_fallback,
+        "workspace_mb": opts.workspace_mb,
+        "timing_cache": str(cache_path) if cache_path else None,
+    }
     keep = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
-    manifest = new_manifest(model=src.model, format="engine", file=ENGINE_FILE, precision=opts.precision,
-                            input=src.input, classes=src.classes, stage="build", params=params, parent=src,
-                            architecture=src.manifest.get("architecture"), metrics=keep, extra={"tensorrt": meta})
+    manifest = new_manifest(
+        model=src.model,
+        format="engine",
+        file=ENGINE_FILE,
+        precision=opts.precision,
+        input=src.input,
+        classes=src.classes,
+        stage="build",
+        params=params,
+        parent=src,
+        architecture=src.manifest.get("architecture"),
+        metrics=keep,
+        extra={"tensorrt": meta},
+    )
 
     def write(tmp: Path) -> None:
         (tmp / ENGINE_FILE).write_bytes(plan)
@@ -463,8 +564,13 @@ class TensorRTRunner(Runner):
         trt = import_tensorrt("running engines")
         meta = self.artifact.manifest.get("tensorrt") or {}
         gpu = local_gpu()
-        check_engine_compatible(meta, trt_version=trt.__version__, compute_capability=gpu["compute_capability"],
-                                gpu=gpu["gpu"], where=f"Engine '{self.artifact.path}'")
+        check_engine_compatible(
+            meta,
+            trt_version=trt.__version__,
+            compute_capability=gpu["compute_capability"],
+            gpu=gpu["gpu"],
+            where=f"Engine '{self.artifact.path}'",
+        )
         self._trt = trt
         dev = self.device if str(self.device).startswith("cuda") else f"cuda:{gpu['index']}"
         self._dev = torch.device(dev)
@@ -474,15 +580,18 @@ class TensorRTRunner(Runner):
             self._runtime.DLA_core = int(meta["dla_core"])
         self._engine = self._runtime.deserialize_cuda_engine(self.artifact.model_file.read_bytes())
         if self._engine is None:
-            raise DeviceMismatch(f"TensorRT {trt.__version__} could not deserialize '{self.artifact.model_file}' "
-                                 f"({'; '.join(self._logger.errors[-2:])}); rebuild it here with 'edgecnn build'.")
+            raise DeviceMismatch(
+                f"TensorRT {trt.__version__} could not deserialize '{self.artifact.model_file}' "
+                f"({'; '.join(self._logger.errors[-2:])}); rebuild it here with 'edgecnn build'."
+            )
         self._context = self._engine.create_execution_context()
         self._stream = torch.cuda.Stream(device=self._dev)
-        self._tensor_api = hasattr(self._engine, "num_io_tensors")     # 8.5+
+        self._tensor_api = hasattr(self._engine, "num_io_tensors")  # 8.5+
         self._inputs, self._outputs = self._io_names()
         if len(self._inputs) != 1:
-            raise ArtifactError(f"'{self.artifact.path}' has {len(self._inputs)} inputs; edgecnn runs single-input "
-                                "classifiers.")
+            raise ArtifactError(
+                f"'{self.artifact.path}' has {len(self._inputs)} inputs; edgecnn runs single-input classifiers."
+            )
         self._max_batch = int(meta.get("max_batch") or self._profile_max_batch())
 
     @property
@@ -506,8 +615,11 @@ class TensorRTRunner(Runner):
         shape = eng.get_tensor_shape(name) if self._tensor_api else eng.get_binding_shape(eng.get_binding_index(name))
         if shape[0] > 0:
             return int(shape[0])
-        prof = (eng.get_tensor_profile_shape(name, 0) if self._tensor_api
-                else eng.get_profile_shape(0, eng.get_binding_index(name)))
+        prof = (
+            eng.get_tensor_profile_shape(name, 0)
+            if self._tensor_api
+            else eng.get_profile_shape(0, eng.get_binding_index(name))
+        )
         return int(prof[2][0])
 
     def _dtype(self, name: str):
@@ -517,7 +629,7 @@ class TensorRTRunner(Runner):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        outs = [self._run(batch[i:i + self._max_batch]) for i in range(0, len(batch), self._max_batch)]
+        outs = [self._run(batch[i : i + self._max_batch]) for i in range(0, len(batch), self._max_batch)]
         return np.concatenate(outs) if outs else np.zeros((0, self.artifact.num_classes), np.float32)
 
     def _run(self, x: np.ndarray) -> np.ndarray:

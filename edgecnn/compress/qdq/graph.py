@@ -36,8 +36,10 @@ def load_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> onnx.Model
     try:
         return onnx.load(str(p), load_external_data=True)
     except Exception as exc:  # onnx raises DecodeError / OSError for non-ONNX files
-        raise InvalidInput(f"'{p}' is not a readable ONNX model ({str(exc).splitlines()[0][:120]}); "
-                           "pass a model written by 'edgecnn export' or 'edgecnn quantize'.") from exc
+        raise InvalidInput(
+            f"'{p}' is not a readable ONNX model ({str(exc).splitlines()[0][:120]}); "
+            "pass a model written by 'edgecnn export' or 'edgecnn quantize'."
+        ) from exc
 
 
 class Graph:
@@ -75,7 +77,7 @@ class Graph:
         if self.const(name) is not None:
             return True
         p = self.producer.get(name)
-        if p is not None and p.op_type == "QuantizeLinear":   # Q(const) -> DQ : an unfolded weight
+        if p is not None and p.op_type == "QuantizeLinear":  # Q(const) -> DQ : an unfolded weight
             return self.const(p.input[0]) is not None
         return False
 
@@ -153,8 +155,9 @@ def quantized_layer(g: Graph, node) -> bool:
     """A weighted layer with a quantized activation input and a quantized weight (runs in INT8)."""
     if len(node.input) < 2:
         return False
-    return is_dq_activation(g, node.input[0]) and (g.producer.get(node.input[1]) is not None
-                                                     and g.producer[node.input[1]].op_type == "DequantizeLinear")
+    return is_dq_activation(g, node.input[0]) and (
+        g.producer.get(node.input[1]) is not None and g.producer[node.input[1]].op_type == "DequantizeLinear"
+    )
 
 
 def add_input_kind(g: Graph, name: str) -> str:
@@ -182,8 +185,11 @@ def init_map(model) -> dict:
 
 def unique_name(model, base: str) -> str:
     """``base``, or ``base_N``: a name no initializer, node output or node of ``model`` uses yet."""
-    taken = {i.name for i in model.graph.initializer} | {o for n in model.graph.node for o in n.output} \
+    taken = (
+        {i.name for i in model.graph.initializer}
+        | {o for n in model.graph.node for o in n.output}
         | {n.name for n in model.graph.node}
+    )
     name, k = base, 1
     while name in taken:
         name, k = f"{base}_{k}", k + 1

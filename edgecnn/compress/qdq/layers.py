@@ -90,8 +90,9 @@ def _float_source(model, g: Graph, name: str) -> str:
     cur = q.input[0]
     for op in reversed(chain):
         out = unique_name(model, f"{op.output[0]}_float")
-        clone = helper.make_node(op.op_type, [cur] + list(op.input[1:]), [out],
-                                 name=unique_name(model, f"{name_of(op)}_float"))
+        clone = helper.make_node(
+            op.op_type, [cur] + list(op.input[1:]), [out], name=unique_name(model, f"{name_of(op)}_float")
+        )
         clone.attribute.extend(op.attribute)
         model.graph.node.insert(list(model.graph.node).index(op) + 1, clone)
         cur = out

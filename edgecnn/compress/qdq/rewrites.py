@@ -28,7 +28,7 @@ def adapt_for_target(model, target: str) -> dict:
     """Apply the per-target Q/DQ rewrites (in place); returns what each one changed."""
     done: dict = {}
     if target == "tensorrt":
-        done["signed"] = len(make_signed(model))       # before unifying: uint8 and int8 cannot share a scale
+        done["signed"] = len(make_signed(model))  # before unifying: uint8 and int8 cannot share a scale
     done["concat_scales_unified"] = unify_concat_scales(model)
     done["requantized_layers"] = requantize_before_layers(model)
     if target == "cpu":
@@ -60,15 +60,18 @@ def make_signed(model) -> list[str]:
             continue
         zp = numpy_helper.to_array(inits[n.input[2]]).astype(np.uint8)
         if np.any(zp != 0):
-            raise ValueError(f"{name_of(n)}: asymmetric uint8 quantizer (zero point {zp.ravel()[:3]}) cannot be made "
-                             "signed symmetric; quantize with preset 'performance'")
+            raise ValueError(
+                f"{name_of(n)}: asymmetric uint8 quantizer (zero point {zp.ravel()[:3]}) cannot be made "
+                "signed symmetric; quantize with preset 'performance'"
+            )
         if n.input[2] not in done:
             inits[n.input[2]].CopyFrom(numpy_helper.from_array(np.zeros(zp.shape, np.int8), n.input[2]))
             done.add(n.input[2])
         if n.input[1] not in done:
             s = numpy_helper.to_array(inits[n.input[1]])
-            inits[n.input[1]].CopyFrom(numpy_helper.from_array((s.astype(np.float64) * 255.0 / 127.0).astype(s.dtype),
-                                                               n.input[1]))
+            inits[n.input[1]].CopyFrom(
+                numpy_helper.from_array((s.astype(np.float64) * 255.0 / 127.0).astype(s.dtype), n.input[1])
+            )
             done.add(n.input[1])
         changed.append(name_of(n))
     q_out = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
@@ -76,7 +79,6 @@ def make_signed(model) -> list[str]:
         if vi.name in q_out and vi.type.tensor_type.elem_type == TensorProto.UINT8:
             vi.type.tensor_type.elem_type = TensorProto.INT8
     return changed
-
 
 
 def fuse_friendly_residuals(model) -> list[str]:
@@ -91,7 +93,7 @@ def fuse_friendly_residuals(model) -> list[str]:
         kinds = [add_input_kind(g, i) for i in n.input]
         if "layer" in kinds or "float" in kinds or "qdq-layer" not in kinds:
             continue
-        i = kinds.index("qdq-layer")          # input 0 = torch's main branch (out += identity)
+        i = kinds.index("qdq-layer")  # input 0 = torch's main branch (out += identity)
         dq = g.producer[n.input[i]]
         if dq.op_type != "DequantizeLinear":  # reached through a commuting op: leave it
             continue
@@ -112,16 +114,17 @@ def requantize_before_layers(model) -> list[str]:
     g = Graph(model)
     changed = []
     new_nodes: list[tuple[int, list]] = []
-    made: dict[str, str] = {}      # tensor -> its re-quantized copy (shared by every layer that reads it)
+    made: dict[str, str] = {}  # tensor -> its re-quantized copy (shared by every layer that reads it)
     for idx, n in enumerate(model.graph.node):
         if n.op_type not in WEIGHTED_OPS or len(n.input) < 2 or not g.is_weight(n.input[1]):
             continue
         direct = g.producer.get(n.input[0])
         if direct is None or direct.op_type == "DequantizeLinear":
             continue
-        if direct.op_type == "MaxPool" and (g.producer.get(direct.input[0]) is not None
-                                           and g.producer[direct.input[0]].op_type == "DequantizeLinear"):
-            continue   # ONNX Runtime and TensorRT run DQ -> MaxPool -> layer in INT8 as it is
+        if direct.op_type == "MaxPool" and (
+            g.producer.get(direct.input[0]) is not None and g.producer[direct.input[0]].op_type == "DequantizeLinear"
+        ):
+            continue  # ONNX Runtime and TensorRT run DQ -> MaxPool -> layer in INT8 as it is
         if n.input[0] in made:
             n.input[0] = made[n.input[0]]
             changed.append(name_of(n))
@@ -159,16 +162,23 @@ def quantize_gemm_bias(model) -> list[str]:
         after = g.consumers.get(n.output[0], [])
         after += [c2 for c in after if c.op_type in ("Relu", "Clip") for c2 in g.consumers.get(c.output[0], [])]
         if any(c.op_type == "QuantizeLinear" for c in after):
-            continue   # the layer's output is quantized: ONNX Runtime fuses it as it is
+            continue  # the layer's output is quantized: ONNX Runtime fuses it as it is
         adq, wdq = g.producer.get(n.input[0]), g.producer.get(n.input[1])
         bias = g.consts.get(n.input[2])
-        if (adq is None or adq.op_type != "DequantizeLinear" or wdq is None or wdq.op_type != "DequantizeLinear"
-                or bias is None or bias.ndim != 1 or float(attr(n, "beta", 1.0)) != 1.0):
+        if (
+            adq is None
+            or adq.op_type != "DequantizeLinear"
+            or wdq is None
+            or wdq.op_type != "DequantizeLinear"
+            or bias is None
+            or bias.ndim != 1
+            or float(attr(n, "beta", 1.0)) != 1.0
+        ):
             continue
         a_scale, w_scale = g.const(adq.input[1]), g.const(wdq.input[1])
         if a_scale is None or w_scale is None or a_scale.size != 1:
             continue
-        scale = (float(a_scale.reshape(())) * w_scale.astype(np.float64).reshape(-1))
+        scale = float(a_scale.reshape(())) * w_scale.astype(np.float64).reshape(-1)
         if scale.size == 1:
             scale = np.full(bias.shape, scale[0])
         if scale.shape != bias.shape or np.any(scale <= 0):
@@ -177,13 +187,21 @@ def quantize_gemm_bias(model) -> list[str]:
         if np.any(np.abs(q) > 2**31 - 1):
             continue
         base = unique_name(model, f"{n.input[2]}_int32")
-        s_name, z_name, out = unique_name(model, f"{base}_scale"), unique_name(model, f"{base}_zero_point"), \
-            unique_name(model, f"{n.input[2]}_dequantized")
-        model.graph.initializer.extend([numpy_helper.from_array(q.astype(np.int32), base),
-                                        numpy_helper.from_array(scale.astype(np.float32), s_name),
-                                        numpy_helper.from_array(np.zeros(bias.shape, np.int32), z_name)])
-        dq = helper.make_node("DequantizeLinear", [base, s_name, z_name], [out],
-                              name=unique_name(model, f"{name_of(n)}_bias_dq"), axis=0)
+        s_name, z_name, out = (
+            unique_name(model, f"{base}_scale"),
+            unique_name(model, f"{base}_zero_point"),
+            unique_name(model, f"{n.input[2]}_dequantized"),
+        )
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(q.astype(np.int32), base),
+                numpy_helper.from_array(scale.astype(np.float32), s_name),
+                numpy_helper.from_array(np.zeros(bias.shape, np.int32), z_name),
+            ]
+        )
+        dq = helper.make_node(
+            "DequantizeLinear", [base, s_name, z_name], [out], name=unique_name(model, f"{name_of(n)}_bias_dq"), axis=0
+        )
         model.graph.node.insert(list(model.graph.node).index(n), dq)
         n.input[2] = out
         changed.append(name_of(n))
@@ -214,8 +232,9 @@ def _requant_exact(g: Graph, name: str, dq) -> bool:
         z = g.const(p.input[2]) if len(p.input) > 2 and p.input[2] else None
         if s is None or ref_s is None or s.shape != ref_s.shape or not np.allclose(s, ref_s, rtol=1e-6):
             return False
-        if (z is None) != (ref_z is None) or (z is not None and (z.dtype != ref_z.dtype
-                                                                 or not np.array_equal(z, ref_z))):
+        if (z is None) != (ref_z is None) or (
+            z is not None and (z.dtype != ref_z.dtype or not np.array_equal(z, ref_z))
+        ):
             return False
     return not stack
 
@@ -258,7 +277,6 @@ def unify_concat_scales(model) -> list[str]:
     return changed
 
 
-
 # --------------------------------------------------------------------------------------------------
 # CPU (ONNX Runtime) layout: rewrites that let ONNX Runtime fuse what NNCF's graph leaves in float (exact,
 # except harmonize_concat_quantizers, which coarsens some steps). DenseNet-121 @224, batch 1, 2 threads
@@ -273,8 +291,11 @@ def uint8_activations(model) -> list[str]:
     g = Graph(model)
     inits = init_map(model)
     # zero points also used by a weight DQ are left alone (NNCF never shares them; be safe)
-    weight_zps = {n.input[2] for n in model.graph.node if n.op_type == "DequantizeLinear" and len(n.input) > 2
-                  and g.is_const(n.input[0])}
+    weight_zps = {
+        n.input[2]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and len(n.input) > 2 and g.is_const(n.input[0])
+    }
     done: set[str] = set()
     changed = []
     for n in model.graph.node:
@@ -290,8 +311,11 @@ def uint8_activations(model) -> list[str]:
             zp.CopyFrom(numpy_helper.from_array(z.astype(np.uint8), n.input[2]))
             done.add(n.input[2])
         changed.append(name_of(n))
-    q_out = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2
-             and n.input[2] in done}
+    q_out = {
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in done
+    }
     for vi in model.graph.value_info:
         if vi.name in q_out:
             vi.type.tensor_type.elem_type = TensorProto.UINT8
@@ -352,10 +376,17 @@ def _uint8_concat_groups(g: Graph, model, inits) -> tuple[list, list[list]]:
         if n.op_type != "Concat" or len(n.input) < 2:
             continue
         dqs = [dq_source(g, i) for i in n.input]
-        if any(d is None or len(d.input) < 3 or d.input[1] not in inits or d.input[2] not in inits
-               or inits[d.input[2]].data_type != TensorProto.UINT8 or g.const(d.input[1]).size != 1
-               or g.producer.get(d.input[0]) is None or g.producer[d.input[0]].op_type != "QuantizeLinear"
-               for d in dqs):
+        if any(
+            d is None
+            or len(d.input) < 3
+            or d.input[1] not in inits
+            or d.input[2] not in inits
+            or inits[d.input[2]].data_type != TensorProto.UINT8
+            or g.const(d.input[1]).size != 1
+            or g.producer.get(d.input[0]) is None
+            or g.producer[d.input[0]].op_type != "QuantizeLinear"
+            for d in dqs
+        ):
             continue
         keys = [(d.input[1], d.input[2]) for d in dqs]
         for k in keys[1:]:
@@ -399,14 +430,26 @@ def _requantize(model, g: Graph, src: str, scale: float, zp: int) -> str:
     """Insert Q/DQ of ``src`` with uint8 (scale, zp) right after its producer; returns the DQ output."""
     base = unique_name(model, f"{src}_common")
     s_name, z_name = unique_name(model, f"{base}_scale"), unique_name(model, f"{base}_zero_point")
-    model.graph.initializer.extend([numpy_helper.from_array(np.asarray(scale, np.float32), s_name),
-                                    numpy_helper.from_array(np.asarray(zp, np.uint8), z_name)])
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.asarray(scale, np.float32), s_name),
+            numpy_helper.from_array(np.asarray(zp, np.uint8), z_name),
+        ]
+    )
     q_out, dq_out = unique_name(model, f"{base}_q"), unique_name(model, f"{base}_dq")
     at = list(model.graph.node).index(g.producer[src]) + 1 if src in g.producer else 0
-    model.graph.node.insert(at, helper.make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out],
-                                                 name=unique_name(model, f"{base}_DequantizeLinear")))
-    model.graph.node.insert(at, helper.make_node("QuantizeLinear", [src, s_name, z_name], [q_out],
-                                                 name=unique_name(model, f"{base}_QuantizeLinear")))
+    model.graph.node.insert(
+        at,
+        helper.make_node(
+            "DequantizeLinear", [q_out, s_name, z_name], [dq_out], name=unique_name(model, f"{base}_DequantizeLinear")
+        ),
+    )
+    model.graph.node.insert(
+        at,
+        helper.make_node(
+            "QuantizeLinear", [src, s_name, z_name], [q_out], name=unique_name(model, f"{base}_QuantizeLinear")
+        ),
+    )
     return dq_out
 
 
@@ -429,8 +472,9 @@ def concat_before_dequantize(model) -> list[str]:
         q_cat = unique_name(model, f"{out}_quantized")
         n.input[:] = [d.input[0] for d in dqs]
         n.output[0] = q_cat
-        dq = helper.make_node("DequantizeLinear", [q_cat] + list(dqs[0].input[1:]), [out],
-                              name=unique_name(model, f"{name_of(n)}_dq"))
+        dq = helper.make_node(
+            "DequantizeLinear", [q_cat] + list(dqs[0].input[1:]), [out], name=unique_name(model, f"{name_of(n)}_dq")
+        )
         model.graph.node.insert(list(model.graph.node).index(n) + 1, dq)
         changed.append(name_of(n))
     if changed:
@@ -462,7 +506,7 @@ def batchnorm_as_depthwise(model) -> list[str]:
         if after and all(c.op_type == "Relu" for c in after):
             after = [c2 for c in after for c2 in g.consumers.get(c.output[0], [])]
         if not after or not all(c.op_type == "QuantizeLinear" for c in after):
-            continue      # a float result: a depthwise conv without output Q would not fuse
+            continue  # a float result: a depthwise conv without output Q would not fuse
         gamma, beta, mean, var = (p.astype(np.float64).reshape(-1) for p in params)
         a = gamma / np.sqrt(var + float(attr(n, "epsilon", 1e-5)))
         b = beta - a * mean
@@ -473,21 +517,37 @@ def batchnorm_as_depthwise(model) -> list[str]:
         if np.any(np.abs(b_q) > 2**31 - 1) or not np.all(np.isfinite(b_q)):
             continue
         base = unique_name(model, f"{name_of(n)}_depthwise")
-        names = {k: unique_name(model, f"{base}_{k}") for k in ("w", "w_scale", "w_zero_point", "b", "b_scale",
-                                                             "b_zero_point", "w_dq", "b_dq")}
-        model.graph.initializer.extend([
-            numpy_helper.from_array((127 * np.sign(a)).astype(np.int8).reshape(c, 1, 1, 1), names["w"]),
-            numpy_helper.from_array(w_scale.astype(np.float32), names["w_scale"]),
-            numpy_helper.from_array(np.zeros(c, np.int8), names["w_zero_point"]),
-            numpy_helper.from_array(b_q.astype(np.int32), names["b"]),
-            numpy_helper.from_array(b_scale.astype(np.float32), names["b_scale"]),
-            numpy_helper.from_array(np.zeros(c, np.int32), names["b_zero_point"])])
-        w_dq = helper.make_node("DequantizeLinear", [names["w"], names["w_scale"], names["w_zero_point"]],
-                                [names["w_dq"]], name=names["w_dq"], axis=0)
-        b_dq = helper.make_node("DequantizeLinear", [names["b"], names["b_scale"], names["b_zero_point"]],
-                                [names["b_dq"]], name=names["b_dq"], axis=0)
-        conv = helper.make_node("Conv", [n.input[0], names["w_dq"], names["b_dq"]], [n.output[0]], name=base,
-                                group=c, kernel_shape=[1, 1])
+        names = {
+            k: unique_name(model, f"{base}_{k}")
+            for k in ("w", "w_scale", "w_zero_point", "b", "b_scale", "b_zero_point", "w_dq", "b_dq")
+        }
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array((127 * np.sign(a)).astype(np.int8).reshape(c, 1, 1, 1), names["w"]),
+                numpy_helper.from_array(w_scale.astype(np.float32), names["w_scale"]),
+                numpy_helper.from_array(np.zeros(c, np.int8), names["w_zero_point"]),
+                numpy_helper.from_array(b_q.astype(np.int32), names["b"]),
+                numpy_helper.from_array(b_scale.astype(np.float32), names["b_scale"]),
+                numpy_helper.from_array(np.zeros(c, np.int32), names["b_zero_point"]),
+            ]
+        )
+        w_dq = helper.make_node(
+            "DequantizeLinear",
+            [names["w"], names["w_scale"], names["w_zero_point"]],
+            [names["w_dq"]],
+            name=names["w_dq"],
+            axis=0,
+        )
+        b_dq = helper.make_node(
+            "DequantizeLinear",
+            [names["b"], names["b_scale"], names["b_zero_point"]],
+            [names["b_dq"]],
+            name=names["b_dq"],
+            axis=0,
+        )
+        conv = helper.make_node(
+            "Conv", [n.input[0], names["w_dq"], names["b_dq"]], [n.output[0]], name=base, group=c, kernel_shape=[1, 1]
+        )
         conv.doc_string = BN_AS_DEPTHWISE
         at = list(model.graph.node).index(n)
         model.graph.node.remove(n)
@@ -497,4 +557,3 @@ def batchnorm_as_depthwise(model) -> list[str]:
     if changed:
         remove_dead_nodes(model)
     return changed
-

@@ -54,7 +54,7 @@ class Violation:
     node: str
     rule: str
     detail: str
-    severity: str = "error"   # "error": refused/misread by TensorRT; "warning": builds but cannot fuse
+    severity: str = "error"  # "error": refused/misread by TensorRT; "warning": builds but cannot fuse
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,9 +72,14 @@ def summarize(violations: list[Violation]) -> dict:
     counts: dict[str, int] = {}
     for v in violations:
         counts[v.rule] = counts.get(v.rule, 0) + 1
-    return {"rules": "tensorrt", "passed": not errors(violations), "errors": len(errors(violations)),
-            "warnings": len(violations) - len(errors(violations)), "by_rule": counts,
-            "violations": [v.as_dict() for v in violations[:50]]}
+    return {
+        "rules": "tensorrt",
+        "passed": not errors(violations),
+        "errors": len(errors(violations)),
+        "warnings": len(violations) - len(errors(violations)),
+        "by_rule": counts,
+        "violations": [v.as_dict() for v in violations[:50]],
+    }
 
 
 def validate_qdq(model_or_path, rules: str = "tensorrt") -> list[Violation]:
@@ -128,7 +133,7 @@ def _check_quantizer(g: Graph, n, weight_dq: dict) -> list[Violation]:
         out.append(Violation(name_of(node), rule, detail, severity))
 
     if not _check_zero_point(g, n, add):
-        return out                      # an int32 bias: the remaining rules are about INT8 tensors
+        return out  # an int32 bias: the remaining rules are about INT8 tensors
     scale = g.const(n.input[1]) if len(n.input) > 1 else None
     if scale is None:
         add(n, "scale-invalid", f"scale '{n.input[1] if len(n.input) > 1 else ''}' is not a constant")
@@ -141,17 +146,28 @@ def _check_quantizer(g: Graph, n, weight_dq: dict) -> list[Violation]:
     if n.op_type == "DequantizeLinear" and n.output[0] in weight_dq:
         layer, want_axis, channels = weight_dq[n.output[0]]
         if not per_channel and (channels or 2) > 1:
-            add(n, "weight-per-tensor", f"weight of {name_of(layer)} has one scale for all "
-                f"{channels if channels else 'its'} output channels; use per-channel scales (axis {want_axis})")
+            add(
+                n,
+                "weight-per-tensor",
+                f"weight of {name_of(layer)} has one scale for all "
+                f"{channels if channels else 'its'} output channels; use per-channel scales (axis {want_axis})",
+            )
         elif per_channel and want_axis is not None:
             rank = g.const(n.input[0]).ndim if g.const(n.input[0]) is not None else None
             norm = axis + rank if (rank is not None and axis < 0) else axis
             if norm != want_axis:
-                add(n, "weight-axis", f"weight of {name_of(layer)} is quantized per-channel on axis {axis}; "
-                    f"TensorRT needs axis {want_axis} (output channels)")
+                add(
+                    n,
+                    "weight-axis",
+                    f"weight of {name_of(layer)} is quantized per-channel on axis {axis}; "
+                    f"TensorRT needs axis {want_axis} (output channels)",
+                )
     elif not is_weight and per_channel:
-        add(n, "activation-per-channel", f"activation quantized with {scale.size} scales on axis {axis}; "
-            "TensorRT needs one scale per tensor")
+        add(
+            n,
+            "activation-per-channel",
+            f"activation quantized with {scale.size} scales on axis {axis}; TensorRT needs one scale per tensor",
+        )
     _check_pairing(g, n, is_weight, add)
     return out
 
@@ -165,16 +181,28 @@ def _check_zero_point(g: Graph, n, add) -> bool:
     zp = g.const(n.input[2])
     if zp is None:
         add(n, "scale-invalid", f"zero point '{n.input[2]}' is not a constant")
-    elif zp.dtype == np.int32 and n.op_type == "DequantizeLinear" and any(
+    elif (
+        zp.dtype == np.int32
+        and n.op_type == "DequantizeLinear"
+        and any(
             c.op_type in WEIGHTED_OPS and len(c.input) > 2 and c.input[2] == n.output[0]
-            for c in g.consumers.get(n.output[0], [])):
-        add(n, "quantized-bias", "bias stored as int32 (an ONNX Runtime layout); TensorRT keeps biases in "
-            "float - quantize with --target tensorrt")
+            for c in g.consumers.get(n.output[0], [])
+        )
+    ):
+        add(
+            n,
+            "quantized-bias",
+            "bias stored as int32 (an ONNX Runtime layout); TensorRT keeps biases in "
+            "float - quantize with --target tensorrt",
+        )
         return False
     else:
         if zp.dtype != np.int8:
-            add(n, "unsigned" if zp.dtype == np.uint8 else "not-int8",
-                f"zero point is {zp.dtype.name}; TensorRT needs int8")
+            add(
+                n,
+                "unsigned" if zp.dtype == np.uint8 else "not-int8",
+                f"zero point is {zp.dtype.name}; TensorRT needs int8",
+            )
         if np.any(zp != 0):
             nz = np.unique(zp[zp != 0])[:3].tolist()
             add(n, "zero-point-nonzero", f"zero point {nz} (asymmetric); TensorRT needs 0")
@@ -218,15 +246,21 @@ def _placement(g: Graph) -> list[Violation]:
 def _check_layer(g: Graph, n) -> list[Violation]:
     w = n.input[1]
     if not g.is_weight(w) or graph.quantized_layer(g, n):
-        return []   # activation x activation MatMul (attention) is not a weighted layer
+        return []  # activation x activation MatMul (attention) is not a weighted layer
     missing = []
     if not graph.is_dq_activation(g, n.input[0]):
         missing.append("input")
     wp = g.producer.get(w)
     if wp is None or wp.op_type != "DequantizeLinear":
         missing.append("weight")
-    return [Violation(name_of(n), "unquantized-layer",
-                      f"{n.op_type} has no Q/DQ on its {' and '.join(missing)}; it runs in floating point", "warning")]
+    return [
+        Violation(
+            name_of(n),
+            "unquantized-layer",
+            f"{n.op_type} has no Q/DQ on its {' and '.join(missing)}; it runs in floating point",
+            "warning",
+        )
+    ]
 
 
 def _check_add(g: Graph, n) -> list[Violation]:
@@ -234,17 +268,37 @@ def _check_add(g: Graph, n) -> list[Violation]:
     if "layer" in kinds:
         other = kinds[1] if kinds[0] == "layer" else kinds[0]
         if other == "layer":
-            return [Violation(name_of(n), "residual-add", "both inputs come straight from INT8 convolutions; put "
-                              "Q/DQ on one of them (the skip branch) so the other can fuse with the add", "warning")]
+            return [
+                Violation(
+                    name_of(n),
+                    "residual-add",
+                    "both inputs come straight from INT8 convolutions; put "
+                    "Q/DQ on one of them (the skip branch) so the other can fuse with the add",
+                    "warning",
+                )
+            ]
         if other == "float":
             skip = n.input[1] if kinds[0] == "layer" else n.input[0]
-            return [Violation(name_of(n), "residual-add", f"skip input '{skip}' is not quantized, so TensorRT cannot "
-                              "fuse this add into the INT8 convolution", "warning")]
+            return [
+                Violation(
+                    name_of(n),
+                    "residual-add",
+                    f"skip input '{skip}' is not quantized, so TensorRT cannot fuse this add into the INT8 convolution",
+                    "warning",
+                )
+            ]
     elif kinds.count("qdq-layer") and "float" not in kinds:
         i = kinds.index("qdq-layer")
-        return [Violation(name_of(n), "residual-add", f"input '{n.input[i]}' is a convolution output with its own "
-                          "Q/DQ; drop that Q/DQ so TensorRT can fuse the convolution with the add (keep the one on "
-                          "the skip input)", "warning")]
+        return [
+            Violation(
+                name_of(n),
+                "residual-add",
+                f"input '{n.input[i]}' is a convolution output with its own "
+                "Q/DQ; drop that Q/DQ so TensorRT can fuse the convolution with the add (keep the one on "
+                "the skip input)",
+                "warning",
+            )
+        ]
     return []
 
 
@@ -256,11 +310,25 @@ def _check_concat(g: Graph, n) -> list[Violation]:
         scales.append(None if s is None else float(np.max(s)))
     quantized = [s is not None for s in scales]
     if any(quantized) and not all(quantized):
-        return [Violation(name_of(n), "concat-scales", f"{quantized.count(False)} of {len(scales)} inputs are not "
-                          "quantized; TensorRT concatenates in floating point and requantizes", "warning")]
+        return [
+            Violation(
+                name_of(n),
+                "concat-scales",
+                f"{quantized.count(False)} of {len(scales)} inputs are not "
+                "quantized; TensorRT concatenates in floating point and requantizes",
+                "warning",
+            )
+        ]
     if all(quantized) and len(scales) > 1:
         vals = np.array(scales)
         if not np.allclose(vals, vals[0], rtol=1e-5):
-            return [Violation(name_of(n), "concat-scales", f"input scales differ ({vals.min():.4g}..{vals.max():.4g}); "
-                              "use one shared scale so TensorRT can concatenate in INT8", "warning")]
+            return [
+                Violation(
+                    name_of(n),
+                    "concat-scales",
+                    f"input scales differ ({vals.min():.4g}..{vals.max():.4g}); "
+                    "use one shared scale so TensorRT can concatenate in INT8",
+                    "warning",
+                )
+            ]
     return []
