@@ -266,6 +266,37 @@ def new_manifest(
     return manifest
 
 
+def derived_manifest(
+    src: Artifact,
+    *,
+    stage: str,
+    precision: str,
+    params: dict,
+    format: str = "onnx",
+    file: str = "model.onnx",
+    metrics: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """The manifest of an artifact made from ``src`` by ``stage``: same model, input spec, classes and
+    architecture, ``src`` as parent, and (unless ``metrics`` says otherwise) its params / MACs carried over."""
+    if metrics is None:
+        metrics = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
+    return new_manifest(
+        model=src.model,
+        format=format,
+        file=file,
+        precision=precision,
+        input=src.input,
+        classes=src.classes,
+        stage=stage,
+        params=params,
+        parent=src,
+        architecture=src.manifest.get("architecture"),
+        metrics=metrics,
+        extra=extra,
+    )
+
+
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=_json_default))
 

@@ -128,6 +128,11 @@ def command(
         golden=golden,
         build_now="never" if no_build else "auto",
     )
+    _report(result, artifact, json_path)
+
+
+def _report(result: dict, artifact, json_path) -> None:
+    """Print the bundle (and the device's verification with --host); write the JSON when asked."""
     bundle = result["bundle"]
     info = bundle.manifest["stage"]["params"]
     if artifact is None:

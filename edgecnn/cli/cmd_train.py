@@ -108,20 +108,20 @@ def command(
     """
     from ..train import train
 
-    overrides = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "optimizer": optimizer,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "label_smoothing": label_smoothing,
-        "warmup_epochs": warmup_epochs,
-        "seed": seed,
-        "device": device,
-        "amp": False if no_amp else None,
-        "augment": False if no_augment else None,
-        "num_workers": workers,
-    }
+    overrides = _overrides(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        warmup_epochs=warmup_epochs,
+        seed=seed,
+        device=device,
+        no_amp=no_amp,
+        no_augment=no_augment,
+        workers=workers,
+    )
     art = train(
         model,
         data=data,
@@ -138,6 +138,21 @@ def command(
     )
     if art is None:  # another rank under torchrun: rank 0 reports
         return
+    _report(art, model, data, weights, json_path)
+
+
+def _overrides(*, no_amp, no_augment, workers, **fields) -> dict:
+    """The TrainConfig fields the command line sets (None = unset: the recipe's)."""
+    return {
+        **fields,
+        "amp": False if no_amp else None,
+        "augment": False if no_augment else None,
+        "num_workers": workers,
+    }
+
+
+def _report(art, model, data, weights, json_path) -> None:
+    """Print the result table and write the JSON (rank 0)."""
     m, p = art.metrics, art.manifest["stage"]["params"]
     shape = "x".join(str(v) for v in art.input_shape)
     rows = [

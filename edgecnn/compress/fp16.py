@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..artifact import Artifact, new_manifest, write_artifact
+from ..artifact import Artifact, derived_manifest, write_artifact
 from ..data.source import DataSource
 from ..errors import InvalidInput, OptionError, require
 from ..evaluation import agreement, run_over, top1
@@ -70,17 +70,11 @@ def convert_fp16(src, out: str | os.PathLike, options: Fp16Options | None = None
         metrics = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
         metrics.update(_parity(src, fp32_model, half, options, progress))
         params = {"fp16_io": options.fp16_io, "data": options.data.describe("val") if options.data else None}
-        manifest = new_manifest(
-            model=src.model,
-            format="onnx",
-            file="model.onnx",
-            precision="fp16",
-            input=src.input,
-            classes=src.classes,
+        manifest = derived_manifest(
+            src,
             stage="fp16",
+            precision="fp16",
             params=params,
-            parent=src,
-            architecture=src.manifest.get("architecture"),
             metrics=metrics,
             extra={
                 "fp16": {

@@ -56,7 +56,7 @@ from typing import Literal, get_args
 import onnx
 import torch
 
-from ..artifact import Artifact, check_out, new_manifest, write_artifact
+from ..artifact import Artifact, check_out, derived_manifest, write_artifact
 from ..data.calibration import CalibrationSet, load_calibration
 from ..data.source import DataSource
 from ..errors import ArtifactError, InvalidInput, OptionError, require, suggest
@@ -572,19 +572,8 @@ def _record(run: _Run, out, t0: float) -> Artifact:
         "validation": run.validation,
         "seconds": {k: round(v, 2) for k, v in run.timings.items()},
     }
-    manifest = new_manifest(
-        model=src.model,
-        format="onnx",
-        file="model.onnx",
-        precision="int8",
-        input=src.input,
-        classes=src.classes,
-        stage="quantize",
-        params=params,
-        parent=src,
-        architecture=src.manifest.get("architecture"),
-        metrics=metrics,
-        extra={"quantization": info},
+    manifest = derived_manifest(
+        src, stage="quantize", precision="int8", params=params, metrics=metrics, extra={"quantization": info}
     )
     for w in run.calib.warnings:
         log.info("calibration: %s", w)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..artifact import Artifact, new_manifest, write_artifact
+from ..artifact import Artifact, derived_manifest, write_artifact
 from ..data.digits import CLASSES as DIGIT_CLASSES
 from ..data.digits import _arrays, split_indices
 from ..data.images import preprocess_file, read_image
@@ -386,19 +386,8 @@ def _bundle_manifest(src: Artifact, opts: BundleOptions, plan: _Plan, n_golden: 
         "tensorrt": plan.selected,
         "notes": plan.notes,
     }
-    return new_manifest(
-        model=src.model,
-        format="bundle",
-        file="model.onnx",
-        precision=plan.precision,
-        input=src.input,
-        classes=src.classes,
-        stage="deploy",
-        params=params,
-        parent=src,
-        architecture=src.manifest.get("architecture"),
-        metrics={k: v for k, v in src.metrics.items() if k in ("params", "macs")},
-        extra={"bundle": bundle},
+    return derived_manifest(
+        src, stage="deploy", precision=plan.precision, params=params, format="bundle", extra={"bundle": bundle}
     )
 
 

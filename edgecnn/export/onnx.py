@@ -39,7 +39,7 @@ import torch
 from torch import fx, nn
 from tqdm.auto import tqdm
 
-from ..artifact import Artifact, check_out, new_manifest, write_artifact
+from ..artifact import Artifact, check_out, derived_manifest, write_artifact
 from ..data.source import DataSource
 from ..errors import EdgeCnnError, InvalidInput
 from ..models import load_torch_model
@@ -459,25 +459,7 @@ def export_onnx(
             "parity_images": parity_images_n if data is not None else 0,
             "source_model": "artifact" if model is None else "in-memory module",
         }
-        manifest = new_manifest(
-            model=src.model,
-            format="onnx",
-            file="model.onnx",
-            precision=precision,
-            input=src.input,
-            classes=src.classes,
-            stage="export",
-            params=params,
-            parent=src,
-            architecture=src.manifest.get("architecture"),
-            metrics={k: v for k, v in src.metrics.items() if k in ("params", "macs")},
-        )
-        metadata = {
-            "edgecnn.model": src.model,
-            "edgecnn.id": manifest["id"],
-            "edgecnn.precision": precision,
-            "edgecnn.classes": ",".join(src.classes),
-        }
+        manifest, metadata = _export_manifest(src, precision, params)
 
         def write(tmp: Path) -> None:
             step("export + simplify")
@@ -515,6 +497,18 @@ def export_onnx(
         return write_artifact(out, manifest, write)
     finally:
         steps.close()
+
+
+def _export_manifest(src: Artifact, precision: str, params: dict) -> tuple[dict, dict]:
+    """The ONNX artifact's manifest (lineage: ``src``) and the metadata written into the ONNX file."""
+    manifest = derived_manifest(src, stage="export", precision=precision, params=params)
+    metadata = {
+        "edgecnn.model": src.model,
+        "edgecnn.id": manifest["id"],
+        "edgecnn.precision": precision,
+        "edgecnn.classes": ",".join(src.classes),
+    }
+    return manifest, metadata
 
 
 def _resolve_export(src, out, *, opset: int, batch_size: int, parity_data) -> tuple[Artifact, DataSource | None, str]:
