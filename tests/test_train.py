@@ -46,9 +46,10 @@ def test_resnet18_digits_recipe_reaches_97_percent(tmp_path):
     art = train("resnet18", data="digits", out=tmp_path / "r18", progress=False)
     assert art.input_shape == (1, 32, 32)
     assert art.manifest["stage"]["params"]["recipe"] == "digits/resnet18"
-    # 97.22 % where the README was measured; 96.67 % (2 of 360 images fewer) on a 2-core AVX2-only EPYC,
-    # where the commit before the design consolidation (951b431) gives the same 96.67 %: float reduction
-    # order differs between CPU kernels, so the bound leaves one such step of slack.
+    # `make demo` gives 97.22 % (the README's number, also on a 2-core AVX2-only EPYC); under pytest on that
+    # machine this test gives 96.67 % (2 of 360 images fewer), and so does the commit before the design
+    # consolidation (951b431): float reduction order differs with the thread setup, so the bound leaves
+    # that much slack.
     assert art.metrics["top1"] >= 0.96, art.metrics
 
 
