@@ -179,9 +179,10 @@ def check_range(
     bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
     bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
     if bad_lo or bad_hi:
-        if lo is not None and hi is not None:
-            ends = " (exclusive)" if lo_open and hi_open else ""
-            want = f"between {lo} and {hi}{ends}"
+        if lo is not None and hi is not None and lo_open == hi_open:
+            want = f"between {lo} and {hi}{' (exclusive)' if lo_open else ''}"
+        elif lo is not None and hi is not None:
+            want = f"{'>' if lo_open else '>='} {lo} and {'<' if hi_open else '<='} {hi}"
         elif lo is not None:
             want = f"{'>' if lo_open else '>='} {lo}"
         else:

@@ -18,6 +18,7 @@ Rules that keep the answer honest:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import platform
@@ -44,7 +45,7 @@ from .devices import default_device
 from .errors import InvalidInput, OptionError, suggest
 from .evaluation import predict
 from .models import get_spec
-from .options import Options
+from .options import Options, bounded
 from .pareto import (
     BUDGET_KEYS,
     PRECISIONS,
@@ -105,11 +106,11 @@ class SweepOptions(Options):
     calib: DataSource | None = None  # default: the training split of data
     budget: str | None = None
     weights: str | None = None
-    finetune_epochs: int = 0
+    finetune_epochs: int = bounded(0, 0, 10_000)
     distill: bool = False
-    subset_size: int = 300
-    threads: int | None = None
-    min_time_s: float = 1.0
+    subset_size: int = bounded(300, 1, 1_000_000)
+    threads: int | None = bounded(None, 1, 1024)
+    min_time_s: float = bounded(1.0, 0, 3600, lo_open=True)
     fresh: bool = False
     deploy_out: str | None = None
 
@@ -128,10 +129,6 @@ class SweepOptions(Options):
         parse_budget(self.budget)
         if self.deploy_out and not self.budget:
             raise OptionError("--deploy-out needs --budget (it deploys the fastest candidate that meets the budget).")
-        if self.finetune_epochs < 0 or self.subset_size < 1 or self.min_time_s <= 0:
-            raise OptionError("--finetune-epochs must be >= 0, --subset-size >= 1 and --min-time > 0.")
-        if self.threads is not None and not 1 <= self.threads <= 1024:
-            raise OptionError(f"--threads must be between 1 and 1024, got {self.threads}.")
 
     @property
     def ratios(self) -> list[float]:
@@ -309,7 +306,9 @@ def _build_all(
     if "fp32" not in wanted:
         wanted.insert(0, "fp32")
     jobs = [(r, p) for r in opts.ratios for p in wanted if p in opts.precisions or (r == 0.0 and p == "fp32")]
-    calib = _LazyCalibration(opts, original.input)
+    calib = functools.cache(
+        lambda: load_calibration(opts.calib or opts.data, original.input, subset_size=opts.subset_size)
+    )  # read once, for the first INT8 candidate; every candidate shares the original's input spec
     candidates = []
     bar = tqdm(jobs, desc="sweep", disable=not progress, unit="cand")
     for ratio, precision in bar:
@@ -332,20 +331,6 @@ def _build_all(
     return candidates
 
 
-class _LazyCalibration:
-    """The calibration images, read once for every INT8 candidate (all share the original's input spec)."""
-
-    def __init__(self, opts: SweepOptions, input_spec: dict):
-        self.opts, self.input_spec, self.value = opts, input_spec, None
-
-    def get(self):
-        if self.value is None:
-            self.value = load_calibration(
-                self.opts.calib or self.opts.data, self.input_spec, subset_size=self.opts.subset_size
-            )
-        return self.value
-
-
 def _build(original, opts: SweepOptions, out: Path, state: _State, ratio: float, precision: str, calib):
     """original -> (pruned torch) -> FP32 ONNX -> FP16 / INT8 ONNX through the one chain; steps are reused."""
     r = f"{ratio:.2f}"
@@ -363,7 +348,7 @@ def _build(original, opts: SweepOptions, out: Path, state: _State, ratio: float,
         layout.__getitem__,
         cache=state,
         keys=keys,
-        calib_set=calib.get() if precision == "int8" else None,
+        calib_set=calib() if precision == "int8" else None,
         progress=False,
     )
     return result.final

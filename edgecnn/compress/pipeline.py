@@ -246,7 +246,7 @@ def compare(
         _row(i, label, art, outs, labels if labelled else None, latency, first)
         for i, (label, art) in enumerate(columns)
     ]
-    for row in rows[1:]:
+    for row in rows:  # the original's own drop is 0.0
         if "top1" in row:
             row["top1_drop_pt"] = 100 * (rows[0]["top1"] - row["top1"])
     return {
@@ -279,7 +279,6 @@ def _row(i: int, label: str, art: Artifact, outs: dict, labels, latency, first: 
     }
     if labels is not None:
         row["top1"] = float((outs[label].argmax(1) == labels).mean())
-        row["top1_drop_pt"] = 0.0
     if latency is not None:
         r = latency["results"][i]
         rr = r.get("ratio_rounds") or {}

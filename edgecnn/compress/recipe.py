@@ -162,11 +162,6 @@ class CompressRecipe(Options):
             )
         except OptionError as exc:
             raise RecipeError(str(exc)) from None
-        if self.int8 and not self.calib:
-            raise RecipeError(
-                "--int8 needs calibration images: add --calib DIR (e.g. --calib calibration/) or "
-                "--calib digits; build a set with 'edgecnn calib'."
-            )
         if self.distill and self.prune is None:
             raise RecipeError(
                 "--distill distils the pruned network from the original while fine-tuning; it needs "
