@@ -22,18 +22,15 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
-from PIL import Image
 
 from ..artifact import Artifact, derived_manifest, write_artifact
-from ..data.digits import CLASSES as DIGIT_CLASSES
-from ..data.digits import _arrays, split_indices
-from ..data.images import preprocess_file, read_image
+from ..data.images import preprocess_file
 from ..data.source import DataSource
 from ..devices import DeviceProfile, Target, default_device, load_profile
 from ..doctor import DoctorReport, describe_onnx, diagnose, max_opset
-from ..errors import ArtifactError, DataError, InvalidInput, MissingDependency
+from ..errors import ArtifactError, InvalidInput, MissingDependency
 from ..export.onnx import export_onnx
+from ..integrity import file_digest
 from ..options import bounded
 from ..runtime.onnxrt import create_session, ort_version, run_batches
 from ..runtime.tensorrt import (
@@ -46,12 +43,12 @@ from ..runtime.tensorrt import (
     serialize_network,
     trtexec_args,
 )
-from .scripts import build_script, bundle_readme
+from .golden import GOLDEN_N, GoldenImages, golden_images, golden_source, per_image
+from .scripts import build_script, bundle_readme, check_model_name
 
 log = logging.getLogger("edgecnn")
 
 BUNDLE_SCHEMA = "edgecnn.bundle/1"
-GOLDEN_N = 10
 ORT_MAX_BATCH = 64
 #: the TensorRT version each trtexec flag family is rendered for
 FAMILY_VERSION = {"8.0": "8.2", "8.4": "8.5", "10": "10.3", "11": "11.0"}
@@ -66,7 +63,7 @@ class BundleOptions(EngineRequest):
     runtime: Literal["tensorrt", "onnxruntime"] | None = None
     tensorrt: str | None = None  # the TensorRT version the bundle is made for
     golden: int = bounded(GOLDEN_N, 1, 10_000)
-    golden_data: DataSource = DataSource.parse("digits")
+    golden_data: DataSource | None = None  # default: the model's training data (see golden_source)
     build_now: Literal["auto", "never", "always"] = "auto"
 
 
@@ -120,65 +117,6 @@ def tolerance(precision: str, expected: np.ndarray, runtime: str) -> dict:
 
 
 # -- golden data ---------------------------------------------------------------------------------
-@dataclass
-class GoldenImages:
-    """Real held-out images (8-bit PIL), their labels (indices into ``classes``) and file names."""
-
-    images: list
-    labels: list[int]
-    names: list[str]
-    classes: list[str]
-
-
-def _one_per_class_first(indices, labels, n: int) -> list[int]:
-    """``n`` of ``indices``: the first of each class (in class order), then the next ones in order."""
-    first: dict[int, int] = {}
-    for i in indices:
-        first.setdefault(int(labels[i]), int(i))
-    picked = [first[c] for c in sorted(first)]
-    chosen = set(picked)
-    picked += [int(i) for i in indices if int(i) not in chosen][: max(0, n - len(picked))]
-    return picked[:n]
-
-
-def golden_images(input_spec: dict, n: int = GOLDEN_N, data: DataSource | str = "digits") -> GoldenImages:
-    """``n`` real held-out images of ``data``, one per class first. The digits are rendered at the model's
-    input size as 8-bit images; a folder's images are read as they are (run.py preprocesses them)."""
-    source = DataSource.parse(data)
-    if source.is_synthetic:
-        raise DataError(
-            "Golden outputs must come from real images, not synthetic noise; use the digits (default) "
-            "or a folder of images."
-        )
-    channels = int(input_spec["channels"])
-    if source.is_folder:
-        dataset = source.dataset(input_spec, "val")
-        picked = _one_per_class_first(range(len(dataset)), dataset.targets, n)
-        labels = [int(dataset.targets[i]) for i in picked]
-        return GoldenImages(
-            [read_image(dataset.samples[i][0], channels) for i in picked],
-            labels,
-            [f"{k:02d}-class{y}.png" for k, y in enumerate(labels)],
-            list(dataset.classes),
-        )
-    images, labels = _arrays()
-    _, val = split_indices(labels=labels)
-    picked = _one_per_class_first(val, labels, n)
-    h, w = int(input_spec["height"]), int(input_spec["width"])
-    x = torch.nn.functional.interpolate(
-        torch.from_numpy(images[picked]).unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False
-    )
-    arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8).squeeze(1).numpy()
-    out = [Image.fromarray(a, mode="L") for a in arr]
-    ys = [int(labels[i]) for i in picked]
-    return GoldenImages(
-        [img if channels == 1 else img.convert("RGB") for img in out],
-        ys,
-        [f"{k:02d}-digit{y}.png" for k, y in enumerate(ys)],
-        list(DIGIT_CLASSES),
-    )
-
-
 def reference_outputs(onnx_path: Path, inputs: np.ndarray, max_batch: int) -> tuple[np.ndarray, str]:
     """The host's ONNX Runtime outputs for ``inputs`` (fed as float16 to an FP16-input model), and what made them."""
     sess = create_session(onnx_path, threads=1)
@@ -255,7 +193,7 @@ def _plan(onnx_art: Artifact, opts: BundleOptions, profile: DeviceProfile, runti
         }
         plan.report = diagnose(
             onnx_art,
-            profile.name,
+            profile,
             tensorrt=selected,
             dla_core=opts.dla_core,
             precision=precision,
@@ -263,7 +201,7 @@ def _plan(onnx_art: Artifact, opts: BundleOptions, profile: DeviceProfile, runti
         )
         low = profile.tensorrt["min"]
         if low != selected:
-            early = diagnose(onnx_art, profile.name, tensorrt=low, precision=precision)
+            early = diagnose(onnx_art, profile, tensorrt=low, precision=precision)
             if early.errors:
                 plan.notes.append(
                     f"on TensorRT {low} (older JetPack) this model will not build: "
@@ -274,7 +212,7 @@ def _plan(onnx_art: Artifact, opts: BundleOptions, profile: DeviceProfile, runti
             raise InvalidInput(f"{profile.name} has no DLA; drop --dla-core.")
         if opts.batch is not None:
             raise InvalidInput("--batch sets TensorRT optimisation profiles; ONNX Runtime bundles take any batch.")
-        plan.report = diagnose(onnx_art, profile.name, precision=precision)
+        plan.report = diagnose(onnx_art, profile, precision=precision)
     plan.report.require_buildable(gpu_fallback=opts.gpu_fallback, source=onnx_art.path)
     plan.notes += [f"{w.op}: {w.problem}" for w in plan.report.warnings]
     if plan.report.fallbacks:
@@ -293,17 +231,22 @@ class _Golden:
     reference: str
     tolerance: dict
     top1_matches_label: float | None
+    per_image: list[dict]
 
 
 def _golden(src: Artifact, onnx_art: Artifact, opts: BundleOptions, plan: _Plan, tmp: Path) -> _Golden:
     """Golden images saved as files, their preprocessed inputs, the host's outputs and the tolerances."""
-    g = golden_images(src.input, opts.golden, opts.golden_data)
+    data, why = golden_source(src, opts.golden_data)
+    g = golden_images(src.input, opts.golden, data)
+    g.data = {**data.describe("val"), "chosen": why}
+    plan.notes.append(f"golden set: {len(g.names)} held-out images of {data} ({why})")
     folder = tmp / "golden-images"
     folder.mkdir()
     for img, name in zip(g.images, g.names):
         img.save(folder / name)
     inputs = np.stack([preprocess_file(folder / n, src.input) for n in g.names]).astype(np.float32)
     expected, reference = reference_outputs(onnx_art.model_file, inputs, plan.max_batch)
+    _check_outputs(src, expected.shape[-1])
     tol = {"onnxruntime": tolerance(onnx_art.precision, expected, "onnxruntime")}
     if plan.profile.uses_tensorrt:
         tol["tensorrt"] = tolerance(plan.precision, expected, "tensorrt")
@@ -313,7 +256,7 @@ def _golden(src: Artifact, onnx_art: Artifact, opts: BundleOptions, plan: _Plan,
         if classes
         else None
     )
-    return _Golden(g, folder, inputs, expected, reference, tol, acc)
+    return _Golden(g, folder, inputs, expected, reference, tol, acc, per_image(g, classes, expected, tol))
 
 
 def _bundle_info(
@@ -359,6 +302,8 @@ def _bundle_info(
             "n": len(golden.images.names),
             "reference": golden.reference,
             "top1_matches_label": golden.top1_matches_label,
+            "data": golden.images.data,
+            "per_image": golden.per_image,
         },
         "preflight": {"tensorrt": report.tensorrt, "ok": report.ok, "findings": [f.__dict__ for f in report.findings]},
         "notes": plan.notes,
@@ -391,11 +336,32 @@ def _bundle_manifest(src: Artifact, opts: BundleOptions, plan: _Plan, n_golden: 
     )
 
 
+def _check_outputs(src: Artifact, outputs: int) -> None:
+    """The manifest's class names must match the model's outputs, or run.py would name the wrong class."""
+    if src.num_classes != outputs:
+        raise ArtifactError(
+            f"'{src.path}' lists {src.num_classes} classes in its manifest, while its model has {outputs} "
+            "outputs; the bundle would report wrong class names - re-create the artifact."
+        )
+
+
+def _copy_verified(onnx_art: Artifact, dst: Path) -> None:
+    """Copy the model into the bundle and prove the copy is the verified file: the hash the bundle
+    records is one that was checked against the source's manifest, never a fresh one of unchecked bytes."""
+    onnx_art.verify()
+    shutil.copyfile(onnx_art.model_file, dst)
+    if file_digest(dst) != onnx_art.sha256:
+        raise ArtifactError(
+            f"{onnx_art.model_file} changed while it was being bundled (its copy does not match the sha256 "
+            "in its manifest); re-run deploy when nothing is writing to the artifact."
+        )
+
+
 def _write_files(
     tmp: Path, src: Artifact, onnx_art: Artifact, opts: BundleOptions, plan: _Plan, golden: _Golden, bundle_info: dict
 ) -> None:
     """Every file of the bundle into ``tmp`` (write_artifact hashes them and renames the folder into place)."""
-    shutil.copyfile(onnx_art.model_file, tmp / "model.onnx")
+    _copy_verified(onnx_art, tmp / "model.onnx")
     (tmp / "golden" / "images").mkdir(parents=True)
     for n in golden.images.names:
         shutil.copyfile(golden.folder / n, tmp / "golden" / "images" / n)
@@ -438,7 +404,7 @@ def make_bundle(
     workspace_gb: float | None = None,
     tensorrt: str | None = None,
     golden: int = GOLDEN_N,
-    golden_data: DataSource | str = "digits",
+    golden_data: DataSource | str | None = None,
     build_now: str = "auto",
 ) -> Artifact:
     """The deploy stage: artifact -> bundle artifact at ``out``. What the user should know (DLA fallbacks,
@@ -447,7 +413,8 @@ def make_bundle(
 
     ``build_now``: 'auto' builds the engine right away for --target gpu when TensorRT and a matching GPU
     are here (stored under prebuilt/, hashed); 'never' skips it; 'always' fails if it cannot build.
-    ``golden_data``: the real images of the golden set (the digits by default, or an image folder).
+    ``golden_data``: the real images of the golden set (default: the model's training data when the manifest
+    records real images, else the digits; ``bundle.json`` golden.data says which and why).
     """
     opts = BundleOptions().merged(
         dict(
@@ -467,8 +434,8 @@ def make_bundle(
         where="deploy",
     )
     profile, runtime, selected = _resolve_device(opts)
-    if not isinstance(src, Artifact):
-        src = Artifact.load(src)
+    src = Artifact.checked(src)  # the sha256 of every file, also for an Artifact loaded earlier
+    check_model_name(src.model, f"'{src.path}'")
     opset = min(17, max_opset(profile.trt_min)[0]) if profile.uses_tensorrt else 17
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)

@@ -48,28 +48,33 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
-        text = str(exc)
-        if "Unsupported global" in text:
-            found = re.search(r"GLOBAL (\S+)", text)
-            what = f" ({found.group(1)})" if found else ""
+        pickled, detail = load_failure(exc)
+        if pickled:
             raise WeightsError(
-                f"Weights file '{path}' holds pickled Python objects{what}, which edgecnn refuses to unpickle; "
+                f"Weights file '{path}' holds pickled Python objects{detail}, which edgecnn refuses to unpickle; "
                 "save model.state_dict() (torch.save) or a .safetensors file instead."
             ) from exc
         raise WeightsError(
-            f"Cannot read weights file '{path}': not a torch state_dict or a damaged file ({_detail(exc)})."
+            f"Cannot read weights file '{path}': not a torch state_dict or a damaged file ({detail})."
         ) from exc
     return _unwrap(obj, path)
 
 
-def _detail(exc: Exception) -> str:
-    """The informative part of a torch.load error (its weights-only preamble is the same for every file)."""
-    text = str(exc)
+def load_failure(exc: Exception) -> tuple[bool, str]:
+    """A failed ``torch.load(..., weights_only=True)`` in our words: (the file pickles Python objects that the
+    safe loader refused, the informative detail). torch's own preamble is never passed on: it advises
+    re-running with weights_only=False, i.e. executing the file."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return True, f" ({found.group(1)})"
     if "WeightsUnpickler error:" in text:
         rest = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
         if rest:
-            return rest[0][:200]
-    return _short(exc)
+            return False, rest[0][:200]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not re.search(r"weights_only|Weights only load|torch\.load", ln)]
+    return False, (useful[0][:200] if useful else type(exc).__name__ if not lines else "refused by the safe loader")
 
 
 def _short(exc: Exception) -> str:
@@ -85,6 +90,13 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"Weights file '{path}' is not a state_dict (a dict of tensors); save model.state_dict().")
+    for key, value in obj.items():
+        kind = "meta" if value.is_meta else None if value.layout == torch.strided else "sparse"
+        if kind:
+            raise WeightsError(
+                f"Weights file '{path}' holds a {kind} tensor ({key}); edgecnn loads dense tensors with their "
+                "data - save model.state_dict() of a model whose weights are materialised and dense."
+            )
     # DDP / torch.compile prefixes
     for prefix in ("module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in obj):

@@ -260,7 +260,7 @@ def build_engine(
     and refuses models with ops this TensorRT cannot parse.
     """
     if out is not None:
-        check_out(out)
+        check_out(out, src)
     profile = load_profile(device)
     src = _onnx_source(src)
     cache_path = Path(timing_cache) if timing_cache else None
@@ -295,6 +295,7 @@ def _onnx_source(src) -> Artifact:
             f"'{src.path}' is a {src.format} artifact; 'edgecnn build' takes an ONNX artifact "
             "(make one with 'edgecnn export')."
         )
+    src.verify()  # loaded earlier: checked again (cached unless a file changed)
     return src
 
 
@@ -413,6 +414,7 @@ class TensorRTRunner(Runner):
         self._runtime = trt.Runtime(self._logger)
         if meta.get("dla_core") is not None:
             self._runtime.DLA_core = int(meta["dla_core"])
+        self.artifact.verify()  # an Artifact handed in (not loaded here) is checked too; cached
         self._engine = self._runtime.deserialize_cuda_engine(self.artifact.model_file.read_bytes())
         if self._engine is None:
             raise DeviceMismatch(
