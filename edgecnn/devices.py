@@ -34,6 +34,8 @@ EXAMPLE = "devices/jetson-orin-nano.yaml"
 #: the profile each target deploys to when no --device is given (THE place that says so)
 DEFAULT_DEVICES = {"jetson": "jetson-orin-nano", "gpu": "x86-gpu", "cpu": "x86-cpu"}
 
+#: a profile's name: it names the file, folders of bundles and appears in the bundle's scripts
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TRT_KEYS = ("min", "max", "default")
 _SOFTWARE_KEYS = ("jetpack", "l4t", "tensorrt", "cuda", "cudnn", "onnxruntime")
 
@@ -76,14 +78,14 @@ class DeviceProfile(Options):
     runtime: RuntimeName
     arch: str
     compute_capability: tuple[str, ...]
-    dla_cores: int = bounded(dataclasses.MISSING, 0)
+    dla_cores: int = bounded(dataclasses.MISSING, 0, 16)
     precisions: tuple[str, ...]
-    memory_gb: float = bounded(dataclasses.MISSING, 0, lo_open=True)
+    memory_gb: float = bounded(dataclasses.MISSING, 0, 65_536, lo_open=True)
     tensorrt: dict | None  # required: null for an ONNX Runtime device
     software: tuple[dict, ...]
     gpu: str | None = None
     dla_version: str | None = None
-    default_workspace_gb: float | None = bounded(None, 0, lo_open=True)
+    default_workspace_gb: float | None = bounded(None, 0, 1024, lo_open=True)
     notes: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
@@ -140,6 +142,7 @@ class DeviceProfile(Options):
     def validate(self) -> None:
         """The rules between fields; ProfileError names the file, the key and the fix."""
         where = f"Device profile {self.path}"
+        self._check_texts(where)
         if self.path is not None and self.name != self.path.stem:
             raise ProfileError(f"{where}: name '{self.name}' must match the file name '{self.path.stem}'.")
         if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
@@ -161,6 +164,21 @@ class DeviceProfile(Options):
                 raise ProfileError(
                     f"{where}: each 'software' entry is a mapping with keys among "
                     f"{', '.join(_SOFTWARE_KEYS)}; got {row!r}."
+                )
+
+    def _check_texts(self, where: str) -> None:
+        """The name is a safe word; every text is one line of printable characters (a line break or an
+        escape sequence in a profile would otherwise travel into scripts and terminals)."""
+        if not PROFILE_NAME.fullmatch(self.name):
+            raise ProfileError(
+                f"{where}: 'name' {self.name!r:.80} may hold only letters, digits, '.', '_' and '-' "
+                "(at most 64, starting with a letter or digit); rename the profile and its file."
+            )
+        for key, text in _texts(self.as_dict()):
+            if not text.isprintable():
+                raise ProfileError(
+                    f"{where}: '{key}' holds a control character (a line break?) in {text!r:.80}; "
+                    "write it as one line of plain text."
                 )
 
     def _check_tensorrt(self, where: str) -> None:
@@ -271,6 +289,19 @@ class DeviceProfile(Options):
         }
 
 
+def _texts(value, key: str = ""):
+    """(key, text) for every string inside ``value`` (mappings and sequences walked)."""
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _texts(str(k), key or str(k))
+            yield from _texts(v, key or str(k))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _texts(v, key)
+
+
 # -- loading -------------------------------------------------------------------------------------
 def search_dirs() -> list[Path]:
     dirs = []
@@ -301,8 +332,11 @@ def profile_names() -> list[str]:
     return list(_profile_files())
 
 
-def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
-    """A profile by name ('jetson-orin-nano') or by path to a YAML file; validated."""
+def load_profile(name_or_path: str | os.PathLike | DeviceProfile) -> DeviceProfile:
+    """A profile by name ('jetson-orin-nano') or by path to a YAML file; validated. A DeviceProfile
+    is returned as it is (a profile read from a file stays that profile, not a name looked up again)."""
+    if isinstance(name_or_path, DeviceProfile):
+        return name_or_path
     text = str(name_or_path)
     path = Path(text)
     if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or os.sep in text:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import print_table, write_json
+from ._common import DLA_CORE, SECONDS, Finite, print_table, write_json
 from .cmd_build import BATCH
 
 
@@ -40,21 +40,28 @@ from .cmd_build import BATCH
     help="TensorRT version the bundle is made for (default: the profile's; the script adapts on the device).",
 )
 @click.option("--batch", type=BATCH, default=None, help="TensorRT optimisation profile MIN,OPT,MAX (default 1,1,16).")
-@click.option("--dla-core", type=click.IntRange(min=0), default=None, help="Build for this DLA core.")
+@click.option("--dla-core", type=DLA_CORE, default=None, help="Build for this DLA core.")
 @click.option("--gpu-fallback", is_flag=True, help="Let layers the DLA cannot run fall back to the GPU.")
 @click.option(
     "--workspace",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     default=None,
     metavar="GB",
     help="TensorRT builder workspace (default: the profile's).",
 )
 @click.option(
     "--golden",
-    type=click.IntRange(min=1, max=360),
-    default=10,
+    type=click.IntRange(min=1, max=10_000),
+    default=32,
     show_default=True,
-    help="Number of real digit images in the golden set.",
+    help="Number of real held-out images in the golden set (per-image tolerance report on the device).",
+)
+@click.option(
+    "--data",
+    "golden_data",
+    default=None,
+    metavar="DIR|digits",
+    help="Images of the golden set [default: the model's training data from its manifest, else the digits].",
 )
 @click.option(
     "--no-build", is_flag=True, help="--target gpu: do not build the engine here even if TensorRT is present."
@@ -67,7 +74,7 @@ from .cmd_build import BATCH
 @click.option("--ssh-option", multiple=True, metavar="KEY=VALUE", help="Extra ssh -o option (repeatable).")
 @click.option(
     "--remote-timeout",
-    type=click.FloatRange(min=1),
+    type=Finite(1, SECONDS.max),
     default=1800,
     show_default=True,
     metavar="SECONDS",
@@ -87,6 +94,7 @@ def command(
     gpu_fallback,
     workspace,
     golden,
+    golden_data,
     no_build,
     host,
     port,
@@ -126,6 +134,7 @@ def command(
         gpu_fallback=gpu_fallback,
         workspace_gb=workspace,
         golden=golden,
+        golden_data=golden_data,
         build_now="never" if no_build else "auto",
     )
     _report(result, artifact, json_path)

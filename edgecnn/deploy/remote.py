@@ -1,7 +1,10 @@
 """Shipping a bundle to a device over ssh: copy it with scp, run ``build_engine.sh`` (TensorRT bundles)
 and ``run.py --verify`` there, and report what the device said.
 
-Nothing from a manifest reaches the remote shell unquoted; ssh runs in batch mode (no password prompts),
+Nothing from a manifest reaches the remote shell unquoted: the host and the remote folder are checked
+against safe character sets (a folder name that needs no quoting means the same to scp's SFTP and legacy
+modes), commands are argv lists, and the one remote command line quotes every word; the remote folder is
+replaced only when it is absent or an edgecnn bundle. ssh runs in batch mode (no password prompts),
 and a host key seen for the first time is accepted and remembered (``StrictHostKeyChecking=accept-new``)
 unless ``--ssh-option`` says otherwise.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,9 +23,16 @@ from pathlib import Path
 
 from ..artifact import Artifact
 from ..errors import EdgeCnnError, InvalidInput, MissingDependency, OptionError
+from ..limits import MAX_SECONDS
 from ..options import Options, bounded
+from .scripts import file_word
 
 log = logging.getLogger("edgecnn")
+
+#: USER@HOST (or HOST, or an ssh config alias): no option-like leading '-', no shell characters
+HOST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]{0,63}@)?[A-Za-z0-9_][A-Za-z0-9._:-]{0,252}")
+#: a remote folder: a word shlex.quote leaves as it is (so scp's SFTP and legacy modes read it alike)
+REMOTE_DIR = re.compile(r"[A-Za-z0-9_@%+=:,./-]{1,1024}")
 
 
 class RemoteError(EdgeCnnError):
@@ -38,17 +49,40 @@ class RemoteOptions(Options):
     remote_dir: str | None = None
     remote_python: str = "python3"
     ssh_option: tuple[str, ...] = ()
-    remote_timeout: float = bounded(1800.0, 1)
+    remote_timeout: float = bounded(1800.0, 1, MAX_SECONDS)
 
     def validate(self) -> None:
         if self.host is None and (self.port or self.identity or self.remote_dir or self.ssh_option):
             raise OptionError("--port, --identity, --remote-dir and --ssh-option need --host USER@HOST.")
+        if self.host is not None:
+            check_remote_names(self.host, self.remote_dir)
 
     def preflight(self) -> None:
         """Fail on a bad key file or a missing ssh client before anything is written."""
         if self.host:
             require_ssh_tools()
             ssh_options(port=self.port, identity=self.identity, options=self.ssh_option)
+
+
+def check_remote_names(host: str, remote_dir: str | None) -> None:
+    """OptionError unless ``host`` is USER@HOST and ``remote_dir`` a plain relative or absolute folder."""
+    if not HOST.fullmatch(host):
+        raise OptionError(
+            f"--host {host!r:.80} is not USER@HOST (letters, digits, '.', '_', '-', ':'; not starting with '-')."
+        )
+    if remote_dir is None:
+        return
+    parts = remote_dir.split("/")
+    if (
+        not REMOTE_DIR.fullmatch(remote_dir)
+        or ".." in parts
+        or remote_dir.rstrip("/") in ("", ".")
+        or any(p.startswith("-") for p in parts)
+    ):
+        raise OptionError(
+            f"--remote-dir {remote_dir!r:.80} is not a bundle folder: use letters, digits and _ @ % + = : , . / -, "
+            "no '..' or '~', no part starting with '-', not / itself (e.g. --remote-dir edgecnn-bundles/my-bundle)."
+        )
 
 
 def require_ssh_tools() -> None:
@@ -98,6 +132,17 @@ def _run(cmd: list[str], *, timeout: float, what: str, host: str, port: int | No
     return proc
 
 
+def _prepare_command(rdir: str) -> str:
+    """Remote shell line: replace ``rdir`` only when it is absent or holds an edgecnn bundle (never a
+    folder of the user's), and create its parent."""
+    d = shlex.quote(rdir)
+    return (
+        f"if [ -e {d} ] && [ ! -f {d}/manifest.json ]; then printf '%s exists and is not an edgecnn bundle "
+        f"(no manifest.json); pass another --remote-dir\\n' {d} >&2; exit 3; fi; "
+        f"rm -rf -- {d} && mkdir -p -- {shlex.quote(str(Path(rdir).parent))}"
+    )
+
+
 def _tail(text: str, n: int) -> list[str]:
     return text.strip().splitlines()[-n:]
 
@@ -117,27 +162,28 @@ def deploy_remote(
 ) -> dict:
     """Copy ``bundle`` to ``host`` (USER@HOST) with scp, run build_engine.sh (TensorRT bundles) and
     ``run.py --verify`` there, and return what happened. Raises RemoteError if any step fails."""
+    check_remote_names(host, remote_dir)
     require_ssh_tools()
     art = bundle if isinstance(bundle, Artifact) else Artifact.load(bundle, formats=("bundle",))
     runtime = json.loads((art.path / "bundle.json").read_text(encoding="utf-8"))["runtime"]
     build = (runtime == "tensorrt") if build is None else build
-    rdir = remote_dir or f"edgecnn-bundles/{art.path.name}"
+    rdir = remote_dir or f"edgecnn-bundles/{file_word(art.path.name)}"
     opts = ssh_options(port=port, identity=identity, options=options, connect_timeout=connect_timeout)
-    ssh = ["ssh", *opts, *(["-p", str(port)] if port else []), host]
-    scp = ["scp", "-r", "-q", *opts, *(["-P", str(port)] if port else [])]
+    ssh = ["ssh", *opts, *(["-p", str(port)] if port else []), "--", host]
+    scp = ["scp", "-r", "-q", *opts, *(["-P", str(port)] if port else []), "--"]
     q, py = shlex.quote, shlex.quote(remote_python)
     t0 = time.perf_counter()
     proc = _run(
-        [*ssh, f"rm -rf {q(rdir)} && mkdir -p {q(str(Path(rdir).parent))}"],
-        timeout=connect_timeout + 30,
-        what="prepare remote folder",
-        host=host,
-        port=port,
+        [*ssh, _prepare_command(rdir)], timeout=connect_timeout + 30, what="prepare remote folder", host=host, port=port
     )
     if proc.returncode != 0:
         raise RemoteError(f"Cannot create {rdir} on {host}: {proc.stderr.strip()[-300:]}")
     proc = _run(
-        [*scp, str(art.path), f"{host}:{rdir}"], timeout=max(120, timeout / 4), what="copy bundle", host=host, port=port
+        [*scp, str(art.path.resolve()), f"{host}:{rdir}"],
+        timeout=max(120, timeout / 4),
+        what="copy bundle",
+        host=host,
+        port=port,
     )
     if proc.returncode != 0:
         raise RemoteError(f"Copying the bundle to {host}:{rdir} failed: {proc.stderr.strip()[-300:]}")

@@ -12,20 +12,62 @@ onnxruntime, plus Pillow for images. GPU buffers for TensorRT go through libcuda
 neither pycuda nor torch is required. Written for Python 3.6+ (JetPack 4.6).
 
 Exit status: 0 success, 1 failure (message on stderr), 2 bad usage.
+
+Nothing in the bundle's folder is ever imported: before its first import this script takes its own
+folder off sys.path (Python puts a script's folder first there), so a stray numpy.py or json.py copied
+into the bundle cannot stand in for the real module; and the file check refuses any file the manifest
+does not list that Python could import (.py, .so, .pth ...) and names every other unlisted file.
 """
 
-import argparse
-import ctypes
-import ctypes.util
-import glob
-import hashlib
-import json
-import os
 import sys
-import time
+
+
+def _drop_own_folder():
+    """Remove this script's folder from sys.path, using only modules built into the interpreter (posix /
+    nt cannot be shadowed by a file): a folder entry is the same directory when its stat is."""
+    try:
+        import posix as fs
+    except ImportError:  # Windows
+        import nt as fs
+    script = globals().get("__file__") or ""
+    cut = max(script.rfind("/"), script.rfind("\\"))
+    try:
+        own = fs.stat(script[:cut] if cut > 0 else ("/" if cut == 0 else "."))
+    except (OSError, ValueError):
+        return
+    keep = []
+    for entry in sys.path:
+        try:
+            st = fs.stat(entry or ".")
+        except (OSError, TypeError, ValueError):
+            keep.append(entry)
+            continue
+        if (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino):
+            keep.append(entry)
+    sys.path[:] = keep
+
+
+if __name__ == "__main__":
+    _drop_own_folder()
+
+import argparse  # noqa: E402 - only once this folder is off sys.path
+import ctypes  # noqa: E402
+import ctypes.util  # noqa: E402
+import glob  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if __name__ == "__main__":  # also through a symlinked run.py: the real file's folder
+    _own = {os.path.realpath(HERE), os.path.dirname(os.path.realpath(__file__))}
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") not in _own]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: what build_engine.sh and the device write into the bundle (not edgecnn's files, so not in the manifest)
+DEVICE_OUTPUTS = ("model.engine", "engine.json", "build_engine.log", "timing.cache", "model_fp16.onnx")
+#: files Python could import (or run at start-up) if the folder were on its path
+IMPORTABLE = (".py", ".pyc", ".pyo", ".pyw", ".so", ".pyd", ".pth")
 
 
 class BundleError(Exception):
@@ -55,14 +97,58 @@ def sha256_file(path, chunk=1 << 20):
     return h.hexdigest()
 
 
+def unlisted_files(listed):
+    """Files (and linked folders) in the bundle that manifest.json does not list, except what the device
+    writes there (DEVICE_OUTPUTS) and Python's caches of listed scripts."""
+    stems = set(os.path.splitext(os.path.basename(rel))[0] for rel in listed if rel.endswith(".py"))
+    found = []
+    for root, dirs, names in os.walk(HERE):
+        rel_root = os.path.relpath(root, HERE).replace(os.sep, "/")
+        prefix = "" if rel_root == "." else rel_root + "/"
+        for d in dirs:
+            if os.path.islink(os.path.join(root, d)):
+                found.append(prefix + d + "/")
+        for name in names:
+            rel = prefix + name
+            if rel in listed or rel == "manifest.json" or (not prefix and name in DEVICE_OUTPUTS):
+                continue
+            if rel_root.endswith("__pycache__") and name.endswith(".pyc") and name.split(".")[0] in stems:
+                continue
+            found.append(rel)
+    return sorted(found)
+
+
+def importable(rel):
+    if rel.endswith("/"):  # a linked folder: a package if it has an __init__.py
+        return os.path.isfile(path_in(rel, "__init__.py"))
+    return rel.lower().endswith(IMPORTABLE) or ".so." in os.path.basename(rel)
+
+
 def check_files():
-    """Every file listed in manifest.json exists and has its recorded sha256."""
+    """Every file listed in manifest.json exists and has its recorded sha256; a file it does not list
+    that Python could import is refused, any other is named in a warning."""
     manifest = load_json("manifest.json")
     files = manifest.get("files") or {}
-    if not files:
+    if not files or not isinstance(files, dict):
         raise BundleError("manifest.json lists no files; this is not an edgecnn bundle")
+    extra = unlisted_files(files)
+    risky = [rel for rel in extra if importable(rel)]
+    if risky:
+        raise BundleError(
+            "%s %s in the bundle but not listed in manifest.json; Python could import it in place of a real "
+            "module - delete it, or copy the bundle again" % (", ".join(risky), "is" if len(risky) == 1 else "are")
+        )
+    if extra:
+        more = " and %d more" % (len(extra) - 10) if len(extra) > 10 else ""
+        sys.stderr.write(
+            "warning: %s%s %s in the bundle but not listed in manifest.json (not checked)\n"
+            % (", ".join(extra[:10]), more, "is" if len(extra) == 1 else "are")
+        )
     for rel, digest in sorted(files.items()):
-        full = path_in(*rel.split("/"))
+        parts = rel.split("/")
+        if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+            raise BundleError("manifest.json lists %r, a path outside the bundle; copy the bundle again" % rel)
+        full = path_in(*parts)
         if not os.path.isfile(full):
             raise BundleError("%s is listed in manifest.json but missing; copy the whole bundle again" % rel)
         if sha256_file(full) != digest:
@@ -75,7 +161,8 @@ def check_files():
 
 # -- preprocessing (same steps as edgecnn's eval transform) -----------------------------------------
 def preprocess(path, spec):
-    """Image file -> float32 (C, H, W): resize short side (bilinear), center crop, /255, (x - mean) / std."""
+    """Image file -> float32 (C, H, W): resize the shorter side (Pillow bilinear on 8-bit), floor center crop,
+    /255, (x - mean) / std in float32 - input.preprocess in bundle.json states each step."""
     import numpy as np
 
     try:
@@ -97,21 +184,20 @@ def preprocess(path, spec):
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     img = img.convert("L" if channels == 1 else "RGB")
-    crop_h, crop_w = spec.get("crop") or (spec["height"], spec["width"])
+    # the contract in bundle.json's input.preprocess: integer (floor) sizes and offsets, Pillow on 8-bit
+    crop_h, crop_w = [int(v) for v in (spec.get("crop") or (spec["height"], spec["width"]))]
     size = int(spec.get("resize") or min(crop_h, crop_w))
     w, h = img.size
     if w <= h:
-        new_w, new_h = size, int(size * h / w)
+        new_w, new_h = size, h * size // w
     else:
-        new_w, new_h = int(size * w / h), size
+        new_w, new_h = w * size // h, size
     if (new_w, new_h) != (w, h):
         img = img.resize((new_w, new_h), Image.BILINEAR)
-    if crop_w > new_w or crop_h > new_h:
-        raise BundleError("image %s is smaller than the %dx%d crop after resizing" % (path, crop_h, crop_w))
-    top = int(round((new_h - crop_h) / 2.0))
-    left = int(round((new_w - crop_w) / 2.0))
+    top = (new_h - crop_h) // 2
+    left = (new_w - crop_w) // 2
     img = img.crop((left, top, left + crop_w, top + crop_h))
-    x = np.asarray(img, dtype=np.float32) / 255.0
+    x = np.asarray(img, dtype=np.float32) / np.float32(255)
     x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
     mean = np.asarray(spec["mean"], dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(spec["std"], dtype=np.float32).reshape(-1, 1, 1)
@@ -393,6 +479,18 @@ def compare(actual, expected, tol):
         "n": int(len(expected)),
         "argmax_agree_all": int(agree.sum()) == len(agree),
         "atol_that_would_pass": max(needed, 0.0),
+        "per_image": [
+            {
+                "index": i,
+                "max_abs_error": float(err[i].max()),
+                "within_tolerance": bool((err[i] <= bound[i]).all()),
+                "top1": int(actual[i].argmax()),
+                "golden_top1": int(expected[i].argmax()),
+                "checked": bool(clear[i]),
+                "agree": bool(agree[i]),
+            }
+            for i in range(len(expected))
+        ],
     }
     result["passed"] = within and bool(agree[clear].all())
     if not result["passed"]:
@@ -409,9 +507,9 @@ def compare(actual, expected, tol):
 
 
 def verify(runtime=None, threads=None):
+    n_files = check_files()
     import numpy as np
 
-    n_files = check_files()
     bundle = load_json("bundle.json")
     runtime = runtime or bundle["runtime"]
     golden = bundle["golden"]
@@ -439,6 +537,8 @@ def verify(runtime=None, threads=None):
     report["seconds"] = round(time.time() - t0, 4)
     tol = bundle["tolerance"][runtime]
     report.update(compare(actual, expected, tol))
+    for row in report.get("per_image", []):
+        row["image"] = images[row["index"]] if row["index"] < len(images) else None
     report["tolerance_basis"] = tol.get("basis", "")
     one_level = 1.01 / 255.0 / float(min(bundle["input"]["std"]))  # one 8-bit grey level, normalised
     if pre is not None and pre > one_level:
@@ -467,6 +567,12 @@ def print_verify(report):
             report["argmax_checked"],
         )
     )
+    for row in report.get("per_image", []):
+        if not row["within_tolerance"] or (row["checked"] and not row["agree"]):
+            print(
+                "image       %s: max |err| %.3g, top-1 %d (golden %d%s)"
+                % (row["image"], row["max_abs_error"], row["top1"], row["golden_top1"], ", checked" * row["checked"])
+            )
     if report["passed"]:
         print("VERIFY PASSED")
     else:
@@ -490,9 +596,9 @@ def collect_images(paths):
 
 
 def classify(paths, runtime=None, top_k=5, threads=None, json_path=None):
+    check_files()
     import numpy as np
 
-    check_files()
     bundle = load_json("bundle.json")
     files = collect_images(paths)
     x = np.stack([preprocess(f, bundle["input"]) for f in files])
