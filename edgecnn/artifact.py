@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -22,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from .envinfo import fingerprint
-from .errors import ArtifactError
+from .errors import WRITE_ONLY_ERRNOS, ArtifactError, EdgeCnnError, OutputError, cannot_write, os_write_error
+from .integrity import check_files, verify_files
+from .manifest_schema import FORMATS, read_manifest
+from .manifest_schema import validate as validate_manifest
 
 MANIFEST = "manifest.json"
 SCHEMA = "edgecnn.artifact/1"
-FORMATS = ("torch", "onnx", "engine", "bundle")
-_REQUIRED = ("schema", "id", "model", "format", "file", "precision", "input", "classes", "stage", "sha256")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -39,17 +41,43 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a file-system refusal (disk full, read-only, no permission ...) raised in the block into one
+    :class:`OutputError` naming ``path``; anything else (a bug included) propagates unchanged."""
+    try:
+        yield
+    except EdgeCnnError:
+        raise
+    except Exception as exc:
+        err = os_write_error(exc)
+        if err is None or _read_of_an_input(err, Path(path)):
+            raise
+        raise cannot_write(path, err) from exc
+
+
+def _read_of_an_input(err: OSError, out: Path) -> bool:
+    """An error that may come from reading (permission, not a folder ...) about a file outside the folder
+    ``out`` is written in: not the output's fault, so not said as "cannot write"."""
+    if err.errno in WRITE_ONLY_ERRNOS or not err.filename:
+        return False
+    where = Path(os.path.abspath(out)).parent
+    return where not in Path(os.path.abspath(err.filename)).parents
+
+
+@contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s directory; when the block succeeds it is renamed to ``path``,
-    otherwise removed - readers never see a half-written file."""
+    otherwise removed - readers never see a half-written file. A full disk (or any file-system refusal)
+    becomes one :class:`OutputError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
 
 
@@ -149,8 +177,13 @@ class Artifact:
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike, *, formats: Iterable[str] | None = None, verify: bool = False) -> Artifact:
-        """Load an artifact directory (or its manifest.json). ``formats`` restricts the accepted kinds."""
+    def load(cls, path: str | os.PathLike, *, formats: Iterable[str] | None = None, verify: bool = True) -> Artifact:
+        """Load an artifact directory (or its manifest.json). ``formats`` restricts the accepted kinds.
+
+        The manifest is checked against the schema (:mod:`edgecnn.manifest_schema`), every file it lists
+        must stay inside the directory, nothing unlisted may lie there, and (``verify``, the default) every
+        file's sha256 must match - hashed once per process (:mod:`edgecnn.integrity`). ``verify=False`` is
+        only for scanning many candidates; :meth:`verify` the one that is then used."""
         path = Path(path)
         if path.is_file() and path.name == MANIFEST:
             path = path.parent
@@ -166,45 +199,54 @@ class Artifact:
                 f"'{path}' has no {MANIFEST}, so it is not an edgecnn artifact; pass a directory "
                 "written by an edgecnn command."
             )
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{mpath} is not valid JSON ({exc}); re-create the artifact.") from exc
+        manifest = read_manifest(mpath)
         if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
             raise ArtifactError(
                 f"{mpath} is not an edgecnn manifest (schema {SCHEMA!r} expected); re-create the artifact."
             )
-        missing = [k for k in _REQUIRED if k not in manifest]
-        if missing:
-            raise ArtifactError(f"{mpath} lacks {', '.join(missing)}; re-create the artifact.")
+        validate_manifest(manifest, mpath)
         art = cls(path=path, manifest=manifest)
-        if formats is not None:
-            formats = tuple(formats)
-            if art.format not in formats:
-                raise ArtifactError(
-                    f"'{path}' is a {art.format} artifact but this command needs {' or '.join(formats)}"
-                    f"{_how_to_get(formats)}."
-                )
-        if not art.model_file.exists():
+        art._require_format(formats)
+        if not (art.model_file.exists() or art.model_file.is_symlink()):
             raise ArtifactError(
                 f"Artifact '{path}' lists {art.manifest['file']} but the file is missing; re-create the artifact."
             )
         if verify:
             art.verify()
+        else:
+            check_files(path, manifest["files"], kind=art.format)
         return art
 
+    @classmethod
+    def checked(cls, src: Artifact | str | os.PathLike, *, formats: Iterable[str] | None = None) -> Artifact:
+        """``src`` as a verified artifact: a path is loaded (and verified), an Artifact already in memory is
+        verified again - a file changed since it was loaded is caught, an unchanged one is not re-hashed."""
+        if not isinstance(src, Artifact):
+            return cls.load(src, formats=formats)
+        src._require_format(formats)
+        src.verify()
+        return src
+
+    def _require_format(self, formats: Iterable[str] | None) -> None:
+        if formats is not None and self.format not in tuple(formats):
+            formats = tuple(formats)
+            raise ArtifactError(
+                f"'{self.path}' is a {self.format} artifact but this command needs {' or '.join(formats)}"
+                f"{_how_to_get(formats)}."
+            )
+
     def verify(self) -> None:
-        """Check every file's sha256 against the manifest; raise ArtifactError naming the first mismatch."""
-        for rel, digest in self.manifest.get("files", {self.manifest["file"]: self.sha256}).items():
-            f = self.path / rel
-            if not f.exists():
-                raise ArtifactError(
-                    f"{f} is listed in {MANIFEST} but missing; the artifact is incomplete - re-create it."
-                )
-            if sha256_file(f) != digest:
-                raise ArtifactError(
-                    f"{f} does not match its sha256 in {MANIFEST} (modified or corrupted); re-create the artifact."
-                )
+        """Check that every listed file stays inside the artifact and is a regular file, that nothing unlisted
+        lies there, and every file's sha256; raise ArtifactError naming the first problem. Cheap when
+        repeated: digests are cached per file identity (see :mod:`edgecnn.integrity`)."""
+        files = self.manifest.get("files")
+        if not isinstance(files, dict) or self.manifest["file"] not in files:
+            raise ArtifactError(
+                f"{self.path / MANIFEST}: 'files' does not list {self.manifest['file']}, so it cannot be "
+                "verified; re-create the artifact."
+            )
+        check_files(self.path, files, kind=self.format)
+        verify_files(self.path, files)
 
     def update_metrics(self, metrics: dict) -> None:
         """Merge measured metrics into the manifest (atomically rewritten)."""
@@ -301,12 +343,61 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=_json_default))
 
 
-def check_out(out: str | os.PathLike) -> None:
-    """Refuse an output that :func:`write_artifact` would refuse; stages call it before any work, so a
-    taken --out fails in a second instead of after minutes of training or calibration."""
+def check_out(out: str | os.PathLike, *sources, artifact: bool = True) -> None:
+    """Refuse an output that cannot or must not be written; stages call it before any work, so a bad
+    --out fails in a second instead of after minutes of training or calibration.
+
+    ``sources`` (artifacts, paths, or names/None that are no path) must not be ``out``, inside it, or hold
+    it; ``out`` must be creatable (no dangling symlink, no file on its way, a writable file system); with
+    ``artifact`` (not for a compress run folder) an existing ``out`` must be an artifact we may replace."""
     out = Path(out)
-    if out.exists() and (out.is_file() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+    for src in sources:
+        _check_not_source(out, src)
+    _check_creatable(out)
+    if artifact and out.exists() and (out.is_file() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise ArtifactError(f"Output '{out}' exists and is not an edgecnn artifact; choose another --out or remove it.")
+
+
+def _check_not_source(out: Path, src) -> None:
+    if src is None:
+        return
+    where = Path(src.path if isinstance(src, Artifact) else src)
+    if where.name == MANIFEST and where.is_file():
+        where = where.parent
+    if not where.exists():
+        return  # a zoo name, 'random', 'digits': not a path
+    o, s = out.resolve(), where.resolve()
+    if o == s:
+        why = "is the source artifact"
+    elif o in s.parents:
+        why = "contains the source artifact"
+    elif s in o.parents:
+        why = "is inside the source artifact"
+    else:
+        return
+    raise ArtifactError(
+        f"--out '{out}' {why} '{where}'; writing there would replace or alter the source - choose another --out."
+    )
+
+
+def _check_creatable(out: Path) -> None:
+    """``out`` (and a temporary sibling) can be created: every existing part of its path is a folder, no
+    dangling symlink stands in the way, and the folder it goes in is writable."""
+    p = Path(os.path.abspath(out))
+    while not p.exists():
+        if p.is_symlink():
+            raise OutputError(
+                f"Output '{out}' cannot be created: '{p}' is a dangling symlink (to '{os.readlink(p)}'); "
+                "remove the link or choose another --out."
+            )
+        p = p.parent
+    if not p.is_dir():
+        raise OutputError(f"Output '{out}' cannot be created: '{p}' is a file, not a folder; choose another --out.")
+    home = p if p != Path(os.path.abspath(out)) else p.parent
+    if os.statvfs(home).f_flag & os.ST_RDONLY:
+        raise cannot_write(out, OSError(errno.EROFS, f"'{home}' is on a read-only file system"))
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise cannot_write(out, OSError(errno.EACCES, f"no permission to write in '{home}'"))
 
 
 def write_artifact(out: str | os.PathLike, manifest: dict, write: Callable[[Path], None]) -> Artifact:
@@ -317,32 +408,49 @@ def write_artifact(out: str | os.PathLike, manifest: dict, write: Callable[[Path
     that is not an artifact is refused, so user files are never clobbered.
     """
     out = Path(out)
-    check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_out(out, (manifest.get("parent") or {}).get("path"))
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     try:
-        write(tmp)
-        model_path = tmp / manifest["file"]
-        if not model_path.exists():
-            raise RuntimeError(f"stage did not write its model file {manifest['file']}")
-        files = {}
-        for f in sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != MANIFEST):
-            files[f.relative_to(tmp).as_posix()] = sha256_file(f)
-        manifest["files"] = files
-        manifest["sha256"] = files[manifest["file"]]
-        (tmp / MANIFEST).write_text(json.dumps(_jsonable(manifest), indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+            write(tmp)
+            _seal(tmp, manifest)
+            _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Artifact(path=out, manifest=manifest)
+
+
+def _seal(tmp: Path, manifest: dict) -> None:
+    """Hash every file the stage wrote into ``tmp`` and write the manifest that lists them."""
+    if not (tmp / manifest["file"]).exists():
+        raise RuntimeError(f"stage did not write its model file {manifest['file']}")
+    files = {}
+    for f in sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != MANIFEST):
+        files[f.relative_to(tmp).as_posix()] = sha256_file(f)
+    manifest["files"] = files
+    manifest["sha256"] = files[manifest["file"]]
+    (tmp / MANIFEST).write_text(json.dumps(_jsonable(manifest), indent=2) + "\n", encoding="utf-8")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an artifact already there is replaced, and restored if that fails."""
+    if not (out.exists() or out.is_symlink()):
+        os.replace(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    if old.is_symlink():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def is_artifact(path: str | os.PathLike) -> bool:

@@ -7,7 +7,10 @@ them into one line and exit code 1; anything else that escapes is a bug and keep
 from __future__ import annotations
 
 import difflib
+import errno
 import importlib
+import os
+import re
 
 
 class EdgeCnnError(Exception):
@@ -39,12 +42,55 @@ class ArtifactError(InvalidInput):
     """A directory that is not a usable edgecnn artifact (or the wrong kind of one)."""
 
 
+class OutputError(EdgeCnnError):
+    """An output path that cannot be written: disk full, read-only, no permission, not a folder ..."""
+
+
 class MissingDependency(EdgeCnnError):
     """An optional package that the requested operation needs is not installed."""
 
 
 class DeviceMismatch(EdgeCnnError):
     """An artifact built for one device/runtime version used on another."""
+
+
+#: OS errors that say "this place cannot take the output" - the user's to fix, never a bug - and the fix
+_WRITE_FIXES = {
+    errno.ENOSPC: "free space on that disk or choose another output path",
+    errno.EDQUOT: "free space within your disk quota or choose another output path",
+    errno.EFBIG: "the file is too big for that file system; choose another output path",
+    errno.EROFS: "that file system is read-only; choose another output path",
+    errno.EACCES: "choose an output path you may write, or fix its permissions",
+    errno.EPERM: "choose an output path you may write, or fix its permissions",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another output path",
+    errno.EISDIR: "a folder is in the way; choose another output path",
+    errno.ENAMETOOLONG: "choose a shorter output path",
+    errno.EIO: "the disk reported an I/O error; check it or choose another output path",
+}
+#: the errors that can only come from writing (others, e.g. EACCES, may be a read of an input)
+WRITE_ONLY_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def os_write_error(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write, if the failure was the file system's: raised directly, chained
+    (torch.save to a file object raises RuntimeError from it) or quoted (safetensors: "(os error 28)")."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            if exc.errno in _WRITE_FIXES:
+                return exc
+        elif m := re.search(r"\(os error (\d+)\)", str(exc)):
+            code = int(m.group(1))
+            if code in _WRITE_FIXES:
+                return OSError(code, os.strerror(code))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def cannot_write(path: str | os.PathLike, err: OSError) -> OutputError:
+    """The one-line error for an output ``path`` the file system refused (``err``)."""
+    return OutputError(f"cannot write '{path}': {err.strerror or os.strerror(err.errno)}; {_WRITE_FIXES[err.errno]}.")
 
 
 def suggest(name: str, choices, *, what: str = "name") -> str:

@@ -16,7 +16,7 @@ import warnings
 import click
 
 from .. import __version__
-from ..errors import EdgeCnnError, OptionError, suggest
+from ..errors import WRITE_ONLY_ERRNOS, EdgeCnnError, OptionError, cannot_write, suggest
 
 # Commands in pipeline order; modules found but not listed here come after, alphabetically.
 ORDER = [
@@ -71,6 +71,10 @@ class EdgeCnnGroup(click.Group):
             raise click.UsageError(str(exc), ctx) from None
         except EdgeCnnError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # disk full / read-only outside the write helpers: still one line
+            if exc.errno not in WRITE_ONLY_ERRNOS:
+                raise
+            raise click.ClickException(str(cannot_write(exc.filename or "the output", exc))) from None
 
 
 def _showwarning(message, category, filename, lineno, file=None, line=None):

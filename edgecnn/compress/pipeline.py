@@ -11,36 +11,39 @@ artifact, ending in an original-vs-compressed comparison measured in one run.
 No training from scratch: the chain starts from weights you have. Everything lands in one run folder
 (``runs/compress/<model>-<timestamp>/`` unless ``out`` is given): one artifact per step, ``final`` (a
 symlink to the last step's artifact) and ``compress.json`` (options, steps, the table, and ``final``:
-the path of the artifact to deploy).
+the path of the artifact to deploy). A run owns its folder while it works (:mod:`edgecnn.runfolder`): a
+second run on it is refused, and until the report is written the folder holds ``compress.running``
+instead of ``compress.json`` / ``final``, so ``deploy`` never picks a run that did not finish.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Subset
 
-from ..artifact import Artifact, atomic_write_json
-from ..bench import measure_latency
+from ..artifact import Artifact, atomic_write_json, check_out
+from ..bench import measure_latency, ratio_between
 from ..data.calibration import CalibrationSet, load_calibration
 from ..data.source import DataSource
-from ..errors import InvalidInput
+from ..estimator import RATIO_ESTIMATOR
 from ..evaluation import run_over
+from ..runfolder import REPORT, new_run_dir, own_run
 from ..runtime.onnxrt import create_session, run_batches
 from .chain import COMPRESS_LAYOUT, run_chain
 from .recipe import CompressRecipe, RecipeError
 from .source import load_original
 
 RUNS_ROOT = Path("runs") / "compress"
-REPORT = "compress.json"
 #: images compared when neither --data nor real calibration images are given (held-out digits)
 FALLBACK_IMAGES = 32
 CALIB_COMPARE_IMAGES = 64
+#: the torch original in the latency run (timed beside the ONNX columns, not a column itself)
+TORCH_LABEL = "torch original"
 
 
 def compress(
@@ -66,15 +69,11 @@ def compress(
     t_start = time.perf_counter()
     _check_inputs(rec)
     name = Path(rec.model).name if os.sep in str(rec.model) or Path(str(rec.model)).exists() else str(rec.model)
-    run = _run_dir(rec, name)
-    created = not run.exists()
-    run.mkdir(parents=True, exist_ok=True)
-    try:
+    run, created = _run_dir(rec, name)
+    # the run owns its folder: a second run on it is refused, a failure removes only a folder it made, and
+    # the folder is marked unfinished (deploy skips it) until the report is written
+    with own_run(run, created=created):
         return _chain(rec, run, t_start, progress=progress, recipe_path=recipe_path)
-    except BaseException:
-        if created:  # nothing half-written: a failed run leaves no folder behind
-            shutil.rmtree(run, ignore_errors=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,20 +81,15 @@ def _timestamp() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _run_dir(rec: CompressRecipe, name: str) -> Path:
+def _run_dir(rec: CompressRecipe, name: str) -> tuple[Path, bool]:
+    """(run folder, whether this run created it); an --out that cannot be written, or that is or holds the
+    source, fails here - before any work."""
+    sources = (rec.model, rec.weights)
     if rec.out:
-        run = Path(rec.out)
-        if run.exists() and (run.is_file() or (any(run.iterdir()) and not (run / REPORT).is_file())):
-            raise InvalidInput(
-                f"Output '{run}' exists and is not an edgecnn compress run; choose another --out or remove it."
-            )
-        return run
-    run = RUNS_ROOT / f"{name}-{_timestamp()}"
-    k = 1
-    while run.exists():
-        run = RUNS_ROOT / f"{name}-{_timestamp()}-{k}"
-        k += 1
-    return run
+        check_out(rec.out, *sources, artifact=False)
+        return Path(rec.out), False
+    check_out(RUNS_ROOT / f"{name}-{_timestamp()}", *sources, artifact=False)
+    return new_run_dir(RUNS_ROOT, name, _timestamp()), True
 
 
 def _check_inputs(rec: CompressRecipe) -> None:
@@ -225,16 +219,19 @@ def compare(
     columns: list[tuple[str, Artifact]], rec: CompressRecipe, *, original=None, calib_set: CalibrationSet | None = None
 ) -> dict:
     """Measure every artifact in ``columns`` (label, onnx artifact) on the same images, streamed once for all
-    columns, and their latency in one interleaved run; ratios are against the first column (the original)."""
+    columns, and their latency in one interleaved run, the torch ``original`` timed beside them. Speed-ups
+    (:data:`~edgecnn.estimator.RATIO_ESTIMATOR`) are against the first column - the original's FP32 ONNX, the
+    same runtime, so they are the compression's gain alone - and, labelled apart, against the torch original."""
     first = columns[0][1]
     dataset, labelled, image_desc = comparison_images(rec, first.input, first.num_classes, calib_set)
     logits, labels, _ = run_over([_logits_fn(art, rec.threads) for _, art in columns], dataset, batch_size=64)
     outs = {label: out for (label, _), out in zip(columns, logits)}
     latency = None
+    torch_ref = [original] if original is not None and original.format != "onnx" else []
     if rec.bench and not any(_fp16_io(a) for _, a in columns):
         latency = measure_latency(
-            [a for _, a in columns],
-            labels=[lab for lab, _ in columns],
+            [a for _, a in columns] + torch_ref,
+            labels=[lab for lab, _ in columns] + [TORCH_LABEL] * len(torch_ref),
             batch_sizes=(1,),
             warmup=0.5,
             min_time_s=rec.bench_seconds,
@@ -257,6 +254,10 @@ def compare(
             "threads": latency["settings"]["threads"],
             "environment": latency["environment"].get("cpu"),
             "seconds": latency["seconds"],
+            "estimator": RATIO_ESTIMATOR,
+            "reference": f"{columns[0][0]} (FP32 ONNX, same runtime)",
+            "torch_p50_ms": latency["results"][-1]["latency_ms"]["p50"] if torch_ref else None,
+            "notes": latency["notes"],
         }
         if latency
         else None,
@@ -280,13 +281,22 @@ def _row(i: int, label: str, art: Artifact, outs: dict, labels, latency, first: 
     if labels is not None:
         row["top1"] = float((outs[label].argmax(1) == labels).mean())
     if latency is not None:
-        r = latency["results"][i]
-        rr = r.get("ratio_rounds") or {}
-        # per-round latency ratios -> speed-ups (the quartiles swap sides under 1/x)
-        iqr = (
-            {"q25": 1 / rr["q75"], "median": 1 / rr["median"], "q75": 1 / rr["q25"]}
-            if rr and min(rr["q25"], rr["q75"], rr["median"]) > 0
-            else {}
-        )
-        row.update(latency_ms=r["latency_ms"]["p50"], speedup=r["speedup"], speedup_iqr=iqr)
+        row.update(_latency_row(latency["results"], i))
     return row
+
+
+def _latency_row(results: list[dict], i: int) -> dict:
+    """Latency of column ``i``: its p50, and its speed-up against the first column (same runtime) and, when
+    the torch original was timed, against it - each by the one estimator, with interval and flags."""
+    r = results[i]
+    out = {
+        "latency_ms": r["latency_ms"]["p50"],
+        "latency_ratio": {"point": r["ratio"], "low": r["ratio_ci"][0], "high": r["ratio_ci"][1]},
+        "speedup": r["speedup"],
+        "speedup_ci": r["speedup_ci"],
+        "latency_flags": r["flags"],
+    }
+    if results[-1]["label"] == TORCH_LABEL:
+        sp = ratio_between(r, results[-1]).speedup()
+        out.update(speedup_vs_torch=sp.point, speedup_vs_torch_ci=[sp.low, sp.high])
+    return out

@@ -7,7 +7,7 @@ A bundle is an artifact (format ``bundle``) that a device can use without edgecn
     run.py             classify images / --verify, with TensorRT or ONNX Runtime; numpy-only preprocessing
     verify.sh          ./verify.sh = python3 run.py --verify
     bundle.json        preprocessing, classes, batch profile, trtexec flags per TensorRT family, tolerances
-    golden/            real digit images, their preprocessed inputs (.npy) and the reference outputs (.npy)
+    golden/            real held-out images of the training data (else digits), their inputs and outputs (.npy)
     README.md          what to copy, what to run, what success looks like
     manifest.json      edgecnn manifest; sha256 of every file above (run.py checks them first)
 
@@ -27,8 +27,9 @@ import json
 from pathlib import Path
 
 from ..artifact import Artifact, is_artifact
-from ..devices import default_device
+from ..devices import default_device, load_profile
 from ..errors import ArtifactError, EdgeCnnError
+from ..runfolder import REPORT, unfinished
 from .bundle import (
     BUNDLE_SCHEMA,
     GOLDEN_N,
@@ -42,7 +43,7 @@ from .bundle import (
     tolerance,
 )
 from .remote import RemoteError, RemoteOptions, deploy_remote, ssh_options
-from .scripts import build_script, bundle_readme
+from .scripts import build_script, bundle_readme, file_word
 
 __all__ = [
     "BUNDLE_SCHEMA",
@@ -82,8 +83,12 @@ def latest_compress_output(root: str | Path = ".") -> tuple[Artifact, str]:
             f"No ARTIFACT given and no '{base}' here; pass the artifact to deploy, or run "
             "'edgecnn compress' in this directory first."
         )
+    # runs still going or interrupted (a re-run may have replaced some steps already): never deployed
+    skipped = sorted(p.name for p in base.iterdir() if p.is_dir() and unfinished(p))
     # compress writes <run>/compress.json whose "final" names the artifact to deploy: trust the newest run
-    for report in sorted(base.glob("*/compress.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+    for report in sorted(base.glob(f"*/{REPORT}"), key=lambda p: p.stat().st_mtime, reverse=True):
+        if report.parent.name in skipped:
+            continue
         try:
             final = json.loads(report.read_text(encoding="utf-8")).get("final")
         except (OSError, ValueError):
@@ -97,16 +102,23 @@ def latest_compress_output(root: str | Path = ".") -> tuple[Artifact, str]:
                 )
     found = []
     for mpath in sorted(base.rglob("manifest.json")):
-        if any(part.startswith(".") for part in mpath.relative_to(base).parts):
-            continue  # temporary directories of a running stage
+        parts = mpath.relative_to(base).parts
+        if any(part.startswith(".") for part in parts) or parts[0] in skipped:
+            continue  # temporary directories of a running stage, runs that did not finish
         try:
-            art = Artifact.load(mpath.parent)
+            art = Artifact.load(mpath.parent, verify=False)  # make_bundle verifies the one chosen
         except EdgeCnnError:
             continue
         if art.format in ("onnx", "torch"):
             found.append(art)
     if not found:
-        raise ArtifactError(f"'{base}' holds no ONNX or torch artifact; run 'edgecnn compress' first or pass ARTIFACT.")
+        unfinished_note = (
+            f" (run(s) {', '.join(skipped)} did not finish: run compress again into them)" if skipped else ""
+        )
+        raise ArtifactError(
+            f"'{base}' holds no ONNX or torch artifact of a finished run{unfinished_note}; run 'edgecnn "
+            "compress' first or pass ARTIFACT."
+        )
     best = max(found, key=lambda a: (a.format == "onnx", str(a.manifest.get("created", "")), a.path.stat().st_mtime))
     why = (
         f"newest edgecnn compress output: {best.path} ({best.model}, {best.format}, {best.precision}, "
@@ -158,9 +170,9 @@ def deploy(
             )
         src, why = Artifact.load(artifact), f"{artifact}"
     remote.preflight()  # a bad key or a missing ssh fails before anything is written
-    if out is None:
+    if out is None:  # a safe folder name: the model name is checked in make_bundle, --device may be a path
         prec = bundle_kwargs.get("precision") or src.precision
-        out = Path(root) / "runs" / "deploy" / f"{src.model}-{device}-{prec}"
+        out = Path(root) / "runs" / "deploy" / file_word(f"{src.model}-{load_profile(device).name}-{prec}")
     bundle = make_bundle(src, out, target=target, device=device, **bundle_kwargs)
     result = {"bundle": bundle, "source": why, "notes": bundle.manifest["bundle"]["notes"], "remote": None}
     if remote.host:

@@ -515,7 +515,7 @@ def _resolve_export(src, out, *, opset: int, batch_size: int, parity_data) -> tu
     """The torch artifact, the parity data and ONNX Runtime's version; every option checked before any work."""
     ort = ort_version()  # parity runs the graph in ONNX Runtime: fail now if it is missing
     if out is not None:
-        check_out(out)
+        check_out(out, src)
     if not isinstance(src, Artifact):
         src = Artifact.load(src, formats=("torch",))
     elif src.format != "torch":
