@@ -340,6 +340,6 @@ def test_usage_errors_exit_2(cli_run, lenet_digits, tmp_path):
     res = cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--min-agreement", "98"])
     assert res.exit_code == 2 and "min_agreement" in res.output and "within [0, 1]" in res.output
     res = cli_run(["check", lenet_digits.path, "--against", lenet_digits.path, "--batch-size", "0"])
-    assert res.exit_code == 2 and "batch size" in res.output
+    assert res.exit_code == 2 and "--batch-size" in res.output
     res = cli_run(["check", lenet_digits.path])
     assert res.exit_code == 2 and "--against" in res.output

@@ -212,7 +212,7 @@ def test_fit_adamw_warmup_and_divergence():
             create_model("resnet18", num_classes=10, in_channels=1, input_size=32),
             noise,
             None,
-            TrainConfig(epochs=2, batch_size=16, lr=1e30, weight_decay=0.0),
+            TrainConfig(epochs=2, batch_size=16, lr=1e6, weight_decay=0.0),
             progress=False,
         )
 

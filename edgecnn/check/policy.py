@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import InvalidInput, OptionError, suggest
-from ..options import Options, read_yaml_mapping
+from ..limits import MAX_BATCH, MAX_RATIO, MAX_RUNS, MAX_SECONDS, MAX_SEED, MAX_THREADS
+from ..options import Options, bounded, read_yaml_mapping
 
 #: the policy file format this version reads
 POLICY_VERSION = 1
@@ -36,25 +37,25 @@ class Policy(Options):
     ERROR: ClassVar[type[Exception]] = PolicyError
     IGNORED_KEYS: ClassVar[tuple[str, ...]] = ("version",)
 
-    max_top1_drop: float | None = 1.0  # pt; original top-1 minus candidate top-1
-    max_top5_drop: float | None = None  # pt
-    min_agreement: float | None = None  # fraction of images with the same top-1 prediction
-    max_class_drop: float | None = None  # pt; worst per-class accuracy drop
-    max_kl: float | None = None  # nats; mean KL(original || candidate) of the softmax outputs
-    min_speedup: float | None = None  # x; original latency / candidate latency
-    max_latency_ratio: float | None = None  # x; candidate latency / original latency
-    max_size_ratio: float | None = None  # x; candidate file bytes / original file bytes
+    max_top1_drop: float | None = bounded(1.0, -100, 100)  # pt; original top-1 minus candidate top-1
+    max_top5_drop: float | None = bounded(None, -100, 100)  # pt
+    min_agreement: float | None = bounded(None, 0, 1)  # fraction of images with the same top-1 prediction
+    max_class_drop: float | None = bounded(None, -100, 100)  # pt; worst per-class accuracy drop
+    max_kl: float | None = bounded(None, 0, MAX_RATIO)  # nats; mean KL(original || candidate) of the softmax outputs
+    min_speedup: float | None = bounded(None, 0, MAX_RATIO, lo_open=True)  # x; original latency / candidate latency
+    max_latency_ratio: float | None = bounded(None, 0, MAX_RATIO, lo_open=True)  # x; candidate / original latency
+    max_size_ratio: float | None = bounded(None, 0, MAX_RATIO, lo_open=True)  # x; candidate / original file bytes
     decide_on: str = "ci"  # ci | point (see edgecnn.check)
-    confidence: float = 0.95
-    bootstrap_resamples: int = 10_000
-    seed: int = 0
-    latency_batch_size: int = 1
-    latency_min_time_s: float = 1.0
-    latency_warmup: int = 10
-    latency_min_repeats: int = 20
-    latency_threads: int | None = None
-    baseline_accuracy_tolerance: float = 0.5  # pt, absolute
-    baseline_latency_tolerance: float = 0.15  # relative (0.15 = 15 % slower is a regression)
+    confidence: float = bounded(0.95, 0.5, 1, hi_open=True)
+    bootstrap_resamples: int = bounded(10_000, 1000, MAX_RUNS)
+    seed: int = bounded(0, 0, MAX_SEED)
+    latency_batch_size: int = bounded(1, 1, MAX_BATCH)
+    latency_min_time_s: float = bounded(1.0, 0, MAX_SECONDS, lo_open=True)
+    latency_warmup: int = bounded(10, 0, MAX_RUNS)
+    latency_min_repeats: int = bounded(20, 1, MAX_RUNS)
+    latency_threads: int | None = bounded(None, 1, MAX_THREADS)
+    baseline_accuracy_tolerance: float = bounded(0.5, 0, 100)  # pt, absolute
+    baseline_latency_tolerance: float = bounded(0.15, 0, MAX_RATIO)  # relative (0.15 = 15 % slower is a regression)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -73,7 +74,7 @@ class Policy(Options):
                     raise PolicyError(
                         f"{source}: unknown key '{raw_key}'.{suggest(key, known)} Known keys: {', '.join(known)}."
                     )
-        policy = cls.from_mapping(data, where=source, validate=False)
+        policy = cls.from_mapping(data, where=source, validate=False, bounds=False)  # validated next
         try:
             policy.validate()
         except OptionError as exc:  # the values came from the file: the file is what to fix

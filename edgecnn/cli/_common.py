@@ -1,7 +1,14 @@
-"""Shared CLI pieces: tables, JSON output, option types."""
+"""Shared CLI pieces: tables, JSON output, option types.
+
+Every number option of every command takes one of the types below (or a ``click.IntRange`` with both
+bounds): a float is never NaN or infinite and a count never beyond :mod:`edgecnn.limits`, so a typo fails
+at once with one line instead of hanging, crashing or spawning 100,000 threads
+(tests/test_integrity_bounds.py walks every option to hold this).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -9,6 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .. import limits
 from ..artifact import atomic_write_json
 
 
@@ -48,7 +56,7 @@ def fmt_count(n: float | None) -> str:
 
 
 class InputSize(click.ParamType):
-    """'32' or '32x48' -> (h, w)."""
+    """'32' or '32x48' -> (h, w), each side 1 to ``limits.MAX_INPUT_SIZE``."""
 
     name = "SIZE"
 
@@ -61,9 +69,46 @@ class InputSize(click.ParamType):
                 parts *= 2
             if len(parts) != 2 or min(parts) < 1:
                 raise ValueError
-            return tuple(parts)
         except ValueError:
             self.fail(f"{value!r} is not a size; write N or HxW (e.g. 32 or 224x224).", param, ctx)
+        if max(parts) > limits.MAX_INPUT_SIZE:
+            self.fail(f"{value!r}: a side is at most {limits.MAX_INPUT_SIZE} pixels.", param, ctx)
+        return tuple(parts)
 
 
 INPUT_SIZE = InputSize()
+
+
+class Finite(click.FloatRange):
+    """A number that is never NaN or infinite, optionally in [min, max] as ``click.FloatRange`` (which lets NaN
+    through any range: every comparison with NaN is false)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
+
+#: any finite number (the options object's ``bounded`` field holds the range)
+FINITE = Finite()
+#: a time budget or timeout in seconds: at most a day
+SECONDS = Finite(0, limits.MAX_SECONDS)
+FRACTION = Finite(0, 1, min_open=True, max_open=True)
+THREADS = click.IntRange(1, limits.MAX_THREADS)
+WORKERS = click.IntRange(0, limits.MAX_WORKERS)
+BATCH_SIZE = click.IntRange(1, limits.MAX_BATCH)
+SEED = click.IntRange(0, limits.MAX_SEED)
+EPOCHS = click.IntRange(0, limits.MAX_EPOCHS)
+IMAGES = click.IntRange(1, limits.MAX_IMAGES)
+RUNS = click.IntRange(1, limits.MAX_RUNS)
+CLASSES = click.IntRange(1, limits.MAX_CLASSES)
+CHANNELS = click.IntRange(1, limits.MAX_CHANNELS)
+SIDE = click.IntRange(1, limits.MAX_INPUT_SIZE)
+LAYERS = click.IntRange(0, limits.MAX_LAYERS)
+DLA_CORE = click.IntRange(0, 15)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import print_table
+from ._common import BATCH_SIZE, DLA_CORE, Finite, print_table
 
 
 class BatchProfile(click.ParamType):
@@ -17,12 +17,13 @@ class BatchProfile(click.ParamType):
             parts = [int(p) for p in str(value).split(",")]
             if len(parts) == 1:
                 parts *= 3
-            if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
+            if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2] <= BATCH_SIZE.max:
                 raise ValueError
             return tuple(parts)
         except ValueError:
             self.fail(
-                f"{value!r} is not a batch profile; write MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX (e.g. 1,8,32).",
+                f"{value!r} is not a batch profile; write MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX <= {BATCH_SIZE.max} "
+                "(e.g. 1,8,32).",
                 param,
                 ctx,
             )
@@ -44,7 +45,7 @@ def precision_option(f):
 @click.option("--device", required=True, help="Device profile this machine is (see 'edgecnn devices').")
 @precision_option
 @click.option("--batch", type=BATCH, default=None, help="Optimisation profile for a dynamic batch (default 1,1,16).")
-@click.option("--dla-core", type=click.IntRange(min=0), default=None, help="Run on this DLA core (Jetson Xavier/Orin).")
+@click.option("--dla-core", type=DLA_CORE, default=None, help="Run on this DLA core (Jetson Xavier/Orin).")
 @click.option("--gpu-fallback", is_flag=True, help="Let layers the DLA cannot run fall back to the GPU.")
 @click.option(
     "--timing-cache",
@@ -54,7 +55,7 @@ def precision_option(f):
 )
 @click.option(
     "--workspace",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     default=None,
     metavar="GB",
     help="Builder workspace limit (default: the profile's).",

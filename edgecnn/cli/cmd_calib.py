@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import print_table, write_json
+from ._common import IMAGES, SEED, Finite, print_table, write_json
 
 
 @click.command("calib")
@@ -14,16 +14,16 @@ from ._common import print_table, write_json
 @click.option(
     "--n",
     "n",
-    type=click.IntRange(min=1),
+    type=IMAGES,
     default=300,
     show_default=True,
     help="Number of images (300+ recommended for INT8 calibration).",
 )
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write the images to.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the per-class selection.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the per-class selection.")
 @click.option(
     "--val-split",
-    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    type=Finite(0.0, 1.0, min_open=True, max_open=True),
     default=0.2,
     show_default=True,
     help="Held-out fraction of a single-folder dataset (never used for calibration).",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import print_table, write_json
+from ._common import DLA_CORE, print_table, write_json
 
 
 @click.command("doctor")
@@ -15,9 +15,7 @@ from ._common import print_table, write_json
     metavar="VERSION",
     help="TensorRT version to check against (default: the profile's default, e.g. 10.3 for JetPack 6.1).",
 )
-@click.option(
-    "--dla-core", type=click.IntRange(min=0), default=None, help="Also list the layers that fall off this DLA core."
-)
+@click.option("--dla-core", type=DLA_CORE, default=None, help="Also list the layers that fall off this DLA core.")
 @click.option("--fp16", "precision", flag_value="fp16", help="Check an FP16 build of an FP32 model.")
 @click.option("--int8", "precision", flag_value="int8", help="Check an INT8 (Q/DQ) build.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import print_table, write_json
+from ._common import BATCH_SIZE, IMAGES, print_table, write_json
 
 # torch's legacy (TorchScript) exporter covers opsets 7-20; below 11 the zoo's Pad/Gemm semantics differ.
 MIN_OPSET, MAX_OPSET = 11, 20
@@ -27,7 +27,7 @@ def _size(path) -> str:
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=BATCH_SIZE,
     default=1,
     show_default=True,
     help="Batch size of the example input; the fixed batch size with --static-batch.",
@@ -46,11 +46,7 @@ def _size(path) -> str:
     help="Real images to compare torch and ONNX Runtime on: 'digits', an image folder, or 'none'.",
 )
 @click.option(
-    "--parity-images",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="How many images the parity check uses.",
+    "--parity-images", type=IMAGES, default=16, show_default=True, help="How many images the parity check uses."
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the export summary as JSON.")
 def command(artifact, out, opset, dynamic_batch, batch_size, simplify, fold_bn, parity_data, parity_images, json_path):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import INPUT_SIZE, fmt_count, print_table, write_json
+from ._common import CHANNELS, CLASSES, INPUT_SIZE, fmt_count, print_table, write_json
 
 
 @click.command("models")
@@ -12,12 +12,10 @@ from ._common import INPUT_SIZE, fmt_count, print_table, write_json
     default=None,
     help="Count MACs at this input (N or HxW); default: each model's own.",
 )
-@click.option(
-    "--in-channels", type=click.IntRange(min=1), default=None, help="Input channels (default: each model's own)."
-)
+@click.option("--in-channels", type=CHANNELS, default=None, help="Input channels (default: each model's own).")
 @click.option(
     "--num-classes",
-    type=click.IntRange(min=1),
+    type=CLASSES,
     default=None,
     help="Classifier size (default: 10 for lenet5, 1000 for the ImageNet networks).",
 )

@@ -25,7 +25,8 @@ from ..data.source import DataSource
 from ..errors import InvalidInput, OptionError, require
 from ..evaluation import agreement, run_over, top1
 from ..export.onnx import parity_images
-from ..options import Options
+from ..limits import MAX_THREADS
+from ..options import Options, bounded
 from ..runtime.onnxrt import create_session, run_batches
 from .quantize import finish_metadata, fp32_onnx, load_source, require_out
 
@@ -39,9 +40,9 @@ class Fp16Options(Options):
 
     fp16_io: bool = False  # float16 inputs/outputs too (default: float32 I/O)
     data: DataSource | None = None  # labelled data: top-1 of FP32 and FP16 on its held-out split
-    val_split: float = 0.2
+    val_split: float = bounded(0.2, 0, 1, lo_open=True, hi_open=True)
     skip_corrupt: bool = False
-    threads: int | None = None  # ONNX Runtime threads of the comparison
+    threads: int | None = bounded(None, 1, MAX_THREADS)  # ONNX Runtime threads of the comparison
 
     def __post_init__(self) -> None:
         self.data = DataSource.optional(self.data)
@@ -61,7 +62,7 @@ def convert_fp16(src, out: str | os.PathLike, options: Fp16Options | None = None
     images is still measured."""
     options = options if options is not None else Fp16Options()
     options.validate()
-    require_out(out)
+    require_out(out, src)
     t0 = time.perf_counter()
     src = load_source(src)
     with tempfile.TemporaryDirectory(prefix="edgecnn-fp16-") as tmpdir:

@@ -13,6 +13,7 @@ from typing import Literal
 from ..devices import parse_version
 from ..doctor import describe_onnx
 from ..errors import InvalidInput, OptionError
+from ..limits import MAX_BATCH
 from ..options import Options, bounded
 
 ENGINE_FILE = "model.engine"
@@ -61,10 +62,10 @@ class EngineRequest(Options):
     :meth:`validate` holds the option rules; :func:`plan_engine` checks them against the model and device."""
 
     precision: Literal["fp32", "fp16", "int8"] | None = None
-    batch: tuple[int, int, int] | None = None
-    dla_core: int | None = bounded(None, 0)
+    batch: tuple[int, int, int] | None = bounded(None, 1, MAX_BATCH)
+    dla_core: int | None = bounded(None, 0, 15)
     gpu_fallback: bool = False
-    workspace_gb: float | None = bounded(None, 0, lo_open=True)
+    workspace_gb: float | None = bounded(None, 0, 1024, lo_open=True)
 
     def validate(self) -> None:
         if self.gpu_fallback and self.dla_core is None:
