@@ -5,9 +5,12 @@ within minutes (up to ~35 % within an hour on the shared machine this was develo
 then B measured" compares the machine's moods, not A and B. ``measure_latency`` runs all candidates in
 one process in rounds (A B C, B C A, C A B, ... - the order rotates so nobody always runs first), each
 round a short timed block per candidate. Every round yields a paired ratio candidate/first measured under the same load;
-the reported ratio is the median of those paired ratios (``ratio_p50`` keeps the ratio of the overall
-medians) and its spread is the inter-quartile range of the per-round ratios. A candidate measured
-against itself must come out at ~1.0 (tested).
+the reported ratio is :data:`~edgecnn.estimator.RATIO_ESTIMATOR` with its 95 % order-statistic interval
+(:func:`edgecnn.stats.ratio_estimate`), cross-checked against the ratio of the p50 columns (``ratio_p50``)
+and against multi-modal rounds: either is flagged, widens the interval and makes the point the least
+favourable estimate. Rounds go on past the minimum time until every ratio's interval is within
+``tolerance`` of its point or ``max_time_s`` is spent. A candidate measured against itself must come out
+at ~1.0 (tested).
 
 Also: warm-up before timing (int = iterations, float = seconds), a minimum timed duration *and* a
 minimum number of repeats, a thread count pinned for every runtime, a short untimed pre-roll at the
@@ -31,16 +34,24 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import stats
 from .artifact import Artifact
+from .bench_table import RATIO_COLUMN, environment_line, format_speedup, markdown_table, results_table, table_title
 from .data.source import DataSource
 from .envinfo import fingerprint, fingerprint_key
 from .errors import InvalidInput, OptionError
+from .estimator import RATIO_ESTIMATOR, RATIO_TOLERANCE
 from .runtime import open_runner
+
+__all__ = ["RATIO_COLUMN", "environment_line", "format_speedup", "markdown_table", "results_table", "table_title"]
 
 SCHEMA = "edgecnn.bench/1"
 PREROLL_BELOW_S = 0.02  # models faster than this get an untimed pre-roll at the start of each block
 PREROLL_S = 0.005
-MIN_ROUNDS = 3
+MIN_ROUNDS = 9  # interleaved: the fewest rounds whose 95 % interval of the median drops the extreme rounds
+SEQUENTIAL_MIN_BLOCKS = 3
+#: without ``max_time_s``, extra rounds (until the ratio is tight) may take this many times ``min_time_s``
+BUDGET_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -255,6 +266,10 @@ class _Timer:
         self.block_medians.append(float(np.median(block)))
         return spent
 
+    def p50_interval(self, confidence: float) -> stats.Interval:
+        """p50 of all timed samples (ms) with its order-statistic interval."""
+        return stats.median_interval(np.asarray(self.samples) * 1e3, confidence=confidence)
+
     def done(self, min_time_s: float, min_repeats: int) -> bool:
         return self.spent >= min_time_s and len(self.samples) >= min_repeats
 
@@ -277,6 +292,19 @@ def _quantiles(values: list[float]) -> dict | None:
     }
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How long to time: the minimums, then extra rounds until every ratio is tight or the budget is spent."""
+
+    warmup: int | float
+    min_time_s: float
+    min_repeats: int
+    max_time_s: float
+    tolerance: float
+    confidence: float
+    interleave: bool
+
+
 def measure_latency(
     artifacts: Sequence,
     *,
@@ -284,13 +312,16 @@ def measure_latency(
     warmup: int | float = 10,
     min_time_s: float = 5.0,
     min_repeats: int = 20,
+    max_time_s: float | None = None,
+    tolerance: float = RATIO_TOLERANCE,
+    confidence: float = 0.95,
     threads: int | None = None,
     device: str = "cpu",
     interleave: bool = True,
     progress: bool = True,
     data: DataSource | str = "digits",
     labels: Sequence[str] | None = None,
-    block_time_s: float = 0.1,
+    block_time_s: float | None = None,
     runner_options: dict | None = None,
 ) -> dict:
     """Latency of each artifact at each batch size; ratios against the first one.
@@ -299,16 +330,26 @@ def measure_latency(
     ``infer(batch)`` and ``description``; optional ``label`` / ``input_spec``), e.g. an OpenVINO model in
     a benchmark script. ``threads`` None pins every runtime to the number of physical cores.
     ``warmup``: int = iterations, float = seconds, per candidate and batch size. Each candidate runs at
-    least ``min_time_s`` seconds of timed inference and ``min_repeats`` runs. ``runner_options`` maps a
-    format to extra runner options (e.g. ``{"onnx": {"opt_level": "extended"}}``). ``data`` is a
-    DataSource or its text: the images every candidate runs on.
+    least ``min_time_s`` seconds of timed inference and ``min_repeats`` runs (and, interleaved,
+    :data:`MIN_ROUNDS` rounds); then rounds continue until every ratio's interval is within ``tolerance``
+    of its point (unflagged) or a candidate has spent ``max_time_s`` (default :data:`BUDGET_FACTOR` x
+    ``min_time_s``). Blocks last ``block_time_s`` (default ``min_time_s / 10`` within [0.01, 0.1] s).
+    ``runner_options`` maps a format to extra runner options (e.g. ``{"onnx": {"opt_level": "extended"}}``).
+    ``data`` is a DataSource or its text: the images every candidate runs on.
 
-    Returns a JSON-able dict: settings, environment fingerprint, candidates and one result per
-    (candidate, batch size) with ``latency_ms`` (LatencyStats), ``ratio`` (interleaved: median of the
-    paired per-round ratios, else its p50 / the first's p50), ``speedup`` (the inverse) and, interleaved,
-    ``ratio_rounds`` (median and IQR of the per-round ratios).
+    Returns a JSON-able dict: settings (with ``estimator``), environment fingerprint, candidates, ``notes``
+    (flagged ratios, in words) and one result per (candidate, batch size) with ``latency_ms``
+    (LatencyStats), ``ratio`` / ``ratio_ci`` (the estimator's point and interval against the first),
+    ``speedup`` / ``speedup_ci`` (1 / ratio), ``flags``, ``ratio_estimate`` (everything it checked),
+    ``ratio_p50`` (ratio of the p50s), ``block_medians_ms`` and ``p50_ci_ms`` (for :func:`ratio_between`)
+    and ``stopped`` (``tight`` | ``budget`` | ``minimum``).
     """
     batch_sizes, threads = _check_settings(artifacts, batch_sizes, warmup, min_time_s, min_repeats, threads)
+    if max_time_s is None:
+        max_time_s = BUDGET_FACTOR * min_time_s
+    if block_time_s is None:
+        block_time_s = min(0.1, max(0.01, min_time_s / 10))
+    plan = _Plan(warmup, min_time_s, min_repeats, max(max_time_s, min_time_s), tolerance, confidence, interleave)
     source = DataSource.parse(data)
     t_start = time.perf_counter()
     cands = _open_candidates(artifacts, labels, device=device, threads=threads, runner_options=runner_options)
@@ -326,16 +367,8 @@ def measure_latency(
                 if key not in inputs_cache:
                     inputs_cache[key] = bench_inputs(spec, b, source)
                 timers.append(_Timer(c, inputs_cache[key], block_time_s))
-            rounds = _time_candidates(
-                timers,
-                warmup=warmup,
-                min_time_s=min_time_s,
-                min_repeats=min_repeats,
-                interleave=interleave,
-                desc=f"bench batch {b}",
-                progress=progress,
-            )
-            results += _summarise(timers, b, rounds, interleave)
+            rounds, stopped = _time_candidates(timers, plan, desc=f"bench batch {b}", progress=progress)
+            results += _summarise(timers, b, rounds, stopped, plan)
     finally:
         for c in cands:
             if c.owned:
@@ -350,6 +383,10 @@ def measure_latency(
             "warmup_unit": "s" if isinstance(warmup, float) else "runs",
             "min_time_s": min_time_s,
             "min_repeats": min_repeats,
+            "max_time_s": plan.max_time_s,
+            "tolerance": tolerance,
+            "confidence": confidence,
+            "estimator": RATIO_ESTIMATOR,
             "threads": threads,
             "device": device,
             "interleave": interleave,
@@ -361,6 +398,7 @@ def measure_latency(
         "baseline": cands[0].label,
         "candidates": [c.describe() for c in cands],
         "results": results,
+        "notes": [n for r in results for n in r["notes"]],
         "seconds": round(time.perf_counter() - t_start, 2),
     }
 
@@ -383,43 +421,61 @@ def _check_settings(
     return batch_sizes, int(threads or physical_cores())
 
 
-def _time_candidates(
-    timers: list[_Timer],
-    *,
-    warmup: int | float,
-    min_time_s: float,
-    min_repeats: int,
-    interleave: bool,
-    desc: str,
-    progress: bool,
-) -> int:
-    """Warm every candidate up, then time blocks until each has its minimum time and runs (gc off). Interleaved:
-    rounds of one block per candidate, the order rotating; else candidate after candidate. Returns the rounds."""
+def stop_reason(
+    blocks: Sequence[Sequence[float]], spent: Sequence[float], *, max_time_s: float, tolerance: float, confidence: float
+) -> str | None:
+    """Once the minimums are met: ``tight`` when every candidate's ratio against the first (from the block
+    medians so far, ``blocks[i]``) is unflagged and within ``tolerance``; else ``budget`` when a candidate
+    has spent ``max_time_s`` timed seconds (``spent[i]``); else None: time another round."""
+    base = blocks[0]
+    if all(stats.ratio_estimate(b, base, confidence=confidence).tight(tolerance) for b in blocks[1:]):
+        return "tight"
+    return "budget" if max(spent) >= max_time_s else None
+
+
+def _stop(timers: list[_Timer], rounds: int, plan: _Plan) -> str | None:
+    """Why the interleaved rounds may stop now (``tight`` | ``budget``), or None to go on."""
+    if rounds < MIN_ROUNDS or not all(t.done(plan.min_time_s, plan.min_repeats) for t in timers):
+        return None
+    return stop_reason(
+        [t.block_medians for t in timers],
+        [t.spent for t in timers],
+        max_time_s=plan.max_time_s,
+        tolerance=plan.tolerance,
+        confidence=plan.confidence,
+    )
+
+
+def _time_candidates(timers: list[_Timer], plan: _Plan, *, desc: str, progress: bool) -> tuple[int, str]:
+    """Warm every candidate up, then time blocks (gc off). Interleaved: rounds of one block per candidate,
+    the order rotating, until :func:`_stop`; else candidate after candidate, each to its minimums.
+    Returns (rounds, why they stopped)."""
     for t in timers:
-        t.warm(warmup)
+        t.warm(plan.warmup)
     bar = tqdm(total=100, desc=desc, unit="%", leave=False, disable=not progress)
 
     def advance() -> None:
-        pct = int(100 * sum(t.progress(min_time_s, min_repeats) for t in timers) / len(timers))
+        pct = int(100 * sum(t.progress(plan.min_time_s, plan.min_repeats) for t in timers) / len(timers))
         if pct > bar.n:
             bar.update(pct - bar.n)
 
-    rounds = 0
+    rounds, stopped = 0, "minimum"
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        if interleave:
-            while rounds < MIN_ROUNDS or not all(t.done(min_time_s, min_repeats) for t in timers):
+        if plan.interleave:
+            while (why := _stop(timers, rounds, plan)) is None:
                 k = rounds % len(timers)
                 for t in timers[k:] + timers[:k]:
                     t.run_block()
                 rounds += 1
                 advance()
+            stopped = why
         else:
             for t in timers:
                 n = 0
-                while n < MIN_ROUNDS or not t.done(min_time_s, min_repeats):
+                while n < SEQUENTIAL_MIN_BLOCKS or not t.done(plan.min_time_s, plan.min_repeats):
                     t.run_block()
                     n += 1
                     advance()
@@ -428,92 +484,59 @@ def _time_candidates(
         if gc_was_enabled:
             gc.enable()
         bar.close()
-    return rounds
+    return rounds, stopped
 
 
-def _summarise(timers: list[_Timer], batch_size: int, rounds: int, interleave: bool) -> list[dict]:
+def ratio_between(row: dict, reference: dict, *, confidence: float = 0.95) -> stats.RatioEstimate:
+    """The ratio ``row`` / ``reference`` of two results of one :func:`measure_latency` run (same batch size)
+    by the one estimator: their block medians paired round by round, cross-checked with their p50s."""
+    return stats.ratio_estimate(
+        row["block_medians_ms"],
+        reference["block_medians_ms"],
+        model_p50=stats.Interval(row["latency_ms"]["p50"], *row["p50_ci_ms"], confidence, "p50"),
+        reference_p50=stats.Interval(reference["latency_ms"]["p50"], *reference["p50_ci_ms"], confidence, "p50"),
+        confidence=confidence,
+    )
+
+
+def _summarise(timers: list[_Timer], batch_size: int, rounds: int, stopped: str, plan: _Plan) -> list[dict]:
     base = timers[0]
-    base_stats = LatencyStats.from_samples(base.samples, batch_size)
-    out = []
-    for t in timers:
-        stats = LatencyStats.from_samples(t.samples, batch_size)
-        per_round = [a / b for a, b in zip(t.block_medians, base.block_medians) if b > 0] if interleave else []
-        ratio = float(np.median(per_round)) if per_round else stats.p50 / base_stats.p50
+    rows = [_row(t, batch_size, rounds, stopped, plan.confidence) for t in timers]
+    for t, row in zip(timers, rows):
+        est = ratio_between(row, rows[0], confidence=plan.confidence)
+        per_round = [a / b for a, b in zip(t.block_medians, base.block_medians) if b > 0]
         diff = None
         if t.output is not None and base.output is not None and t.output.shape == base.output.shape:
             diff = float(np.abs(t.output.astype(np.float64) - base.output.astype(np.float64)).max())
-        out.append(
-            {
-                "label": t.cand.label,
-                "batch_size": batch_size,
-                "latency_ms": stats.to_dict(),
-                "throughput": stats.throughput,
-                "n": stats.n,
-                "rounds": rounds,
-                "blocks": len(t.block_medians),
-                # interleaved: the median of the paired per-round ratios (each round runs every candidate
-                # back to back, so drift between rounds cancels); otherwise the ratio of the p50s
-                "ratio": ratio,
-                "speedup": 1.0 / ratio,
-                "ratio_p50": stats.p50 / base_stats.p50,
-                "ratio_rounds": _quantiles(per_round),
-                "round_ratios": [round(r, 5) for r in per_round],
-                "max_abs_diff_vs_first": diff,
-            }
+        row.update(
+            ratio=est.point,
+            ratio_ci=[est.low, est.high],
+            speedup=1.0 / est.point,
+            speedup_ci=[1.0 / est.high, 1.0 / est.low],
+            estimator=RATIO_ESTIMATOR,
+            flags=list(est.flags),
+            notes=est.notes(t.cand.label, base.cand.label),
+            ratio_estimate=est.as_dict(),
+            ratio_p50=row["latency_ms"]["p50"] / rows[0]["latency_ms"]["p50"],
+            ratio_rounds=_quantiles(per_round) if plan.interleave else None,
+            round_ratios=[round(r, 5) for r in per_round],
+            max_abs_diff_vs_first=diff,
         )
-    return out
+    return rows
 
 
-def results_table(result: dict) -> tuple[list[list[str]], list[str]]:
-    """Rows and columns for print_table / Markdown: one row per (candidate, batch size)."""
-    rows = []
-    for r in result["results"]:
-        s = r["latency_ms"]
-        rr = r.get("ratio_rounds")
-        spread = f" [{rr['q25']:.2f}-{rr['q75']:.2f}]" if rr and r["label"] != result["baseline"] else ""
-        rows.append(
-            [
-                r["label"],
-                str(r["batch_size"]),
-                f"{s['p50']:.3f}",
-                f"{s['p90']:.3f}",
-                f"{s['p99']:.3f}",
-                f"{s['mean']:.3f} ± {s['std']:.3f}",
-                f"{r['throughput']:.1f}",
-                str(r["n"]),
-                f"{r['ratio']:.3f}{spread}",
-                f"{r['speedup']:.2f}x",
-            ]
-        )
-    cols = [
-        "candidate",
-        "batch",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "mean ± std ms",
-        "img/s",
-        "runs",
-        "ratio vs first [IQR]",
-        "speed-up",
-    ]
-    return rows, cols
-
-
-def markdown_table(result: dict) -> str:
-    rows, cols = results_table(result)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def environment_line(result: dict) -> str:
-    env, st = result["environment"], result["settings"]
-    versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if k != "edgecnn")
-    mode = "interleaved" if st["interleave"] else "sequential"
-    flags = ", ".join(env.get("cpu_flags") or []) or "no SIMD flags"
-    return (
-        f"{env.get('cpu')} ({env.get('cpu_count')} CPUs, {flags}); "
-        f"{st['threads']} threads, {mode}, >= {st['min_time_s']} s and >= {st['min_repeats']} runs per candidate; "
-        f"{versions}"
-    )
+def _row(t: _Timer, batch_size: int, rounds: int, stopped: str, confidence: float) -> dict:
+    stats_ = LatencyStats.from_samples(t.samples, batch_size)
+    p50 = t.p50_interval(confidence)
+    return {
+        "label": t.cand.label,
+        "batch_size": batch_size,
+        "latency_ms": stats_.to_dict(),
+        "p50_ci_ms": [p50.low, p50.high],
+        "throughput": stats_.throughput,
+        "n": stats_.n,
+        "rounds": rounds,
+        "blocks": len(t.block_medians),
+        "stopped": stopped,
+        "block_medians_ms": [m * 1e3 for m in t.block_medians],
+    }

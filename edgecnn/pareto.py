@@ -3,6 +3,7 @@ Markdown, plot). Pure functions of measured numbers; :mod:`edgecnn.sweep` builds
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,8 @@ import matplotlib
 
 from .artifact import atomic_file
 from .errors import OptionError, suggest
+from .estimator import RATIO_ESTIMATOR
+from .limits import MAX_LIST
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TARGETS = ("cpu", "gpu", "jetson")
@@ -20,7 +23,7 @@ BUDGET_KEYS = {
     "top1_drop": "top-1 drop against the original in percentage points",
     "agreement": "fraction of predictions equal to the original's",
     "latency_ms": "median latency at batch 1 in milliseconds",
-    "speedup": "latency of the original / latency of the candidate",
+    "speedup": f"1 / the latency ratio candidate / reference (prune 0, fp32, same runtime): {RATIO_ESTIMATOR}",
     "size_mb": "model file size in MB",
 }
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
@@ -60,7 +63,10 @@ def parse_budget(text: str | None) -> list[Condition]:
             raise OptionError(
                 f"Unknown budget key '{key}'.{suggest(key, BUDGET_KEYS)} Known: {', '.join(BUDGET_KEYS)}."
             )
-        conds.append(Condition(key, m.group(2), float(m.group(3))))
+        value = float(m.group(3))
+        if not math.isfinite(value):
+            raise OptionError(f"Budget '{part}': the value must be a finite number.")
+        conds.append(Condition(key, m.group(2), value))
     return conds
 
 
@@ -118,6 +124,8 @@ def parse_list(text: str, *, kind: str, choices: tuple[str, ...] | None = None) 
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     if not items:
         raise OptionError(f"--{kind} needs at least one value.")
+    if len(items) > MAX_LIST:
+        raise OptionError(f"--{kind} takes at most {MAX_LIST} values (each is a candidate to build), got {len(items)}.")
     if choices is None:
         try:
             values = [float(t) for t in items]
@@ -163,7 +171,7 @@ def candidate_rows(candidates: list[Candidate]) -> tuple[list[list[str]], list[s
                 f("top1_drop", "{:+.2f}"),
                 f("agreement", "{:.3f}"),
                 f("latency_ms", "{:.3f}"),
-                f("speedup", "{:.2f}x"),
+                f("speedup", "{:.2f}x") + ("!" if m.get("speedup_flags") else ""),
                 f("size_mb", "{:.2f}"),
                 "*" if c.pareto else "",
                 c.status if not c.reason else f"{c.status}: {c.reason}",
@@ -181,7 +189,9 @@ def markdown(report: dict) -> str:
         f"Data: {report['data']} (held-out split, {report.get('n_images', '?')} images). "
         + (
             f"Latency: batch 1, {report.get('threads', '?')} threads, all candidates interleaved in one run; "
-            f"reference ({report['latency_reference']}) = {report['original_latency_ms']:.3f} ms."
+            f"reference ({report['latency_reference']}) = {report['original_latency_ms']:.3f} ms; "
+            f"speed-up = 1 / latency ratio against it, {RATIO_ESTIMATOR} (`!`: multi-modal rounds or a "
+            "disagreeing p50 ratio - the interval in sweep.json is widened and the point is the slower estimate)."
             if report.get("original_latency_ms") is not None
             else "Latency: not measured on this machine (see each candidate's status)."
         ),

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .artifact import atomic_file, atomic_write_json, atomic_write_text
+from .bench_table import format_ratio
 from .errors import OptionError
 from .stats import wilson_interval
 
@@ -31,8 +32,8 @@ def format_value(v: float | None, unit: str, *, with_unit: bool = True) -> str:
         text, suffix = f"{v:.2f}", " pt"
     elif unit == "%":
         text, suffix = f"{v:.2f}", " %"
-    elif unit == "x":
-        text, suffix = f"{v:.3f}", "x"
+    elif unit == "x":  # 3 decimals, 3 significant digits below 0.1: a ratio of 0.000275 is not "0.000x"
+        text, suffix = format_ratio(v), "x"
     elif unit == "ms":
         text, suffix = f"{v:.3f}", " ms"
     elif unit == "nats":

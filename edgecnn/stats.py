@@ -10,6 +10,8 @@ models *disagree* carry evidence about a difference in accuracy.
   binomial form for small counts, chi-square with continuity correction otherwise.
 - :func:`kl_divergence` - KL(original || candidate) of the softmax outputs, per image.
 - :func:`wilson_interval` - interval of a proportion (prediction agreement).
+- :func:`ratio_estimate` - a latency ratio from interleaved rounds (the one estimator of
+  :mod:`edgecnn.estimator`), robust to multi-modal rounds and cross-checked against the p50s.
 
 Only numpy and the standard library are used, so the results do not depend on a scipy version.
 """
@@ -21,6 +23,10 @@ from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
 import numpy as np
+
+from .estimator import DISAGREE, MULTIMODAL, RATIO_ESTIMATOR, RATIO_RULE, RATIO_TOLERANCE
+
+__all__ = ["DISAGREE", "MULTIMODAL", "RATIO_ESTIMATOR", "RATIO_RULE", "RATIO_TOLERANCE"]  # re-exported
 
 #: Below this many discordant pairs McNemar's chi-square approximation is poor; use the exact test.
 EXACT_MCNEMAR_BELOW = 25
@@ -169,6 +175,22 @@ def images_needed(interval: Interval, n: int, threshold: float) -> int | None:
     return int(math.ceil(n * (half / gap) ** 2))
 
 
+def _median_rank(n: int, confidence: float) -> tuple[int, float]:
+    """Largest 1-based j with P(X_(j) <= median <= X_(n-j+1)) = 1 - 2 P(B <= j-1) >= confidence, and that
+    coverage. Exact for up to 200 values; above, the normal approximation of Binomial(n, 1/2)."""
+    if n > 200:
+        z = NormalDist().inv_cdf(0.5 + confidence / 2)
+        return max(1, math.floor((n - z * math.sqrt(n)) / 2)), confidence
+    best_j, achieved = 1, 1.0 - 2.0 * 0.5**n
+    for j in range(1, n // 2 + 1):
+        cover = 1.0 - 2.0 * _binom_cdf_half(j - 1, n)
+        if cover >= confidence:
+            best_j, achieved = j, cover
+        else:
+            break
+    return best_j, achieved
+
+
 def median_interval(values, *, confidence: float = 0.95) -> Interval:
     """Distribution-free confidence interval of the median of ``values`` from order statistics (the
     number of values below the median is Binomial(n, 1/2)). With too few values for the requested
@@ -180,18 +202,162 @@ def median_interval(values, *, confidence: float = 0.95) -> Interval:
     median = float(np.median(x))
     if n == 1:
         return Interval(median, float(x[0]), float(x[0]), 0.0, "single value")
-    # largest j such that P(X_(j) <= median <= X_(n-j+1)) = 1 - 2 P(B <= j-1) >= confidence (1-based j)
-    best_j, achieved = 1, 1.0 - 2.0 * 0.5**n
-    for j in range(1, n // 2 + 1):
-        cover = 1.0 - 2.0 * _binom_cdf_half(j - 1, n)
-        if cover >= confidence:
-            best_j, achieved = j, cover
-        else:
-            break
+    best_j, achieved = _median_rank(n, confidence)
     return Interval(
         median,
         float(x[best_j - 1]),
         float(x[n - best_j]),
         float(achieved),
         f"order-statistic interval of the median ({n} values)",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Latency ratios (the one estimator: edgecnn.estimator.RATIO_ESTIMATOR)
+# --------------------------------------------------------------------------------------------------
+#: Each of two modes holds at least this share of the rounds (and 2 rounds); fewer are outliers.
+MODE_MIN_SHARE = 0.15
+#: Two modes are this far apart at least (as a ratio, 1.25 = 25 %) ...
+MODE_MIN_GAP = math.log(1.25)
+#: ... and their gap is this many robust standard deviations of the wider group.
+MODE_GAP_SPREADS = 4.0
+
+
+@dataclass(frozen=True)
+class RatioEstimate:
+    """A latency ratio (model / reference) by :data:`RATIO_ESTIMATOR`, with what was checked on the way.
+
+    ``point``/``low``/``high`` are what to print and judge. ``paired`` is the plain median of the per-round
+    ratios with its order-statistic interval, ``p50`` the ratio of the pooled p50s (None without them);
+    ``modes`` summarises the two groups of rounds when ``flags`` has :data:`MULTIMODAL`."""
+
+    point: float
+    low: float
+    high: float
+    confidence: float
+    rounds: int
+    paired: Interval
+    p50: Interval | None = None
+    modes: tuple[dict, ...] = ()
+    flags: tuple[str, ...] = ()
+    method: str = RATIO_ESTIMATOR
+
+    def tight(self, tolerance: float = RATIO_TOLERANCE) -> bool:
+        """Unflagged, and the interval within ``tolerance`` (a fraction) of the point on both sides."""
+        if self.flags or self.point <= 0:
+            return False
+        return self.high / self.point - 1 <= tolerance and 1 - self.low / self.point <= tolerance
+
+    def speedup(self) -> Interval:
+        """1 / ratio, its interval turned around."""
+        inv = [1 / v if v > 0 else math.inf for v in (self.point, self.high, self.low)]
+        return Interval(inv[0], inv[1], inv[2], self.confidence, f"1 / ({self.method})")
+
+    def notes(self, label: str, reference: str = "the reference") -> list[str]:
+        """What a reader must know about this estimate, one line per flag."""
+        out = []
+        if MULTIMODAL in self.flags:
+            lo, hi = self.modes
+            out.append(
+                f"{label}: {MULTIMODAL} against {reference}: {lo['rounds']} of {self.rounds} rounds at ratio "
+                f"~{lo['median']:.4g}, {hi['rounds']} at ~{hi['median']:.4g} (a block caught one model busy); "
+                f"interval widened to cover both, point = the slower mode for {label}"
+            )
+        if DISAGREE in self.flags and self.p50 is not None:
+            out.append(
+                f"{label}: {DISAGREE} with the paired estimate against {reference}: p50/p50 {self.p50.point:.4g} "
+                f"[{self.p50.low:.4g}, {self.p50.high:.4g}] vs {RATIO_ESTIMATOR} {self.paired.point:.4g} "
+                f"[{self.paired.low:.4g}, {self.paired.high:.4g}]; interval widened to cover both, point = "
+                f"the less favourable for {label}"
+            )
+        return out
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["flags"] = list(self.flags)
+        d["modes"] = list(self.modes)
+        return d
+
+
+def _robust_sd(x: np.ndarray) -> float:
+    return 1.4826 * float(np.median(np.abs(x - np.median(x)))) if x.size > 1 else 0.0
+
+
+def split_modes(ratios) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-round ratios in two groups (lower, upper) when they are multi-modal, else None.
+
+    Sorted, log-scaled ratios are split at the widest gap that leaves at least :data:`MODE_MIN_SHARE` of
+    the rounds (and 2) on each side; it is a split when that gap is wider than :data:`MODE_MIN_GAP` and
+    :data:`MODE_GAP_SPREADS` robust standard deviations (1.4826 x MAD) of either group. A few outlier
+    rounds are not a mode: the median already ignores them."""
+    x = np.sort(np.log(np.asarray(ratios, dtype=np.float64).ravel()))
+    n = x.size
+    k = max(2, math.ceil(MODE_MIN_SHARE * n))
+    best, best_gap = None, 0.0
+    for i in range(k, n - k + 1):  # split before index i
+        gap = x[i] - x[i - 1]
+        spread = max(_robust_sd(x[:i]), _robust_sd(x[i:]))
+        if gap > max(MODE_MIN_GAP, MODE_GAP_SPREADS * spread) and gap > best_gap:
+            best, best_gap = i, gap
+    if best is None:
+        return None
+    return np.exp(x[:best]), np.exp(x[best:])
+
+
+def ratio_estimate(
+    model_blocks,
+    reference_blocks,
+    *,
+    model_p50: Interval | None = None,
+    reference_p50: Interval | None = None,
+    confidence: float = 0.95,
+) -> RatioEstimate:
+    """The ratio model / reference by :data:`RATIO_ESTIMATOR` (see :data:`~edgecnn.estimator.RATIO_RULE`).
+
+    ``*_blocks``: the two models' block medians, round by round (paired by position). ``*_p50``: each
+    model's pooled p50 with its interval, for the cross-check. The point is the median of the per-round
+    ratios and the interval its order-statistic interval. When the rounds are multi-modal
+    (:func:`split_modes`) or the ratio of the p50s lies outside that interval, the estimate is flagged,
+    the interval covers every estimate (and, multi-modal, every round), and the point is the largest
+    ratio among the estimates - the least favourable for the model."""
+    pairs = [(m, r) for m, r in zip(model_blocks, reference_blocks) if r > 0 and m > 0]
+    if not pairs:
+        raise ValueError("no rounds with both block medians > 0")
+    per_round = np.array([m / r for m, r in pairs])
+    paired = median_interval(per_round, confidence=confidence)
+    p50 = None
+    if model_p50 is not None and reference_p50 is not None and reference_p50.low > 0:
+        p50 = Interval(
+            model_p50.point / reference_p50.point,
+            model_p50.low / reference_p50.high,
+            model_p50.high / reference_p50.low,
+            confidence,
+            "ratio of the p50s (pooled samples)",
+        )
+    groups = split_modes(per_round)
+    flags = ((MULTIMODAL,) if groups is not None else ()) + (
+        (DISAGREE,) if p50 is not None and not paired.low <= p50.point <= paired.high else ()
+    )
+    estimates = [paired.point] + ([p50.point] if p50 is not None else [])
+    modes: tuple[dict, ...] = ()
+    if groups is not None:
+        modes = tuple({"rounds": int(g.size), "median": float(np.median(g))} for g in groups)
+        estimates += [m["median"] for m in modes]
+    if flags:
+        point = max(estimates)
+        bounds = [paired.low, paired.high, point] + ([p50.low, p50.high] if p50 is not None else [])
+        bounds += [float(per_round.min()), float(per_round.max())] if groups is not None else []
+    else:
+        point = paired.point
+        bounds = [paired.low, paired.high]
+    return RatioEstimate(
+        float(point),
+        float(min(bounds)),
+        float(max(bounds)),
+        paired.confidence,
+        int(per_round.size),
+        paired,
+        p50,
+        modes,
+        flags,
     )

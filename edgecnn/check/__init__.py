@@ -18,9 +18,10 @@ interval [lo, hi]:
 
 - ``ci`` (default) - pass when the whole interval is on the good side of T (for a drop budget:
   hi <= T), fail when the whole interval is on the bad side (lo > T), otherwise inconclusive. The
-  accuracy drops (top-1/top-5) carry a paired bootstrap interval; latency ratios carry the spread of
-  the interleaved rounds. So a PASS means "within budget at the stated confidence", a FAIL means
-  "over budget at the stated confidence".
+  accuracy drops (top-1/top-5) carry a paired bootstrap interval; latency ratios carry the interval of
+  :data:`edgecnn.estimator.RATIO_ESTIMATOR` over the interleaved rounds (widened, and the point made the
+  slower estimate, when the rounds are multi-modal or disagree with the p50s). So a PASS means "within
+  budget at the stated confidence", a FAIL means "over budget at the stated confidence".
 - ``point`` - pass/fail on the point estimate alone (intervals are still reported). Never inconclusive.
 
 Agreement, worst per-class drop, KL and size are descriptive properties of the given images and are

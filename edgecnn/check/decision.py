@@ -96,7 +96,7 @@ def metrics(
     return (
         _drop_metrics(accuracy, policy, n_images)
         + _agreement_metrics(accuracy, per_class, policy, n_images)
-        + _latency_metrics(latency, policy)
+        + latency_metrics(latency, policy)
         + _size_metrics(size, policy)
     )
 
@@ -168,11 +168,15 @@ def _agreement_metrics(acc: dict, per_class: list[dict], policy: Policy, n_image
     return [agree, cls, klm, mcn]
 
 
-def _latency_metrics(lat: dict | None, policy: Policy) -> list[Metric]:
+def latency_metrics(lat: dict | None, policy: Policy) -> list[Metric]:
+    """Speed-up and latency ratio of the candidate against the original (gated), and, when measured, its
+    speed-up against the FP32 model of its own runtime (information: the compression gain alone). Each
+    row names the runtimes it compares and the estimator; a flagged estimate says so in its detail."""
     out = []
+    sides = f" ({lat['original'].get('format')})" if lat and lat["original"].get("format") else ""
     for key, label, thr, op in (
-        ("speedup", "speedup", policy.min_speedup, ">="),
-        ("latency_ratio", "latency ratio", policy.max_latency_ratio, "<="),
+        ("speedup", f"speedup vs original{sides}", policy.min_speedup, ">="),
+        ("latency_ratio", f"latency ratio vs original{sides}", policy.max_latency_ratio, "<="),
     ):
         m = Metric(key, label, "x", None, threshold=thr, op=op, side_unit="ms")
         if lat is None:
@@ -184,9 +188,30 @@ def _latency_metrics(lat: dict | None, policy: Policy) -> list[Metric]:
             m.original, m.candidate = lat["original"]["p50_ms"], lat["candidate"]["p50_ms"]
             m.judge(policy.decide_on)
             m.detail = (
-                f"p50 {lat['original']['p50_ms']:.3f} ms -> {lat['candidate']['p50_ms']:.3f} ms at batch "
-                f"{lat['batch_size']}, interleaved; spread [{r['low']:.3f}, {r['high']:.3f}] ({r['spread']})"
+                f"p50 {lat['original']['p50_ms']:.4g} ms -> {lat['candidate']['p50_ms']:.4g} ms at batch "
+                f"{lat['batch_size']}, interleaved; {r['spread']}"
             )
+            if r.get("flags"):
+                m.detail += ". " + "; ".join(lat.get("notes") or r["flags"])
+        out.append(m)
+    same = (lat or {}).get("same_runtime")
+    if same:
+        ref, r = same["reference"], same["speedup"]
+        m = Metric(
+            "speedup_same_runtime",
+            f"speedup vs {ref['format']} {ref['precision']} (same runtime)",
+            "x",
+            r["point"],
+            original=same["p50_ms"],
+            candidate=lat["candidate"]["p50_ms"],
+            low=r["low"],
+            high=r["high"],
+            side_unit="ms",
+        )
+        m.detail = (
+            f"against {ref['label']} ({ref['artifact']}), timed in the same rounds: the compression gain "
+            f"without the runtime's; {r['spread']}"
+        )
         out.append(m)
     return out
 
@@ -243,10 +268,11 @@ def reasons(metric_rows: list[Metric], policy: Policy, n_images: int, latency: d
             out.append(f"{m.label} {m.value_text()} violates {m.threshold_text()}")
         elif m.status == "inconclusive":
             if m.key in LATENCY_KEYS:
-                rounds = (latency or {}).get(m.key, {}).get("rounds")
+                r = (latency or {}).get(m.key, {})
+                flagged = f", {' and '.join(r['flags'])}" if r.get("flags") else ""
                 why = (
-                    f"with {rounds} interleaved timing rounds (raise latency_min_time_s, loosen the threshold, "
-                    "or set decide_on: point)"
+                    f"with {r.get('rounds')} interleaved timing rounds{flagged} (raise latency_min_time_s, run on a "
+                    "quieter machine, loosen the threshold, or set decide_on: point)"
                 )
             else:
                 why = (

@@ -19,7 +19,7 @@ from ..runtime import open_runner
 from .baseline import baseline_metrics, check_identity, load_baseline
 from .compare import describe_artifact, ensure_comparable, size_ratios
 from .decision import metrics, reasons, verdict
-from .measure import measure_pair_latency, paired_accuracy
+from .measure import measure_pair_latency, paired_accuracy, same_runtime_reference
 from .policy import Policy, resolve_policy
 from .result import CheckReport
 
@@ -36,6 +36,7 @@ class _Inputs:
     baseline_path: str | Path | None
     dataset: object = None
     notes: list[str] = field(default_factory=list)
+    data_chosen: str | None = None  # why this data, when --data was not given
 
 
 @dataclass
@@ -51,7 +52,7 @@ class _Outputs:
 def check(
     candidate,
     original,
-    data,
+    data=None,
     policy=None,
     *,
     latency: bool = True,
@@ -67,7 +68,8 @@ def check(
     """Gate ``candidate`` against ``original`` on the held-out split of ``data``.
 
     ``data`` is a :class:`~edgecnn.data.source.DataSource` or its text ('digits', 'synthetic[:N]', a
-    folder). ``policy`` is a :class:`Policy`, a dict of its keys, a YAML file path or None (defaults: top-1
+    folder); None takes the original's training data from its manifest (``report.data["chosen"]`` says so).
+    ``policy`` is a :class:`Policy`, a dict of its keys, a YAML file path or None (defaults: top-1
     drop at most 1 point, decided on the confidence interval). ``latency=False`` skips the latency
     measurement (latency thresholds are then reported as skipped). ``baseline`` is a file written by
     :func:`~edgecnn.check.save_baseline`. Both models see every batch of one pass over the data (decoded
@@ -80,11 +82,7 @@ def check(
     outputs = _run_both(
         inputs, batch_size=batch_size, device=device, threads=threads, progress=progress, workers=workers
     )
-    lat = None
-    if latency:
-        lat = measure_pair_latency(
-            inputs.orig, inputs.cand, inputs.policy, device=device, data=inputs.source, progress=progress
-        )
+    lat = _latency(inputs, device=device, progress=progress) if latency else None
     report = _record(inputs, outputs, lat, val_split=val_split)
     report.seconds = time.perf_counter() - t0
     return report
@@ -96,14 +94,14 @@ def _resolve(candidate, original, data, policy, baseline, batch_size: int) -> _I
     policy = resolve_policy(policy)
     if batch_size < 1:
         raise OptionError(f"batch size must be >= 1, got {batch_size}.")
-    source = DataSource.parse(data)
     cand = candidate if isinstance(candidate, Artifact) else Artifact.load(candidate)
     orig = original if isinstance(original, Artifact) else Artifact.load(original)
+    source, chosen = DataSource.for_model(data, orig, who="the original", gate=True)
     ensure_comparable(cand, orig)
     base = load_baseline(baseline) if baseline is not None else None
     if base is not None:
         check_identity(base, orig, source, baseline)
-    return _Inputs(cand, orig, source, policy, base, baseline)
+    return _Inputs(cand, orig, source, policy, base, baseline, data_chosen=chosen)
 
 
 def _load_images(inputs: _Inputs, *, val_split: float, skip_corrupt: bool) -> None:
@@ -155,6 +153,23 @@ def _run_both(
     return _Outputs(o_logits, c_logits, labels, runners)
 
 
+def _latency(inputs: _Inputs, *, device: str, progress: bool) -> dict:
+    """Both models timed interleaved, with the candidate's FP32 in its own runtime when its lineage has it;
+    what the estimate flagged goes into the report's notes."""
+    reference, why_not = same_runtime_reference(inputs.cand, inputs.orig)
+    lat = measure_pair_latency(
+        inputs.orig,
+        inputs.cand,
+        inputs.policy,
+        reference=reference,
+        device=device,
+        data=inputs.source,
+        progress=progress,
+    )
+    inputs.notes += ([why_not] if why_not else []) + lat["notes"]
+    return lat
+
+
 # -- record ----------------------------------------------------------------------------------------
 def _record(inputs: _Inputs, outputs: _Outputs, lat: dict | None, *, val_split: float) -> CheckReport:
     """The report: measurements, metric rows (baseline rows last), verdict and reasons."""
@@ -169,7 +184,7 @@ def _record(inputs: _Inputs, outputs: _Outputs, lat: dict | None, *, val_split: 
     report = CheckReport(
         candidate=candidate,
         original=original,
-        data={**inputs.source.describe("val"), "n_images": n, "val_split": val_split},
+        data={**inputs.source.describe("val"), "n_images": n, "val_split": val_split, "chosen": inputs.data_chosen},
         n_images=n,
         policy=policy.as_dict(),
         metrics=metrics(accuracy, per_class, lat, size, policy, n),

@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import bench, stats
+from ..artifact import Artifact
 from ..data.source import DataSource
+from ..errors import EdgeCnnError
+from ..estimator import RATIO_ESTIMATOR
 from .policy import Policy
 
 
@@ -87,82 +90,123 @@ def _kl_summary(o_logits: np.ndarray, c_logits: np.ndarray) -> dict:
 # --------------------------------------------------------------------------------------------------
 # Latency
 # --------------------------------------------------------------------------------------------------
+def same_runtime_reference(candidate: Artifact, original: Artifact) -> tuple[Artifact | None, str | None]:
+    """The FP32 artifact of the candidate's own runtime in its lineage (the FP32 ONNX an INT8 ONNX was
+    quantized from), so that a speed-up can be split into runtime and compression gains; (None, why not)
+    when the original already runs in that runtime or no such ancestor is on disk unchanged."""
+    if not isinstance(candidate, Artifact) or not isinstance(original, Artifact):
+        return None, None
+    if candidate.format == original.format:
+        return None, None
+    for ref in reversed(candidate.manifest.get("lineage") or []):
+        if ref.get("format") != candidate.format or ref.get("precision") != "fp32":
+            continue
+        try:
+            art = Artifact.load(ref["path"])
+        except (EdgeCnnError, KeyError, OSError):
+            break
+        if art.sha256 == ref.get("sha256"):
+            return art, None
+        break
+    return None, (
+        f"no FP32 {candidate.format} ancestor of the candidate on disk: its speed-up against the same runtime "
+        f"was not measured (the speed-up against the {original.format} original mixes runtime and compression)"
+    )
+
+
 def measure_pair_latency(
     original,
     candidate,
     policy: Policy,
     *,
+    reference=None,
     device: str = "cpu",
     data: DataSource | str = "digits",
     progress: bool = False,
 ) -> dict:
-    """Latency of both models measured interleaved in one run (:func:`edgecnn.bench.measure_latency`):
-    per-model p50 and the candidate/original ratio with a confidence interval.
-
-    The point ratio is bench's ratio of the overall medians. Its interval is the distribution-free
-    interval of the median of the per-round ratios (each round times both models back to back under
-    the same load, so machine drift cancels within a round). Blocks are kept short so that even a
-    short measurement has ~10 rounds; with fewer rounds the interval is [min, max] of the rounds.
-    """
-    block = min(0.1, max(0.01, policy.latency_min_time_s / 10))
+    """Latency of both models (and of ``reference``, the candidate's FP32 in its own runtime, when given)
+    measured interleaved in one run (:func:`edgecnn.bench.measure_latency`): per-model p50 and the
+    candidate/original ratio by the one estimator (:data:`~edgecnn.estimator.RATIO_ESTIMATOR`), its
+    interval widened and flagged when the rounds are multi-modal or disagree with the p50s."""
     result = bench.measure_latency(
-        [original, candidate],
+        [original, candidate] + ([reference] if reference is not None else []),
         batch_sizes=(policy.latency_batch_size,),
         warmup=policy.latency_warmup,
         min_time_s=policy.latency_min_time_s,
         min_repeats=policy.latency_min_repeats,
+        confidence=policy.confidence,
         threads=policy.latency_threads,
         device=device,
         interleave=True,
         progress=progress,
         data=str(data),
-        block_time_s=block,
     )
     return pair_from_bench(result, policy.latency_batch_size, confidence=policy.confidence)
 
 
+def _ratio_dicts(est: stats.RatioEstimate) -> tuple[dict, dict]:
+    """(latency ratio, speed-up) of one estimate, as the report and the metric rows read them."""
+    spread = f"{est.method}, {100 * est.confidence:.0f}% interval over {est.rounds} rounds"
+    if est.flags:
+        spread += "; widened: " + ", ".join(est.flags)
+    sp = est.speedup()
+    common = {"spread": spread, "rounds": est.rounds, "flags": list(est.flags), "estimator": est.method}
+    return (
+        {"point": est.point, "low": est.low, "high": est.high, **common},
+        {"point": sp.point, "low": sp.low, "high": sp.high, **common},
+    )
+
+
+def _side(r: dict, cand: dict) -> dict:
+    s = r["latency_ms"]
+    return {
+        "label": r["label"],
+        "format": cand.get("format"),
+        "precision": cand.get("precision"),
+        "p50_ms": s["p50"],
+        "p90_ms": s["p90"],
+        "p99_ms": s["p99"],
+        "mean_ms": s["mean"],
+        "std_ms": s["std"],
+        "runs": r["n"],
+        "throughput": r["throughput"],
+    }
+
+
 def pair_from_bench(result: dict, batch_size: int, *, confidence: float = 0.95) -> dict:
-    """Reduce a two-candidate ``bench.measure_latency`` result to what the gate reports."""
+    """Reduce a ``bench.measure_latency`` result of [original, candidate(, reference)] to what the gate
+    reports: both sides, the candidate/original ratio and speed-up (``latency_ratio`` / ``speedup``) and,
+    with a reference, ``same_runtime``: the candidate against its own runtime's FP32."""
     rows = [r for r in result["results"] if r["batch_size"] == batch_size]
-    if len(rows) != 2:  # pragma: no cover - bench returns one row per candidate and batch size
-        raise RuntimeError(f"expected 2 latency results at batch {batch_size}, got {len(rows)}")
-    orig, cand = rows
-    ratio = float(cand["ratio"])
-    rounds = cand.get("round_ratios") or []
-    if rounds:
-        iv = stats.median_interval(rounds, confidence=confidence)
-        low, high = min(iv.low, ratio), max(iv.high, ratio)
-        spread = f"{iv.method}, {100 * iv.confidence:.0f}% coverage"
-    else:  # pragma: no cover - the gate always interleaves
-        low = high = ratio
-        spread = "no per-round ratios"
-
-    def side(r):
-        s = r["latency_ms"]
-        return {
-            "label": r["label"],
-            "p50_ms": s["p50"],
-            "p90_ms": s["p90"],
-            "p99_ms": s["p99"],
-            "mean_ms": s["mean"],
-            "std_ms": s["std"],
-            "runs": r["n"],
-            "throughput": r["throughput"],
+    if len(rows) not in (2, 3):  # pragma: no cover - bench returns one row per candidate and batch size
+        raise RuntimeError(f"expected 2 or 3 latency results at batch {batch_size}, got {len(rows)}")
+    orig, cand = rows[:2]
+    est = bench.ratio_between(cand, orig, confidence=confidence)
+    ratio, speedup = _ratio_dicts(est)
+    notes = est.notes("candidate", "the original")
+    same = None
+    if len(rows) == 3:
+        ref_est = bench.ratio_between(cand, rows[2], confidence=confidence)
+        ref_ratio, ref_speedup = _ratio_dicts(ref_est)
+        ref_cand = result["candidates"][2]
+        same = {
+            "reference": {k: ref_cand.get(k) for k in ("label", "artifact", "format", "precision")},
+            "p50_ms": rows[2]["latency_ms"]["p50"],
+            "latency_ratio": ref_ratio,
+            "speedup": ref_speedup,
         }
-
+        notes += ref_est.notes("candidate", f"its FP32 {ref_cand.get('format')}")
     return {
         "batch_size": batch_size,
-        "original": side(orig),
-        "candidate": side(cand),
-        "latency_ratio": {"point": ratio, "low": low, "high": high, "spread": spread, "rounds": len(rounds)},
-        "speedup": {
-            "point": 1.0 / ratio,
-            "low": 1.0 / high,
-            "high": 1.0 / low,
-            "spread": spread,
-            "rounds": len(rounds),
-        },
-        "round_ratios": rounds,
+        "estimator": RATIO_ESTIMATOR,
+        "original": _side(orig, result["candidates"][0]),
+        "candidate": _side(cand, result["candidates"][1]),
+        "latency_ratio": ratio,
+        "speedup": speedup,
+        "estimate": est.as_dict(),
+        "same_runtime": same,
+        "round_ratios": cand.get("round_ratios") or [],
+        "notes": notes,
         "settings": result.get("settings"),
         "fingerprint_key": result.get("fingerprint_key"),
         "seconds": result.get("seconds"),

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import click
 
-from ._common import print_table, write_json
+from ..bench_table import FLAGS_COLUMN, RATIO_COLUMN, SPEEDUP_COLUMN
+from ..estimator import RATIO_ESTIMATOR, RATIO_RULE, RATIO_TOLERANCE
+from ._common import BATCH_SIZE, RUNS, SECONDS, THREADS, print_table, write_json
 
 
 class Warmup(click.ParamType):
@@ -18,28 +20,38 @@ class Warmup(click.ParamType):
             result = float(text[:-1]) if text.endswith("s") else int(text)
         except ValueError:
             self.fail(f"{value!r}: write N (runs) or Ns (seconds), e.g. 10 or 2s.", param, ctx)
-        if result < 0:
-            self.fail(f"{value!r}: warm-up cannot be negative.", param, ctx)
+        if not 0 <= result <= (SECONDS.max if text.endswith("s") else RUNS.max):  # NaN fails too
+            self.fail(f"{value!r}: warm-up is 0 to {RUNS.max:,} runs or 0 to {SECONDS.max:,}s.", param, ctx)
         return result
 
 
-@click.command("bench")
+HELP = f"""Measure the latency of one or more ARTIFACTS (torch, onnx, engine) in one process.
+
+With several artifacts they run interleaved in rounds (A B, B A, ...). The table prints per row: p50,
+p90, p99, mean ± std (ms), img/s, runs, rounds, then the ratio of the row's latency to the first's as
+{RATIO_COLUMN!r} = {RATIO_ESTIMATOR}, its {SPEEDUP_COLUMN!r} (1 / ratio) and {FLAGS_COLUMN!r}.
+{RATIO_RULE[0].upper()}{RATIO_RULE[1:]} Flagged rows are explained under the table.
+
+\b
+Example:
+  edgecnn bench runs/resnet50 runs/resnet50-onnx -b 1 -b 8 --threads 2 --json bench.json
+"""
+
+
+@click.command("bench", help=HELP)
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--batch-size",
     "-b",
     "batch_sizes",
     multiple=True,
-    type=click.IntRange(min=1),
+    type=BATCH_SIZE,
     default=(1,),
     show_default=True,
     help="Batch size to measure (repeat for several).",
 )
 @click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Threads pinned for every runtime [default: physical cores].",
+    "--threads", type=THREADS, default=None, help="Threads pinned for every runtime [default: physical cores]."
 )
 @click.option(
     "--warmup",
@@ -50,17 +62,20 @@ class Warmup(click.ParamType):
 )
 @click.option(
     "--min-time",
-    type=click.FloatRange(min=0),
+    type=SECONDS,
     default=5.0,
     show_default=True,
     help="Minimum timed seconds per artifact and batch size.",
 )
 @click.option(
-    "--min-repeats",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Minimum timed runs per artifact and batch size.",
+    "--max-time",
+    type=SECONDS,
+    default=None,
+    help=f"Time budget per artifact and batch size: rounds go on past --min-time until every ratio's interval "
+    f"is within +-{100 * RATIO_TOLERANCE:g}% [default: 3x --min-time].",
+)
+@click.option(
+    "--min-repeats", type=RUNS, default=20, show_default=True, help="Minimum timed runs per artifact and batch size."
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] (engines and ONNX with a GPU build).")
 @click.option(
@@ -91,6 +106,7 @@ def command(
     warmup,
     min_time,
     min_repeats,
+    max_time,
     device,
     interleave,
     data,
@@ -98,16 +114,7 @@ def command(
     labels,
     json_path,
 ):
-    """Measure the latency of one or more ARTIFACTS (torch, onnx, engine) in one process.
-
-    With several artifacts they run interleaved and each is reported as a ratio against the first
-    (its p50 / the first's p50, with the inter-quartile range of the per-round ratios).
-
-    \b
-    Example:
-      edgecnn bench runs/resnet50 runs/resnet50-onnx -b 1 -b 8 --threads 2 --json bench.json
-    """
-    from ..bench import environment_line, measure_latency, results_table
+    from ..bench import environment_line, measure_latency, results_table, table_title
 
     result = measure_latency(
         list(artifacts),
@@ -115,6 +122,7 @@ def command(
         warmup=warmup,
         min_time_s=min_time,
         min_repeats=min_repeats,
+        max_time_s=max_time,
         threads=threads,
         device=device,
         interleave=interleave,
@@ -123,6 +131,8 @@ def command(
         runner_options={"onnx": {"spinning": True}} if ort_spinning else None,
     )
     rows, cols = results_table(result)
-    print_table(rows, cols, title=f"edgecnn bench (ratios against {result['baseline']})")
+    print_table(rows, cols, title=table_title(result))
     click.echo(environment_line(result))
+    for note in result["notes"]:
+        click.echo(f"flagged: {note}")
     write_json(json_path, result)
