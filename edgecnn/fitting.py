@@ -23,10 +23,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from .data.augment import AugmentPolicy
 from .distributed import dist_info, init_distributed, resolve_device, seed_everything
 from .errors import DataError, EdgeCnnError, OptionError, WeightsError
 from .evaluation import evaluate_module, named_errors
-from .options import Options
+from .limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_WORKERS
+from .options import Options, bounded
 
 log = logging.getLogger("edgecnn")
 
@@ -37,22 +39,28 @@ class TrainingDiverged(EdgeCnnError):
 
 @dataclass
 class TrainConfig(Options):
-    epochs: int = 10
-    batch_size: int = 64  # per process under torchrun (global batch = batch_size * WORLD_SIZE)
+    epochs: int = bounded(10, 0, MAX_EPOCHS)
+    batch_size: int = bounded(64, 1, MAX_BATCH)  # per process under torchrun (global batch = batch_size * WORLD_SIZE)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd (Nesterov momentum) | adamw
-    lr: float | None = None  # default: 0.05 for sgd, 1e-3 for adamw
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # not applied to biases and norm layers
-    label_smoothing: float = 0.0
-    warmup_epochs: float = 0.0  # linear warm-up, then the schedule
+    lr: float | None = bounded(None, 0, 1e6, lo_open=True)  # default: 0.05 for sgd, 1e-3 for adamw
+    momentum: float = bounded(0.9, 0, 1)
+    weight_decay: float = bounded(5e-4, 0, 10)  # not applied to biases and norm layers
+    label_smoothing: float = bounded(0.0, 0, 1, hi_open=True)
+    warmup_epochs: float = bounded(0.0, 0, MAX_EPOCHS)  # linear warm-up, then the schedule
     schedule: Literal["cosine", "constant"] = "cosine"
-    seed: int = 0
+    seed: int = bounded(0, 0, MAX_SEED)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA only
     channels_last: bool = True  # on CUDA only
-    num_workers: int = 0
-    augment: bool = True
+    num_workers: int = bounded(0, 0, MAX_WORKERS)
+    augment: AugmentPolicy = field(default_factory=lambda: AugmentPolicy.preset("default"))  # or none/light/FILE
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.augment = AugmentPolicy.parse("default" if self.augment is None else self.augment)
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "augment": self.augment.record()}
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else (0.05 if self.optimizer == "sgd" else 1e-3)
@@ -76,6 +84,7 @@ class TrainConfig(Options):
             raise OptionError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}.")
         if self.num_workers < 0:
             raise OptionError(f"workers must be >= 0, got {self.num_workers}.")
+        self.augment.validate()
 
 
 # -- optimisation ----------------------------------------------------------------------------------------
@@ -197,6 +206,38 @@ def _restore(loop: _Loop, resume: dict | None, optimizer_state: dict | None) -> 
     return int(resume["epoch"]), list(resume.get("history") or [])
 
 
+class _PlainProgress:
+    """Progress as plain lines when stdout is not a terminal (CI logs, pipes), where tqdm's bar is off: one
+    line every ``EDGECNN_PROGRESS_EVERY`` seconds (default 30) with the batch, running loss / accuracy and
+    the elapsed time."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total = label, total
+        self.every = _progress_every()
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self, done: int, loss: float, acc: float) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        tqdm.write(
+            f"{self.label}  batch {done}/{self.total}  loss {loss:.4f}  train top-1 {100 * acc:.2f}%  "
+            f"elapsed {now - self.t0:.1f} s"
+        )
+
+
+def _progress_every() -> float:
+    text = os.environ.get("EDGECNN_PROGRESS_EVERY", "30")
+    try:
+        value = float(text)
+    except ValueError:
+        raise OptionError(f"EDGECNN_PROGRESS_EVERY must be a number of seconds, got {text!r}.") from None
+    if not math.isfinite(value) or value < 0:
+        raise OptionError(f"EDGECNN_PROGRESS_EVERY must be >= 0 seconds, got {text!r}.")
+    return value
+
+
 def _train_epoch(loop: _Loop, epoch: int, criterion, progress: bool) -> tuple[float, int, int]:
     """One pass over the training data: (summed loss, correct, seen), all-reduced over the processes."""
     config, optimizer = loop.config, loop.optimizer
@@ -216,6 +257,7 @@ def _train_epoch(loop: _Loop, epoch: int, criterion, progress: bool) -> tuple[fl
         unit="batch",
         dynamic_ncols=True,
     )
+    plain = _PlainProgress(f"epoch {epoch + 1}/{config.epochs}", steps_per_epoch) if progress and bar.disable else None
     for i, (x, y) in enumerate(named_errors(bar)):
         f = lr_factor(epoch * steps_per_epoch + i, total, warmup, config.schedule)
         for grp in optimizer.param_groups:
@@ -246,6 +288,8 @@ def _train_epoch(loop: _Loop, epoch: int, criterion, progress: bool) -> tuple[fl
         loss_sum += value * n
         correct += int((logits.detach().argmax(1) == y).sum())
         bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
+        if plain is not None:
+            plain.step(i + 1, loss_sum / max(seen, 1), correct / max(seen, 1))
     if loop.world > 1:
         totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=loop.device)
         dist.all_reduce(totals)

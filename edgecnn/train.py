@@ -21,15 +21,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .artifact import Artifact, check_out, is_artifact
-from .checkpoint import checkpoint_path, read_checkpoint
+from .checkpoint import check_resume_settings, checkpoint_path, read_checkpoint
+from .data.augment import AugmentPolicy
+from .data.shape import FolderInput, input_from_folder
 from .data.source import DataSource
 from .distributed import close_distributed, init_distributed, is_main_process, seed_everything
 from .errors import DataError, InvalidInput, OptionError, WeightsError
 from .evaluation import evaluate_module
 from .fitting import LossFn, TrainConfig, TrainingDiverged, fit, lr_factor, make_optimizer
+from .limits import MAX_BATCH, MAX_SEED
 from .models import architecture_of, build_model, get_spec, save_torch_artifact
-from .options import Options, check_range
+from .options import Options, bounded, check_range
 
 # re-exported: the loop lives in edgecnn.fitting, callers import it from here
 __all__ = [
@@ -58,18 +63,28 @@ class FitOptions(Options):
     ``batch_size``; the stage's own epochs (and ``lr`` when given) replace its values."""
 
     data: DataSource | None = None
-    lr: float | None = None  # default: the stage's (0.01 SGD for fine-tuning)
-    batch_size: int = 64
+    lr: float | None = bounded(None, 0, 1e6, lo_open=True)  # default: the stage's (0.01 SGD for fine-tuning)
+    batch_size: int = bounded(64, 1, MAX_BATCH)
     config: TrainConfig | None = None
-    seed: int = 0
+    seed: int = bounded(0, 0, MAX_SEED)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    val_split: float = 0.2  # held-out fraction of a folder of class sub-folders
+    val_split: float = bounded(0.2, 0, 1, lo_open=True, hi_open=True)  # held-out fraction of a class-folder set
     skip_corrupt: bool = False
+    augment: AugmentPolicy | None = None  # none | light | default | FILE; None: the config's, else 'default'
 
     def __post_init__(self) -> None:
         self.data = DataSource.optional(self.data)
         if isinstance(self.config, dict):
             self.config = TrainConfig.from_mapping(self.config, where="config")
+        if self.augment is not None:
+            self.augment = AugmentPolicy.parse(self.augment)
+
+    @property
+    def policy(self) -> AugmentPolicy:
+        """The augmentation of the stage's training images: ``augment``, else the config's, else 'default'."""
+        if self.augment is not None:
+            return self.augment
+        return self.config.augment if self.config is not None else AugmentPolicy.preset("default")
 
     def validate(self) -> None:
         if self.lr is not None and not self.lr > 0:
@@ -79,6 +94,7 @@ class FitOptions(Options):
         check_range("--val-split", self.val_split, 0, 1, True, True)
         if self.config is not None:
             self.config.validate()
+        self.policy.validate()
 
     def as_dict(self) -> dict:
         out = super().as_dict()
@@ -89,6 +105,10 @@ class FitOptions(Options):
     def check_finetune(self, epochs: int) -> None:
         """The rules on ``--finetune-epochs``: >= 0, and training needs data."""
         check_range("--finetune-epochs", epochs, 0, None)
+        if epochs == 0 and self.augment is not None:
+            raise OptionError(
+                f"--augment {self.augment} sets the fine-tuning images; add --finetune-epochs N (and --data)."
+            )
         if epochs > 0 and self.data is None:
             raise OptionError(
                 "--finetune-epochs needs training data: pass --data digits or a folder of class sub-folders."
@@ -103,17 +123,28 @@ class FitOptions(Options):
                 seed=self.seed,
                 device=self.device,
                 lr=self.lr if self.lr is not None else default_lr,
+                augment=self.policy,
             )
-        return dataclasses.replace(self.config, epochs=epochs, **({"lr": self.lr} if self.lr is not None else {}))
+        lr = {"lr": self.lr} if self.lr is not None else {}
+        return dataclasses.replace(self.config, epochs=epochs, augment=self.policy, **lr)
+
+    def training_record(self, config: TrainConfig | None, channels: int) -> dict | None:
+        """What a manifest records about a stage's training run (None when there is none): the TrainConfig,
+        its resolved lr and its augmentation as applied to input with ``channels`` channels."""
+        if config is None or config.epochs == 0:
+            return None
+        fields = {k: v for k, v in config.as_dict().items() if k != "extra"}
+        return fields | {"lr": config.resolved_lr(), "augment": config.augment.record(channels, self.data)}
 
     def dataset(self, input_spec: dict, split: str, *, num_classes: int, augment: bool = False):
-        """The ``split`` ('train' | 'val') of ``data`` for a model with ``input_spec``."""
+        """The ``split`` ('train' | 'val') of ``data`` for a model with ``input_spec``; ``augment``: with the
+        stage's augmentation :attr:`policy` (the training images of fine-tuning)."""
         return self.data.dataset(
             input_spec,
             split,
             val_split=self.val_split,
             seed=self.seed,
-            augment=augment,
+            augment=self.policy if augment else False,
             skip_corrupt=self.skip_corrupt,
             num_classes=num_classes,
         )
@@ -207,6 +238,8 @@ class _TrainRun:
     state: dict | None = None
     resume: str | os.PathLike | None = None
     checkpoint: Path | None = None
+    input_from: FolderInput | None = None  # what the data suggested for the unset input size / channels
+    input_why: str = ""  # where the input size / channels came from, in words
 
 
 def _resume_state(resume, model_name: str) -> dict | None:
@@ -222,8 +255,10 @@ def _resume_state(resume, model_name: str) -> dict | None:
     return state
 
 
-def _input_spec(spec, plan: dict, state: dict | None, weights: str, in_channels, input_size, resume) -> dict:
-    """The model input: explicit > the resumed checkpoint's > a weights artifact's > the recipe's."""
+def _input_spec(run: _TrainRun, spec, plan: dict, in_channels, input_size) -> dict:
+    """The model input: explicit > the resumed checkpoint's > a weights artifact's > the recipe's > what a
+    folder of images suggests (:func:`~edgecnn.data.shape.input_from_folder`, kept in ``run.input_from``)."""
+    state, weights, resume = run.state, run.weights, run.resume
     source_art = (
         Artifact.load(weights, formats=("torch",))
         if weights not in ("random", "imagenet") and is_artifact(weights)
@@ -236,6 +271,23 @@ def _input_spec(spec, plan: dict, state: dict | None, weights: str, in_channels,
         defaults = (source_art.input_shape[0], source_art.input_shape[1:])
     else:
         defaults = (plan["in_channels"], plan["input_size"])
+        if run.source.is_folder and defaults == (None, None) and (in_channels is None or input_size is None):
+            run.input_from = input_from_folder(run.source.path, spec.min_input, min(spec.default_input[1:]))
+            if run.input_from is not None:
+                defaults = (run.input_from.channels, run.input_from.side)
+    run.input_why = (
+        "as given"
+        if in_channels is not None and input_size is not None
+        else "the checkpoint's"
+        if state is not None
+        else "the weights artifact's"
+        if source_art is not None
+        else run.input_from.describe()
+        if run.input_from is not None
+        else f"the {run.recipe_name} recipe's"
+        if defaults[0] is not None
+        else "the model's default"
+    )
     in_channels = defaults[0] if in_channels is None else in_channels
     input_size = defaults[1] if input_size is None else input_size
     if state is not None:
@@ -254,6 +306,15 @@ def _input_spec(spec, plan: dict, state: dict | None, weights: str, in_channels,
             num_classes=1, in_channels=input_spec["channels"], input_size=(input_spec["height"], input_spec["width"])
         )
     return input_spec
+
+
+def _announce(run: _TrainRun, config: TrainConfig) -> None:
+    """Say, before minutes of training, which input and augmentation were chosen and why."""
+    c, h, w = run.input_spec["channels"], run.input_spec["height"], run.input_spec["width"]
+    why = run.input_why
+    steps = config.augment.record(c, run.source)["steps"]
+    tqdm.write(f"input {c}x{h}x{w} ({why})")
+    tqdm.write(f"augment '{config.augment}': {', '.join(steps) if steps else 'none'}")
 
 
 def _datasets(run: _TrainRun, config: TrainConfig, *, num_classes, val_split: float, skip_corrupt: bool) -> None:
@@ -330,18 +391,19 @@ def train(
     spec = get_spec(model_name)
     source = DataSource.parse(data)
     out = Path(out)
-    check_out(out)
+    check_out(out, weights)
     state = _resume_state(resume, model_name)
     plan = recipe(model_name, source)
     config = config or configure(model_name, source, resume=state, **(overrides or {}))
     config.validate()
+    check_resume_settings(state, config, resume)  # a resumed run keeps its checkpoint's settings
     run = _TrainRun(
         model_name=model_name,
         source=source,
         out=out,
         weights=weights,
         recipe_name=plan["name"],
-        input_spec=_input_spec(spec, plan, state, weights, in_channels, input_size, resume),
+        input_spec={},
         classes=[],
         train_set=None,
         val_set=None,
@@ -349,6 +411,9 @@ def train(
         resume=resume,
         checkpoint=checkpoint_path(out) if checkpoint else None,
     )
+    run.input_spec = _input_spec(run, spec, plan, in_channels, input_size)
+    if progress and is_main_process():
+        _announce(run, config)
     _datasets(run, config, num_classes=num_classes, val_split=val_split, skip_corrupt=skip_corrupt)
     seed_everything(config.seed)  # the initial weights too: the same seed gives the same run
     model, info = _initial_model(spec, run)
@@ -390,6 +455,8 @@ def _record(run: _TrainRun, model, config: TrainConfig, result: dict, info: dict
         "weights": run.weights,
         "recipe": run.recipe_name,
         **asdict(config),
+        "augment": config.augment.record(run.input_spec["channels"], run.source),
+        "input_from": run.input_from.record() if run.input_from is not None else None,
         "lr": config.resolved_lr(),
         "world_size": result["world_size"],
         "resumed_from": str(run.resume) if run.resume is not None else None,

@@ -2,7 +2,21 @@ from __future__ import annotations
 
 import click
 
-from ._common import fmt_count, print_table, write_json
+from ..bench_table import format_ms, format_speedup
+from ..estimator import RATIO_ESTIMATOR
+from ._common import (
+    CHANNELS,
+    CLASSES,
+    EPOCHS,
+    FINITE,
+    IMAGES,
+    SECONDS,
+    SIDE,
+    THREADS,
+    fmt_count,
+    print_table,
+    write_json,
+)
 
 
 def _size(n: int) -> str:
@@ -16,13 +30,13 @@ def _size(n: int) -> str:
     help="For a model name: a state_dict file, an artifact, 'imagenet' or 'random' "
     "(default: ImageNet weights if they are in the torch cache).",
 )
-@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classes (model name + random weights).")
-@click.option("--in-channels", type=click.IntRange(min=1), default=None, help="Input channels (model name only).")
-@click.option("--input-size", type=click.IntRange(min=1), default=None, help="Square input side (model name only).")
-@click.option("--prune", type=float, default=None, help="Remove this fraction of channels (0-1), Torch-Pruning.")
+@click.option("--num-classes", type=CLASSES, default=None, help="Classes (model name + random weights).")
+@click.option("--in-channels", type=CHANNELS, default=None, help="Input channels (model name only).")
+@click.option("--input-size", type=SIDE, default=None, help="Square input side (model name only).")
+@click.option("--prune", type=FINITE, default=None, help="Remove this fraction of channels (0-1), Torch-Pruning.")
 @click.option(
     "--finetune-epochs",
-    type=click.IntRange(min=0),
+    type=EPOCHS,
     default=None,
     help="Fine-tune after pruning on --data (default 3 with --data, else 0).",
 )
@@ -35,20 +49,21 @@ def _size(n: int) -> str:
 @click.option(
     "--distill", is_flag=True, default=None, help="Distil the pruned network from the original while fine-tuning."
 )
+@click.option("--augment", metavar="POLICY", help="Fine-tuning / QAT augmentation: none | light | default | FILE.yaml.")
 @click.option("--int8", is_flag=True, default=None, help="INT8 QDQ ONNX (NNCF PTQ); needs --calib.")
 @click.option("--calib", help="Calibration images for --int8: a folder (e.g. calibration/) or 'digits'.")
-@click.option("--subset-size", type=click.IntRange(min=1), default=None, help="Calibration images used (default 300).")
+@click.option("--subset-size", type=IMAGES, default=None, help="Calibration images used (default 300).")
 @click.option(
     "--target",
     type=click.Choice(["auto", "cpu", "tensorrt"]),
     default=None,
     help="INT8 layout: cpu (ONNX Runtime), tensorrt (validated TensorRT rules), auto (default).",
 )
-@click.option("--max-drop", type=float, default=None, help="INT8 accuracy budget in top-1 points on --data.")
+@click.option("--max-drop", type=FINITE, default=None, help="INT8 accuracy budget in top-1 points on --data.")
 @click.option(
     "--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning (+KD) if PTQ misses --max-drop."
 )
-@click.option("--qat-epochs", type=click.IntRange(min=1), default=None, help="QAT epochs (default 3).")
+@click.option("--qat-epochs", type=click.IntRange(1, EPOCHS.max), default=None, help="QAT epochs (default 3).")
 @click.option(
     "--compact-names",
     is_flag=True,
@@ -62,13 +77,17 @@ def _size(n: int) -> str:
 @click.option(
     "--out", "-o", type=click.Path(file_okay=False), help="Run folder (default runs/compress/<model>-<time>)."
 )
-@click.option("--no-bench", is_flag=True, default=None, help="Skip the latency measurement in the final table.")
 @click.option(
-    "--bench-seconds", type=float, default=None, help="Timed seconds per artifact in the latency run (default 2)."
+    "--no-bench",
+    is_flag=True,
+    default=None,
+    help="Skip the latency measurement in the final table (speed-ups against the original's FP32 ONNX and "
+    f"against the torch original, each 1 / latency ratio by the {RATIO_ESTIMATOR}).",
 )
 @click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads (default: physical cores)."
+    "--bench-seconds", type=SECONDS, default=None, help="Timed seconds per artifact in the latency run (default 2)."
 )
+@click.option("--threads", type=THREADS, default=None, help="ONNX Runtime threads (default: physical cores).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
 def command(
     model,
@@ -80,6 +99,7 @@ def command(
     finetune_epochs,
     importance,
     distill,
+    augment,
     int8,
     calib,
     subset_size,
@@ -120,6 +140,7 @@ def command(
         "finetune_epochs": finetune_epochs,
         "importance": importance,
         "distill": distill,
+        "augment": augment,
         "int8": int8,
         "calib": calib,
         "subset_size": subset_size,
@@ -139,6 +160,33 @@ def command(
     report = compress(model, recipe=recipe, **options)
     print_report(report)
     write_json(json_path, report)
+
+
+def _speedup_cell(value: float, ci, flags=None) -> str:
+    text = format_speedup(value)
+    if ci:
+        text += f" [{format_speedup(ci[0])[:-1]}, {format_speedup(ci[1])[:-1]}]"
+    return text + (" !" if flags else "")
+
+
+def _latency_lines(rows: list[dict], line) -> list[list[str]]:
+    """p50, then the speed-up against the original's FP32 ONNX (the same runtime: the compression's gain)
+    and, when the torch original was timed too, against it (runtime and compression together)."""
+    out = [
+        line("ORT latency p50 (batch 1)", lambda r: f"{format_ms(r['latency_ms'])} ms"),
+        line(
+            "speed-up vs original FP32 ONNX (same runtime)",
+            lambda r: _speedup_cell(r["speedup"], r.get("speedup_ci"), r.get("latency_flags")),
+        ),
+    ]
+    if "speedup_vs_torch" in rows[0]:
+        out.append(
+            line(
+                "speed-up vs torch original",
+                lambda r: _speedup_cell(r["speedup_vs_torch"], r.get("speedup_vs_torch_ci")),
+            )
+        )
+    return out
 
 
 def print_report(report: dict) -> None:
@@ -171,14 +219,16 @@ def print_report(report: dict) -> None:
         )
     out.append(line("agreement with original", lambda r: f"{100 * r['agreement']:.1f}%"))
     if "latency_ms" in first:
-        out.append(line("ORT latency p50 (batch 1)", lambda r: f"{r['latency_ms']:.2f} ms"))
-        out.append(line("speed-up vs original", lambda r: f"{r['speedup']:.2f}x"))
+        out += _latency_lines(rows, line)
     print_table(out, cols, title=f"edgecnn compress {report['model']}: original vs compressed")
     notes = [f"images: {table['images']}"]
     if table.get("latency"):
+        lat = table["latency"]
         notes.append(
-            f"latency: one interleaved run, {table['latency']['threads']} thread(s), {table['latency']['environment']}"
+            f"latency: one interleaved run, {lat['threads']} thread(s), {lat['environment']}; speed-ups = 1 / "
+            f"latency ratio, {lat.get('estimator')} [95% CI] (! = flagged: see below)"
         )
+        notes += [f"flagged: {n}" for n in lat.get("notes") or []]
     notes.append(f"final artifact: {report['final']}")
     notes.append(f"report: {report['run']}/compress.json ({report['seconds']['total']:.0f} s)")
     for n in notes:

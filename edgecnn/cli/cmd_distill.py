@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import fmt_pct, print_table, write_json
+from ._common import BATCH_SIZE, EPOCHS, SEED, Finite, fmt_pct, print_table, write_json
 
 
 @click.command("distill")
@@ -10,17 +10,17 @@ from ._common import fmt_pct, print_table, write_json
 @click.option("--teacher", required=True, type=click.Path(), help="Torch artifact of the teacher.")
 @click.option("--data", required=True, help="Training data: 'digits' or a folder of class sub-folders.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output artifact directory.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, EPOCHS.max), default=10, show_default=True)
 @click.option(
     "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     default=4.0,
     show_default=True,
     help="Softmax temperature of both networks in the distillation term.",
 )
 @click.option(
     "--alpha",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     default=0.9,
     show_default=True,
     help="Weight of the distillation term; 1 - alpha weighs cross-entropy on the labels.",
@@ -33,11 +33,7 @@ from ._common import fmt_pct, print_table, write_json
     help="Also match student layer S to teacher layer T (MSE; 1x1 conv adapter when channels differ). Repeat.",
 )
 @click.option(
-    "--feature-weight",
-    type=click.FloatRange(min=0),
-    default=1.0,
-    show_default=True,
-    help="Weight of the feature-map loss.",
+    "--feature-weight", type=Finite(min=0), default=1.0, show_default=True, help="Weight of the feature-map loss."
 )
 @click.option(
     "--student-weights",
@@ -47,11 +43,17 @@ from ._common import fmt_pct, print_table, write_json
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     help="Learning rate [default: 0.05 from scratch, 0.01 for a student artifact; SGD].",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE, default=64, show_default=True)
+@click.option(
+    "--augment",
+    metavar="POLICY",
+    help="Augmentation of the batches student and teacher both see: none | light | default | FILE.yaml "
+    "[default: default; flips only color input]. A teacher far less accurate on them is warned about.",
+)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
@@ -68,6 +70,7 @@ def command(
     student_weights,
     lr,
     batch_size,
+    augment,
     seed,
     device,
     progress,
@@ -94,6 +97,7 @@ def command(
         student_weights=student_weights,
         lr=lr,
         batch_size=batch_size,
+        augment=augment,
         seed=seed,
         device=device,
     )

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import click
 
-from ._common import fmt_count, fmt_pct, print_table, write_json
+from ._common import BATCH_SIZE, EPOCHS, SEED, Finite, fmt_count, fmt_pct, print_table, write_json
 
-_RATIO = click.FloatRange(0, 1, min_open=True, max_open=True)
+_RATIO = Finite(0, 1, min_open=True, max_open=True)
 
 
 def summary(art) -> dict:
@@ -100,21 +100,21 @@ def print_summary(s: dict) -> None:
 )
 @click.option(
     "--round-to",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 1024),
     default=None,
     help="Keep channel counts multiples of N [default: 8 - good for INT8/tensor cores - or smaller when "
     "the narrowest layer has under 32 channels: 4 for GoogLeNet, 1 for LeNet-5].",
 )
 @click.option(
     "--steps",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 1000),
     default=1,
     show_default=True,
     help="Reach the target in N steps, fine-tuning after each.",
 )
 @click.option(
     "--finetune-epochs",
-    type=click.IntRange(min=0),
+    type=EPOCHS,
     default=0,
     show_default=True,
     help="Training epochs after every step (needs --data).",
@@ -122,30 +122,29 @@ def print_summary(s: dict) -> None:
 @click.option("--data", help="Training / evaluation data: 'digits' or a folder of class sub-folders.")
 @click.option("--distill", is_flag=True, help="Fine-tune with knowledge distillation from the unpruned original.")
 @click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    default=4.0,
-    show_default=True,
-    help="Distillation temperature.",
+    "--augment",
+    metavar="POLICY",
+    help="Fine-tuning augmentation: none | light | default | FILE.yaml [default: default].",
+)
+@click.option(
+    "--temperature", type=Finite(min=0, min_open=True), default=4.0, show_default=True, help="Distillation temperature."
 )
 @click.option(
     "--alpha",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     default=0.9,
     show_default=True,
     help="Weight of the distillation term (1 - alpha goes to cross-entropy).",
 )
-@click.option(
-    "--lr", type=click.FloatRange(min=0, min_open=True), help="Fine-tuning learning rate [default: 0.01, SGD]."
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=Finite(min=0, min_open=True), help="Fine-tuning learning rate [default: 0.01, SGD].")
+@click.option("--batch-size", type=BATCH_SIZE, default=64, show_default=True)
 @click.option(
     "--ignore",
     multiple=True,
     metavar="LAYER",
     help="Leave this layer (module path) unpruned; repeat. The classifier is always kept.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="Fine-tuning device: auto, cpu, cuda[:N].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the summary as JSON.")
@@ -163,6 +162,7 @@ def command(
     finetune_epochs,
     data,
     distill,
+    augment,
     temperature,
     alpha,
     lr,
@@ -196,6 +196,7 @@ def command(
         finetune_epochs=finetune_epochs,
         data=data,
         distill=distill,
+        augment=augment,
         temperature=temperature,
         alpha=alpha,
         lr=lr,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import print_table, write_json
+from ._common import BATCH_SIZE, EPOCHS, FINITE, IMAGES, LAYERS, SEED, THREADS, print_table, write_json
 
 TARGETS = ("auto", "cpu", "tensorrt")
 PRESETS = ("performance", "mixed")
@@ -38,7 +38,7 @@ def _pct(x) -> str:
 )
 @click.option(
     "--subset-size",
-    type=click.IntRange(min=1),
+    type=IMAGES,
     default=300,
     show_default=True,
     help="Calibration images used (a random subset when the folder has more).",
@@ -85,7 +85,7 @@ def _pct(x) -> str:
 )
 @click.option(
     "--max-drop",
-    type=float,
+    type=FINITE,
     help="Accuracy-aware: allowed top-1 drop in points on --data's held-out "
     "split; the most sensitive layers stay FP32 until it fits.",
 )
@@ -93,21 +93,20 @@ def _pct(x) -> str:
     "--data",
     help="Labelled data to evaluate on (held-out split) and to fine-tune with --qat: 'digits' or an image folder.",
 )
-@click.option("--max-float-layers", type=click.IntRange(min=0), help="Accuracy-aware: at most this many FP32 layers.")
+@click.option("--max-float-layers", type=LAYERS, help="Accuracy-aware: at most this many FP32 layers.")
 @click.option(
     "--qat",
     is_flag=True,
     help="Fine-tune with fake quantization + distillation from the original when "
     "PTQ misses --max-drop (or always, without --max-drop).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="QAT epochs.")
-@click.option("--qat-lr", type=float, help="QAT learning rate (AdamW; default 1e-3).")
+@click.option("--epochs", type=click.IntRange(1, EPOCHS.max), default=3, show_default=True, help="QAT epochs.")
+@click.option("--qat-lr", type=FINITE, help="QAT learning rate (AdamW; default 1e-3).")
 @click.option(
-    "--calib-batch-size",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Batch size of the calibration passes.",
+    "--augment", metavar="POLICY", help="QAT augmentation: none | light | default | FILE.yaml [default: none]."
+)
+@click.option(
+    "--calib-batch-size", type=BATCH_SIZE, default=1, show_default=True, help="Batch size of the calibration passes."
 )
 @click.option(
     "--compact-names",
@@ -115,11 +114,11 @@ def _pct(x) -> str:
     help="Short tensor names in the written file (smallest targets; the manifest maps them back).",
 )
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable calibration images instead of failing.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration subset.")
-@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads for the evaluations.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the calibration subset.")
+@click.option("--threads", type=THREADS, help="ONNX Runtime threads for the evaluations.")
 @click.option(
     "--val-split",
-    type=float,
+    type=FINITE,
     default=0.2,
     show_default=True,
     help="Held-out fraction of a single-folder --data (the split the drop is measured on).",

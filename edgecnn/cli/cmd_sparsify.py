@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from ._common import fmt_pct, print_table, write_json
+from ._common import BATCH_SIZE, EPOCHS, SEED, Finite, fmt_pct, print_table, write_json
 
 
 @click.command("sparsify")
@@ -19,12 +19,12 @@ from ._common import fmt_pct, print_table, write_json
 )
 @click.option(
     "--sparsity",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=Finite(0, 1, min_open=True, max_open=True),
     help="Fraction of each layer's weights to zero with --pattern unstructured [default: 0.5; 2:4 is always 0.5].",
 )
 @click.option(
     "--finetune-epochs",
-    type=click.IntRange(min=0),
+    type=EPOCHS,
     default=0,
     show_default=True,
     help="Train with the mask held fixed (needs --data).",
@@ -32,10 +32,13 @@ from ._common import fmt_pct, print_table, write_json
 @click.option("--data", help="Training / evaluation data: 'digits' or a folder of class sub-folders.")
 @click.option("--exclude", multiple=True, metavar="LAYER", help="Leave this layer dense; repeat.")
 @click.option(
-    "--lr", type=click.FloatRange(min=0, min_open=True), help="Fine-tuning learning rate [default: 0.01, SGD]."
+    "--augment",
+    metavar="POLICY",
+    help="Fine-tuning augmentation: none | light | default | FILE.yaml [default: default].",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--lr", type=Finite(min=0, min_open=True), help="Fine-tuning learning rate [default: 0.01, SGD].")
+@click.option("--batch-size", type=BATCH_SIZE, default=64, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="Fine-tuning device: auto, cpu, cuda[:N].")
 @click.option(
     "--check",
@@ -53,6 +56,7 @@ def command(
     finetune_epochs,
     data,
     exclude,
+    augment,
     lr,
     batch_size,
     seed,
@@ -97,6 +101,7 @@ def command(
         finetune_epochs=finetune_epochs,
         data=data,
         exclude=exclude,
+        augment=augment,
         lr=lr,
         batch_size=batch_size,
         seed=seed,

@@ -2,7 +2,20 @@ from __future__ import annotations
 
 import click
 
-from ._common import INPUT_SIZE, fmt_count, fmt_pct, print_table, write_json
+from ._common import (
+    BATCH_SIZE,
+    CHANNELS,
+    CLASSES,
+    EPOCHS,
+    INPUT_SIZE,
+    SEED,
+    WORKERS,
+    Finite,
+    fmt_count,
+    fmt_pct,
+    print_table,
+    write_json,
+)
 
 
 @click.command("train")
@@ -13,7 +26,7 @@ from ._common import INPUT_SIZE, fmt_count, fmt_pct, print_table, write_json
     help="'digits' (bundled, real), a folder (train/+val/ or class folders), or 'synthetic[:N]'.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Artifact directory to write.")
-@click.option("--epochs", type=click.IntRange(min=0), default=None, help="Epochs [default: the recipe's, see below].")
+@click.option("--epochs", type=EPOCHS, default=None, help="Epochs [default: the recipe's, see below].")
 @click.option(
     "--weights",
     default="random",
@@ -21,33 +34,24 @@ from ._common import INPUT_SIZE, fmt_count, fmt_pct, print_table, write_json
     help="Start from: random | imagenet | a state_dict file (.pth/.pt/.safetensors) | an edgecnn artifact.",
 )
 @click.option(
-    "--num-classes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Check the data has this many classes (synthetic: make them).",
+    "--num-classes", type=CLASSES, default=None, help="Check the data has this many classes (synthetic: make them)."
 )
-@click.option(
-    "--in-channels", type=click.IntRange(min=1), default=None, help="Input channels [default: recipe / model]."
-)
+@click.option("--in-channels", type=CHANNELS, default=None, help="Input channels [default: recipe / model].")
 @click.option("--input-size", type=INPUT_SIZE, default=None, help="Input N or HxW [default: recipe / model].")
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=None, help="Per process (torchrun: global = this x WORLD_SIZE)."
-)
+@click.option("--batch-size", type=BATCH_SIZE, default=None, help="Per process (torchrun: global = this x WORLD_SIZE).")
 @click.option(
     "--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="SGD with Nesterov momentum or AdamW."
 )
+@click.option("--lr", type=Finite(min=0, min_open=True), default=None, help="Peak learning rate (cosine schedule).")
+@click.option("--weight-decay", type=Finite(min=0), default=None)
+@click.option("--label-smoothing", type=Finite(0, 1, max_open=True), default=None)
 @click.option(
-    "--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (cosine schedule)."
+    "--warmup-epochs", type=Finite(0, EPOCHS.max), default=None, help="Linear warm-up before the cosine decay."
 )
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None)
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None)
-@click.option(
-    "--warmup-epochs", type=click.FloatRange(min=0), default=None, help="Linear warm-up before the cosine decay."
-)
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=SEED, default=None)
 @click.option(
     "--val-split",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=Finite(0, 1, min_open=True, max_open=True),
     default=0.2,
     show_default=True,
     help="Held-out fraction when DATA is one folder of class sub-folders.",
@@ -55,8 +59,15 @@ from ._common import INPUT_SIZE, fmt_count, fmt_pct, print_table, write_json
 @click.option(
     "--skip-corrupt", is_flag=True, help="Skip unreadable images (counted) instead of failing on the first one."
 )
-@click.option("--no-augment", is_flag=True, help="Train without random augmentation.")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes [default: 0].")
+@click.option(
+    "--augment",
+    metavar="POLICY",
+    default=None,
+    help="Random changes of training images: none | light | default | FILE (YAML) [default: default: random "
+    "crop, flips only for color input].",
+)
+@click.option("--no-augment", is_flag=True, help="Same as --augment none.")
+@click.option("--workers", type=WORKERS, default=None, help="DataLoader worker processes [default: 0].")
 @click.option(
     "--resume",
     "resume",
@@ -86,6 +97,7 @@ def command(
     seed,
     val_split,
     skip_corrupt,
+    augment,
     no_augment,
     workers,
     resume,
@@ -97,9 +109,13 @@ def command(
     """Train MODEL on DATA and write a torch artifact to OUT.
 
     Options left unset come from the model's recipe for the data: on the bundled digits the measured
-    one (e.g. lenet5: 1x32x32, 30 epochs, SGD lr 0.1; resnet18: 1x32x32), elsewhere the model's own input
-    and TrainConfig's defaults. Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel
-    and only rank 0 writes.
+    one (e.g. lenet5: 1x32x32, 30 epochs, SGD lr 0.1; resnet18: 1x32x32), elsewhere TrainConfig's
+    defaults. For a folder, an unset input follows its images: 1 channel when all are grayscale (else 3),
+    side = their median short side rounded up to 8, within [the model's minimum, the model's default]
+    (28x28 gray digits -> 1x32x32); the choice is printed before training. Augmentation (--augment):
+    'default' crops at random and flips only color input; 'light' and 'none' never flip. Without a
+    terminal, progress is a plain line every EDGECNN_PROGRESS_EVERY seconds (default 30). Under torchrun
+    (WORLD_SIZE > 1) it trains with DistributedDataParallel and only rank 0 writes.
 
     \b
     edgecnn train lenet5 --data digits --out runs/lenet5
@@ -119,6 +135,7 @@ def command(
         seed=seed,
         device=device,
         no_amp=no_amp,
+        augment=augment,
         no_augment=no_augment,
         workers=workers,
     )
@@ -141,12 +158,14 @@ def command(
     _report(art, model, data, weights, json_path)
 
 
-def _overrides(*, no_amp, no_augment, workers, **fields) -> dict:
+def _overrides(*, no_amp, augment, no_augment, workers, **fields) -> dict:
     """The TrainConfig fields the command line sets (None = unset: the recipe's)."""
+    from ..data.augment import AugmentPolicy
+
     return {
         **fields,
         "amp": False if no_amp else None,
-        "augment": False if no_augment else None,
+        "augment": AugmentPolicy.from_flags(augment, no_augment),
         "num_workers": workers,
     }
 

@@ -31,8 +31,11 @@ from torch import nn
 from ..artifact import Artifact, check_out, is_artifact
 from ..errors import ArtifactError, InvalidInput, OptionError
 from ..evaluation import evaluate_module
+from ..limits import MAX_EPOCHS
 from ..models import build_model, get_spec, load_torch_model, save_torch_artifact, torch_artifact, unknown_layer
+from ..options import bounded
 from ..train import FitOptions, TrainConfig, fit
+from .teacher import check_teacher
 
 log = logging.getLogger("edgecnn")
 
@@ -330,11 +333,11 @@ class DistillOptions(FitOptions):
     size, seed, device and a TrainConfig for the optimiser: :class:`~edgecnn.train.FitOptions` (the
     default lr is 0.05 from scratch, 0.01 for a student artifact)."""
 
-    epochs: int = 10
-    temperature: float = 4.0
-    alpha: float = 0.9
+    epochs: int = bounded(10, 0, MAX_EPOCHS)
+    temperature: float = bounded(4.0, 0, 100, lo_open=True)
+    alpha: float = bounded(0.9, 0, 1)
     feature_layers: tuple[tuple[str, str], ...] = ()
-    feature_weight: float = 1.0
+    feature_weight: float = bounded(1.0, 0, 1000)
     student_weights: str = "random"
 
     def __post_init__(self) -> None:
@@ -450,7 +453,7 @@ def distill(student, teacher, out: str | os.PathLike, options: DistillOptions, *
     optimiser; its epochs are ``options.epochs``.
     """
     options.validate()
-    check_out(out)
+    check_out(out, student, teacher)
     teacher = torch_artifact(
         teacher,
         who="The teacher ",
@@ -472,6 +475,9 @@ def distill(student, teacher, out: str | os.PathLike, options: DistillOptions, *
             evaluate_module(pupil.model, val_set, device="cpu")["top1"] if pupil.artifact is not None else None
         ),
     }
+    scores["teacher_top1_augmented"] = check_teacher(
+        teacher_eval, train_set, scores["teacher_top1"], options.policy, seed=options.seed
+    )
     config = options.train_config(options.epochs, default_lr=0.01 if pupil.artifact is not None else None)
     trained, loss_fn = build_kd(
         pupil.model,
@@ -523,6 +529,7 @@ def _record(
         "student_weights": options.student_weights if pupil.artifact is None else None,
         **{k: v for k, v in config.as_dict().items() if k != "epochs"},
         "lr": config.resolved_lr(),
+        "augment": config.augment.record(pupil.input_spec["channels"], options.data),
     }
     metrics = {
         "top1": scores["top1"],
@@ -545,6 +552,7 @@ def _record(
         "input_renormalised": scores["renormalised"],
         "top1": scores["top1"],
         "teacher_top1": scores["teacher_top1"],
+        "teacher_top1_augmented": scores["teacher_top1_augmented"],
         "top1_before": scores["top1_before"],
     }
     parent = pupil.artifact if pupil.artifact is not None else teacher

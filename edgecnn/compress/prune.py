@@ -1,29 +1,26 @@
 """Structured (channel) pruning on Torch-Pruning's dependency graph (Fang et al., CVPR 2023).
 
-Removing an output channel of one convolution forces matching cuts elsewhere: the next layer's input
-channels, its BatchNorm, every branch that meets it in a residual add (ResNet), and the slice it
-occupies in a concatenation (DenseNet blocks, GoogLeNet inception outputs). Torch-Pruning traces the
-network once and groups those coupled channels, so a group is ranked and removed as one unit and the
-pruned network stays consistent. The classifier keeps its outputs (one per class) and the layers a
-ModelSpec lists in ``prune_ignore`` are left alone.
+Removing an output channel of one convolution forces matching cuts elsewhere: the next layer's input channels, its
+BatchNorm, every branch that meets it in a residual add (ResNet), and the slice it occupies in a concatenation
+(DenseNet blocks, GoogLeNet inception outputs). Torch-Pruning traces the network once and groups those coupled
+channels, so a group is ranked and removed as one unit and the pruned network stays consistent. The classifier keeps
+its outputs (one per class) and the layers a ModelSpec lists in ``prune_ignore`` are left alone.
 
 What this module adds on top of the library:
 
-* targets: a channel ratio, or a fraction of the original MACs / parameters to keep. A MACs or
-  params target is met by bisecting the channel ratio on copies of the network and measuring each
-  candidate, because MACs fall roughly quadratically - and unevenly - with channels;
-* per-layer caps (``max_layer_ratio``) that actually hold: Torch-Pruning's ``max_pruning_ratio`` is only
-  checked before a step, so global ranking can still strip a layer in one go; we trim each group as it
-  is pruned instead;
-* channel counts rounded to the *nearest* multiple of ``round_to`` (Torch-Pruning rounds down, which
-  turns a 30 % cut of a 32-channel layer into 50 %), never below one multiple, and layers narrower
-  than the multiple are left whole;
-* N steps with fine-tuning between them (``edgecnn.train.fit``), optionally distilled from the
-  unpruned original (``edgecnn.compress.distill``);
+* targets: a channel ratio, or a fraction of the original MACs / parameters to keep. A MACs or params target is met by
+  bisecting the channel ratio on copies of the network and measuring each candidate, because MACs fall roughly
+  quadratically - and unevenly - with channels;
+* per-layer caps (``max_layer_ratio``) that actually hold: Torch-Pruning's ``max_pruning_ratio`` is only checked
+  before a step, so global ranking can still strip a layer in one go; we trim each group as it is pruned instead;
+* channel counts rounded to the *nearest* multiple of ``round_to`` (Torch-Pruning rounds down, which turns a 30 % cut
+  of a 32-channel layer into 50 %), never below one multiple, and layers narrower than the multiple are left whole;
+* N steps with fine-tuning between them (``edgecnn.train.fit``), optionally distilled from the unpruned original
+  (``edgecnn.compress.distill``);
 * the result saved as structure + safetensors (``models.save_torch_artifact``), rebuilt on load.
 
-The stage is ``prune(src, out, PruneOptions(...))``: resolve (artifact, layers, data) -> run (the steps)
--> record (report + artifact); every rule on the options lives in :meth:`PruneOptions.validate`.
+The stage is ``prune(src, out, PruneOptions(...))``: resolve (artifact, layers, data) -> run (the steps) -> record
+(report + artifact); every rule on the options lives in :meth:`PruneOptions.validate`.
 """
 
 from __future__ import annotations
@@ -44,13 +41,14 @@ from tqdm.auto import tqdm
 from ..artifact import Artifact, check_out
 from ..errors import InvalidInput, OptionError, suggest
 from ..evaluation import evaluate_module
+from ..limits import MAX_EPOCHS, MAX_LAYERS
 from ..models import count_params, get_spec, load_torch_model, save_torch_artifact, torch_artifact, unknown_layer
 from ..models.registry import ModelSpec
 from ..models.structure import describe_structure
-from ..options import check_range
+from ..options import bounded, check_range
 from ..train import FitOptions, TrainConfig, fit
 from .channels import MacsCounter, all_widths, auto_round_to, layer_report, measure, prunable_widths, width
-from .distill import KnowledgeDistillationLoss, check_kd
+from .distill import KnowledgeDistillationLoss, check_kd, check_teacher
 
 log = logging.getLogger("edgecnn")
 
@@ -81,20 +79,20 @@ class PruneOptions(FitOptions):
     (``temperature``, ``alpha``) when ``distill`` is set. ``ignore`` names layers to leave whole.
     Data, learning rate, batch size, seed and device: :class:`~edgecnn.train.FitOptions`."""
 
-    ratio: float | None = None
-    target_macs: float | None = None
-    target_params: float | None = None
+    ratio: float | None = bounded(None, 0, 1, lo_open=True, hi_open=True)
+    target_macs: float | None = bounded(None, 0, 1, lo_open=True, hi_open=True)
+    target_params: float | None = bounded(None, 0, 1, lo_open=True, hi_open=True)
     importance: Literal["l1", "l2", "bn", "taylor"] = "l1"
     global_pruning: bool = False
-    max_layer_ratio: float = DEFAULT_MAX_LAYER_RATIO
-    round_to: int | None = None
-    steps: int = 1
-    finetune_epochs: int = 0
+    max_layer_ratio: float = bounded(DEFAULT_MAX_LAYER_RATIO, 0, 1, lo_open=True, hi_open=True)
+    round_to: int | None = bounded(None, 1, 1024)
+    steps: int = bounded(1, 1, 1000)
+    finetune_epochs: int = bounded(0, 0, MAX_EPOCHS)
     distill: bool = False
-    temperature: float = 4.0
-    alpha: float = 0.9
+    temperature: float = bounded(4.0, 0, 100, lo_open=True)
+    alpha: float = bounded(0.9, 0, 1)
     ignore: tuple[str, ...] = ()
-    taylor_batches: int = 4
+    taylor_batches: int = bounded(4, 1, MAX_LAYERS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -368,12 +366,13 @@ class _PruneJob:
     train_set: object = None  # fine-tuning (augmented)
     taylor_set: object = None  # Taylor gradients (not augmented)
     top1_0: float | None = None
+    teacher_aug: float | None = None  # --distill: the original's top-1 on augmented training images
 
 
 def prune(src, out: str | os.PathLike, options: PruneOptions, *, progress: bool = True) -> Artifact:
     """The prune stage: remove channels from the torch artifact ``src`` as ``options`` say; write ``out``."""
     options.validate()
-    check_out(out)
+    check_out(out, src)
     job = _resolve(src, options)
     model, steps, ft_config, ft_seconds = _run(job, options, progress)
     return _record(job, options, model, steps, (ft_config, ft_seconds), out)
@@ -442,6 +441,7 @@ def _run(job: _PruneJob, options: PruneOptions, progress: bool):
         if options.distill
         else None
     )
+    job.teacher_aug = check_teacher(job.model, job.train_set, job.top1_0, options.policy) if teacher_loss else None
     model, records, ft_seconds = job.model, [], 0.0
     try:
         for k in range(1, options.steps + 1):
@@ -534,6 +534,7 @@ def _record(
         "steps": records,
         "layers": layers,
         "top1": {"original": job.top1_0, "pruned": top1} if top1 is not None else None,
+        "teacher_top1_augmented": job.teacher_aug,
     }
     distill = options.distill
     params = {
@@ -552,9 +553,7 @@ def _record(
         "alpha": options.alpha if distill else None,
         "ignore": list(options.ignore),
         "seed": options.seed,
-        "finetune": ({k: v for k, v in ft_config.as_dict().items() if k != "extra"} | {"lr": ft_config.resolved_lr()})
-        if options.finetune_epochs > 0
-        else None,
+        "finetune": options.training_record(ft_config, src.input["channels"]),
     }
     metrics = {"macs_ratio": macs1 / job.macs0, "params_ratio": params1 / job.params0}
     if top1 is not None:

@@ -8,8 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.augment import AugmentPolicy
 from ..train import TrainConfig, fit
 from .distill import kd_loss
+from .teacher import channels_of, check_teacher
 
 # AdamW learning rate of quantization-aware fine-tuning. Measured on the pruned LeNet-5 of the digits
 # recipe (10 epochs): 1e-4 left the KD loss flat (INT8 -1.39 pt, as plain PTQ), 1e-3 recovered to -0.56 pt,
@@ -89,13 +91,18 @@ def qat_finetune(
     alpha: float = 0.7,
     seed: int = 0,
     progress: bool = False,
+    augment: tuple[AugmentPolicy, float | None] | None = None,
 ) -> dict:
     """Fine-tune ``model`` (BatchNorm already folded) in place with fake quantization of every Conv2d /
     Linear - weights per output channel, symmetric INT8 (narrow range, as NNCF's weights); inputs per
     tensor with ranges calibrated on ``calib_batches`` and then learned (LSQ-style, straight-through
     estimator) - and knowledge distillation from ``teacher`` (the FP32 original). The weights it learns are
     robust to the INT8 grid that NNCF applies when the model is exported and quantized afterwards.
+    ``augment``: (the policy ``train_set`` was read with - default none -, the teacher's held-out top-1): the
+    teacher is scored on the augmented images and warned about (:func:`~.teacher.check_teacher`).
     Returns the training record."""
+    policy, teacher_top1 = augment or (AugmentPolicy.preset("none"), None)
+    teacher_augmented = check_teacher(teacher, train_set, teacher_top1, policy, seed=seed)
     wrapped = _wrap(model)
     model.eval()
     with torch.no_grad():
@@ -121,7 +128,7 @@ def qat_finetune(
         weight_decay=0.0,
         seed=seed,
         device="cpu",
-        augment=False,
+        augment=policy,
         schedule="cosine",
     )
     result = fit(model, train_set, None, config, loss_fn=loss_fn, progress=progress)
@@ -132,6 +139,8 @@ def qat_finetune(
         "fake_quantized_layers": len(wrapped),
         "lr": config.resolved_lr(),
         "kd": {"temperature": temperature, "alpha": alpha},
+        "augment": policy.record(channels_of(train_set), train_set),
+        "teacher_top1_augmented": teacher_augmented,
         "seconds": round(result["seconds"], 1),
         "history": result["history"],
     }

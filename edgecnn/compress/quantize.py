@@ -57,13 +57,15 @@ import onnx
 import torch
 
 from ..artifact import Artifact, check_out, derived_manifest, write_artifact
+from ..data.augment import AugmentPolicy
 from ..data.calibration import CalibrationSet, load_calibration
 from ..data.source import DataSource
 from ..errors import ArtifactError, InvalidInput, OptionError, require, suggest
 from ..export.onnx import compact_names as compact_tensor_names
 from ..export.onnx import export_onnx, fold_batchnorm
+from ..limits import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LAYERS, MAX_SEED, MAX_THREADS
 from ..models import load_torch_model
-from ..options import Options
+from ..options import Options, bounded
 from . import qdq
 from .accuracy import HeldOut, restore_accuracy
 from .qat import qat_finetune
@@ -88,29 +90,31 @@ class QuantizeOptions(Options):
     """Every option of the INT8 stage; ``validate()`` holds its rules (OptionError -> exit 2 on the CLI)."""
 
     calib: DataSource | None = None  # calibration images: a folder, digits, synthetic[:N]
-    subset_size: int = 300
+    subset_size: int = bounded(300, 1, MAX_IMAGES)
     target: Target = "auto"  # auto: tensorrt where a CUDA GPU is visible, else cpu
     preset: Preset = "performance"
     range_estimator: RangeEstimator = "default"
     fast_bias_correction: bool = True
     per_channel: bool = True
     ignore: tuple[str, ...] = ()  # ONNX node names / regular expressions left in float
-    max_drop: float | None = None  # accuracy-aware: top-1 points allowed on --data's held-out split
+    max_drop: float | None = bounded(None, 0, 100)  # accuracy-aware: top-1 points allowed on --data's held-out split
     data: DataSource | None = None  # labelled data: accuracy measurement and QAT
-    max_float_layers: int | None = None
+    max_float_layers: int | None = bounded(None, 0, MAX_LAYERS)
     qat: bool = False
-    epochs: int = 3  # QAT epochs
-    qat_lr: float | None = None
-    calib_batch_size: int = 1
+    epochs: int = bounded(3, 0, MAX_EPOCHS)  # QAT epochs
+    qat_lr: float | None = bounded(None, 0, 100, lo_open=True)
+    calib_batch_size: int = bounded(1, 1, MAX_BATCH)
     compact_names: bool = False
     skip_corrupt: bool = False
-    seed: int = 0  # calibration subset (and QAT) seed
-    threads: int | None = None  # ONNX Runtime threads of the evaluations
-    val_split: float = 0.2  # held-out fraction of a single-folder --data
+    seed: int = bounded(0, 0, MAX_SEED)  # calibration subset (and QAT) seed
+    threads: int | None = bounded(None, 1, MAX_THREADS)  # ONNX Runtime threads of the evaluations
+    val_split: float = bounded(0.2, 0, 1, lo_open=True, hi_open=True)  # held-out fraction of one-folder --data
+    augment: AugmentPolicy | None = None  # QAT's training images: none | light | default | FILE (default: none)
 
     def __post_init__(self) -> None:
         self.calib = DataSource.optional(self.calib)
         self.data = DataSource.optional(self.data)
+        self.augment = None if self.augment is None else AugmentPolicy.parse(self.augment)
         self.ignore = (self.ignore,) if isinstance(self.ignore, str) else tuple(self.ignore)
 
     def validate(self) -> None:
@@ -154,6 +158,8 @@ class QuantizeOptions(Options):
             )
         if self.qat and self.data is None:
             raise OptionError("--qat needs --data to fine-tune on (e.g. --data digits).")
+        if self.augment is not None and not self.qat:
+            raise OptionError(f"--augment {self.augment} sets the QAT training images; add --qat (and --data).")
         if self.qat and self.epochs < 1:
             raise OptionError(f"--epochs must be >= 1 for --qat, got {self.epochs}.")
         if self.qat_lr is not None and not self.qat_lr > 0:
@@ -174,15 +180,15 @@ def resolve_target(target: str) -> str:
     return "tensorrt" if torch.cuda.is_available() else "cpu"
 
 
-def require_out(out) -> None:
+def require_out(out, *sources) -> None:
     """A stage that writes an artifact needs --out; a taken one fails before any work."""
     if out is None:
         raise OptionError("Missing option '--out' (the output artifact directory).")
-    check_out(out)
+    check_out(out, *sources)
 
 
-def load_source(src) -> Artifact:
-    return src if isinstance(src, Artifact) else Artifact.load(src, formats=("torch", "onnx"))
+def load_source(src) -> Artifact:  # a path: a torch or onnx artifact; an Artifact: verified again (cached)
+    return Artifact.checked(src, formats=None if isinstance(src, Artifact) else ("torch", "onnx"))
 
 
 def _quiet(progress: bool):
@@ -433,7 +439,7 @@ def quantize(
 
 def _resolve(src, out, options: QuantizeOptions) -> tuple[Artifact, QuantizeOptions]:
     """Checks that fail in a second: --out, the options (with 'auto' resolved), the source's format."""
-    require_out(out)
+    require_out(out, src)
     options.validate()
     options = dataclasses.replace(options, target=resolve_target(options.target))
     options.validate()  # the TensorRT rules again, now that 'auto' has become a target
@@ -488,14 +494,20 @@ def _qat_route(run: _Run, held: HeldOut, budget: float) -> None:
     teacher = load_torch_model(src)
     student = copy.deepcopy(teacher)
     folded = fold_batchnorm(student)
+    aug = o.augment or AugmentPolicy.preset("none")
     # the training split of the same split as the held-out one (seeded alike), so no held-out image is trained on
     train_set = o.data.dataset(
-        src.input, "train", val_split=o.val_split, skip_corrupt=o.skip_corrupt, num_classes=src.num_classes
+        src.input, "train", val_split=o.val_split, skip_corrupt=o.skip_corrupt, num_classes=src.num_classes, augment=aug
     )
     calib_batches = run.calib.batches[: max(1, 64 // run.calib.batches[0].shape[0])]
-    run.qat = qat_finetune(
-        student, teacher, train_set, calib_batches, epochs=o.epochs, lr=o.qat_lr, seed=o.seed, progress=run.progress
-    )
+    kw = {
+        "epochs": o.epochs,
+        "lr": o.qat_lr,
+        "seed": o.seed,
+        "progress": run.progress,
+        "augment": (aug, held.fp32_top1),
+    }
+    run.qat = qat_finetune(student, teacher, train_set, calib_batches, **kw)
     run.qat["bn_folded"] = len(folded)
     exported = export_onnx(src, run.work / "qat_fp32", model=student, progress=False, parity_data="digits")
     before = {k: run.accuracy[k] for k in ("int8_top1", "ptq_drop_pt")}

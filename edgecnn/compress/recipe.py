@@ -24,8 +24,10 @@ import os
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from ..data.augment import AugmentPolicy
 from ..data.source import DataSource
 from ..errors import OptionError
+from ..limits import MAX_CHANNELS, MAX_CLASSES, MAX_EPOCHS, MAX_IMAGES, MAX_INPUT_SIZE, MAX_SEED, MAX_THREADS
 from ..options import Options, bounded, read_yaml_mapping
 from .chain import ChainPlan
 from .fp16 import Fp16Options
@@ -44,25 +46,26 @@ class CompressRecipe(Options):
     # source
     model: str | None = None  # zoo name or artifact path
     weights: str | None = None  # 'imagenet', 'random', a file or an artifact (model names only)
-    num_classes: int | None = bounded(None, 1, 100_000)
-    in_channels: int | None = bounded(None, 1, 64)
-    input_size: int | None = bounded(None, 1, 8192)
+    num_classes: int | None = bounded(None, 1, MAX_CLASSES)
+    in_channels: int | None = bounded(None, 1, MAX_CHANNELS)
+    input_size: int | None = bounded(None, 1, MAX_INPUT_SIZE)
     # pruning (+ fine-tuning, optionally distilled from the original)
     prune: float | None = bounded(None, 0, 1, lo_open=True, hi_open=True)  # channel ratio to remove
     importance: Literal["l1", "l2", "bn", "taylor"] = "l1"
-    finetune_epochs: int | None = bounded(None, 0, 10_000)  # default: 3 when data is given, else 0
+    finetune_epochs: int | None = bounded(None, 0, MAX_EPOCHS)  # default: 3 when data is given, else 0
     distill: bool = False
     temperature: float = bounded(4.0, 0, 100, lo_open=True)
+    augment: AugmentPolicy | None = None  # fine-tuning / QAT images: none | light | default | FILE
     # INT8
     int8: bool = False
     calib: DataSource | None = None
-    subset_size: int = bounded(300, 1, 1_000_000)
+    subset_size: int = bounded(300, 1, MAX_IMAGES)
     target: Literal["auto", "cpu", "tensorrt"] = "auto"
     preset: Literal["performance", "mixed"] = "performance"
     range_estimator: str = "default"
-    max_drop: float | None = None
+    max_drop: float | None = bounded(None, 0, 100)
     qat: bool = False
-    qat_epochs: int = bounded(3, 1, 10_000)
+    qat_epochs: int = bounded(3, 1, MAX_EPOCHS)
     compact_names: bool = False  # short tensor names in the INT8 file (smallest targets)
     # FP16
     fp16: bool = False
@@ -72,8 +75,8 @@ class CompressRecipe(Options):
     out: str | None = None
     bench: bool = True
     bench_seconds: float = bounded(2.0, 0, 3600)
-    threads: int | None = bounded(None, 1, 1024)
-    seed: int = 0
+    threads: int | None = bounded(None, 1, MAX_THREADS)
+    seed: int = bounded(0, 0, MAX_SEED)
     # free text, ignored by the chain
     name: str | None = None
     description: str | None = None
@@ -106,9 +109,14 @@ class CompressRecipe(Options):
         return super().merged(overrides, validate=False, **kw)
 
     # -- the chain it describes --------------------------------------------------------------------
+    @property
+    def finetune(self) -> int:
+        """Fine-tuning epochs after pruning: ``finetune_epochs``, else 3 when data is given, else 0."""
+        return self.finetune_epochs if self.finetune_epochs is not None else (3 if self.data else 0)
+
     def plan(self) -> ChainPlan:
         """The stages this recipe runs, each with its options object (their rules live there)."""
-        ft = self.finetune_epochs if self.finetune_epochs is not None else (3 if self.data else 0)
+        ft = self.finetune
         plan = ChainPlan()
         if self.prune is not None:
             plan.prune = PruneOptions(
@@ -119,6 +127,7 @@ class CompressRecipe(Options):
                 distill=self.distill,
                 temperature=self.temperature,
                 seed=self.seed,
+                augment=self.augment if ft else None,
             )
         if self.int8:
             plan.int8 = QuantizeOptions(
@@ -131,6 +140,7 @@ class CompressRecipe(Options):
                 data=self.data,
                 qat=self.qat,
                 epochs=self.qat_epochs,
+                augment=self.augment if self.qat else None,
                 threads=self.threads,
                 seed=self.seed,
                 compact_names=self.compact_names,
@@ -174,6 +184,11 @@ class CompressRecipe(Options):
                 raise RecipeError("--finetune-epochs fine-tunes after pruning; add --prune R.")
             if not self.data:
                 raise RecipeError("--finetune-epochs needs --data to fine-tune on.")
+        if self.augment is not None and not (self.prune is not None and self.finetune) and not self.qat:
+            raise RecipeError(
+                f"--augment {self.augment} sets the images of fine-tuning after --prune (with --data) or of --qat; "
+                "add one of them."
+            )
         if self.prune is None and not self.int8 and not self.fp16:
             raise RecipeError("Nothing to do: add --prune R, --int8 --calib DIR and/or --fp16.")
         try:

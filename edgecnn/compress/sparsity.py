@@ -35,7 +35,9 @@ from torch import nn
 from ..artifact import Artifact, check_out, is_artifact
 from ..errors import InvalidInput, OptionError, suggest
 from ..evaluation import evaluate_module
+from ..limits import MAX_EPOCHS
 from ..models import load_torch_model, save_torch_artifact, torch_artifact, unknown_layer
+from ..options import bounded
 from ..train import FitOptions, fit
 
 log = logging.getLogger("edgecnn")
@@ -241,8 +243,8 @@ class SparsifyOptions(FitOptions):
     batch size, seed and device: :class:`~edgecnn.train.FitOptions`."""
 
     pattern: Literal["2:4", "unstructured"] = "2:4"
-    sparsity: float | None = None
-    finetune_epochs: int = 0
+    sparsity: float | None = bounded(None, 0, 1, lo_open=True, hi_open=True)
+    finetune_epochs: int = bounded(0, 0, MAX_EPOCHS)
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -289,7 +291,7 @@ def sparsify(src, out: str | os.PathLike, options: SparsifyOptions, *, progress:
     """The sparsify stage: zero weights of the torch artifact ``src`` as ``options`` say; write ``out``."""
     check_mode(out, check=False)
     options.validate()
-    check_out(out)
+    check_out(out, src)
     src = torch_artifact(src, why="sparsify the torch artifact it was exported from")
     model = load_torch_model(src)
     missing = unknown_layer(model, options.exclude)
@@ -375,7 +377,7 @@ def _record(
         "data": options.data.describe("train") if options.data is not None else None,
         "exclude": list(options.exclude),
         "seed": options.seed,
-        "finetune": ft.as_dict() | {"lr": ft.resolved_lr()} if ft is not None else None,
+        "finetune": options.training_record(ft, src.input["channels"]),
     }
     metrics = {"weight_sparsity": zeros / all_weights if all_weights else 0.0}
     if top1:
