@@ -160,7 +160,7 @@ def evaluate_module(
 
 def evaluate(
     artifact,
-    data,
+    data=None,
     *,
     batch_size: int = 64,
     device: str = "cpu",
@@ -173,12 +173,13 @@ def evaluate(
     """Score an artifact of any runnable format on the held-out split of ``data``.
 
     Returns top1 / top5 (fractions), per_class accuracy, n, images_per_second (time inside the
-    runner only, batch ``batch_size``) and what was measured (artifact, runner, data)."""
+    runner only, batch ``batch_size``) and what was measured (artifact, runner, data). ``data`` None: the
+    data the artifact was trained on, from its manifest (``data["chosen"]`` says so)."""
     if batch_size < 1:
         raise InvalidInput(f"batch size must be >= 1, got {batch_size}.")
     if not isinstance(artifact, Artifact):
         artifact = Artifact.load(artifact)
-    source = DataSource.parse(data)
+    source, chosen = DataSource.for_model(data, artifact)
     dataset = source.dataset(
         artifact.input, "val", skip_corrupt=skip_corrupt, val_split=val_split, num_classes=artifact.num_classes
     )
@@ -195,7 +196,7 @@ def evaluate(
             "format": artifact.format,
             "precision": artifact.precision,
             "runner": kind,
-            "data": source.describe("val"),
+            "data": {**source.describe("val"), **({"chosen": chosen} if chosen else {})},
             "batch_size": batch_size,
             "images_per_second": len(labels) / spent if spent > 0 else None,
             "infer_seconds": spent,

@@ -32,18 +32,21 @@ import torch
 from tqdm.auto import tqdm
 
 from .artifact import Artifact, atomic_write_json, atomic_write_text, is_artifact
-from .bench import measure_latency
+from .bench import measure_latency, ratio_between
 from .compress.chain import ChainPlan, run_chain
 from .compress.fp16 import Fp16Options
 from .compress.prune import PruneOptions
 from .compress.quantize import QuantizeOptions
 from .compress.source import load_original
+from .data.augment import AugmentPolicy
 from .data.calibration import load_calibration
 from .data.source import DataSource
 from .deploy import deploy
 from .devices import default_device
 from .errors import InvalidInput, OptionError, suggest
+from .estimator import RATIO_ESTIMATOR
 from .evaluation import predict
+from .limits import MAX_EPOCHS, MAX_IMAGES, MAX_THREADS
 from .models import get_spec
 from .options import Options, bounded
 from .pareto import (
@@ -86,9 +89,11 @@ __all__ = [
     "parse_list",
     "plot",
     "sweep",
+    "sweep_data",
 ]
 
 STATE = "sweep-state.json"
+NO_DATA = "A sweep scores candidates on labelled data: pass --data (e.g. --data digits)."
 
 
 # -- options -----------------------------------------------------------------------------------------
@@ -97,26 +102,25 @@ class SweepOptions(Options):
     """What a sweep builds and how it measures; the CLI, a script and the tests all fill this one object."""
 
     ERROR: ClassVar[type[Exception]] = OptionError
-    data: DataSource | None = None
+    data: DataSource | None = None  # default: an artifact's training data, from its manifest (sweep_data)
     out: str | None = None
-    prune_ratios: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)
+    prune_ratios: tuple[float, ...] = bounded((0.0, 0.3, 0.5, 0.7), 0, 1, hi_open=True)
     precisions: tuple[str, ...] = ("fp32", "int8")
     target: Literal["cpu", "gpu", "jetson"] = "cpu"
     device: str | None = None
     calib: DataSource | None = None  # default: the training split of data
     budget: str | None = None
     weights: str | None = None
-    finetune_epochs: int = bounded(0, 0, 10_000)
+    finetune_epochs: int = bounded(0, 0, MAX_EPOCHS)
     distill: bool = False
-    subset_size: int = bounded(300, 1, 1_000_000)
-    threads: int | None = bounded(None, 1, 1024)
+    augment: AugmentPolicy | None = None  # fine-tuning images of pruned candidates (default: 'default')
+    subset_size: int = bounded(300, 1, MAX_IMAGES)
+    threads: int | None = bounded(None, 1, MAX_THREADS)
     min_time_s: float = bounded(1.0, 0, 3600, lo_open=True)
     fresh: bool = False
     deploy_out: str | None = None
 
     def validate(self) -> None:
-        if self.data is None:
-            raise OptionError("A sweep scores candidates on labelled data: pass --data (e.g. --data digits).")
         if self.target not in TARGETS:
             raise OptionError(
                 f"Unknown target '{self.target}'.{suggest(self.target, TARGETS)} Choose from {', '.join(TARGETS)}."
@@ -143,6 +147,7 @@ class SweepOptions(Options):
             "calib": str(self.calib or self.data),
             "finetune_epochs": self.finetune_epochs,
             "distill": self.distill,
+            **({"augment": self.augment.record()} if self.augment is not None else {}),
             "target": self.target,
             "device": device,
             "subset_size": self.subset_size,
@@ -154,7 +159,11 @@ class SweepOptions(Options):
         if ratio > 0.0:
             ft = self.finetune_epochs
             plan.prune = PruneOptions(
-                ratio=ratio, finetune_epochs=ft, data=self.data if ft else None, distill=self.distill
+                ratio=ratio,
+                finetune_epochs=ft,
+                data=self.data if ft else None,
+                distill=self.distill,
+                augment=self.augment,
             )
         if precision == "int8":
             plan.int8 = QuantizeOptions(
@@ -258,7 +267,10 @@ def sweep(source: str, options: SweepOptions | None = None, *, progress: bool = 
     (+ sweep.md, sweep.png).
     """
     opts = (options or SweepOptions()).merged(fields)
+    if opts.data is None and not is_artifact(source):
+        raise OptionError(NO_DATA)
     original, out = _resolve_original(source, opts)
+    opts.data, chosen = sweep_data(opts, original)
     device = opts.device or default_device(opts.target)
     state = _State(out / STATE, opts.settings(original, device))
     dataset = opts.data.dataset(original.input, "val", num_classes=original.num_classes)
@@ -269,7 +281,15 @@ def sweep(source: str, options: SweepOptions | None = None, *, progress: bool = 
         o_logits, labels, _ = predict(r, dataset)
     candidates = _build_all(original, opts, out, state, dataset, o_logits, labels, progress)
     bench_meta, ref_latency = _time_all(candidates, opts, device, out, progress)
-    return _record(original, opts, out, device, state, candidates, labels, o_logits, bench_meta, ref_latency)
+    return _record(
+        original, opts, out, device, state, candidates, labels, o_logits, bench_meta, ref_latency, data_chosen=chosen
+    )
+
+
+def sweep_data(opts: SweepOptions, original: Artifact) -> tuple[DataSource, str | None]:
+    """--data, or (not given) the original's training data from its manifest, with a note saying so; data
+    unlike the training data is an error (the sweep gates candidates on it)."""
+    return DataSource.for_model(opts.data, original, who="the original", gate=True)
 
 
 def _resolve_original(source: str, opts: SweepOptions) -> tuple[Artifact, Path]:
@@ -391,17 +411,25 @@ def _time_all(candidates: list[Candidate], opts: SweepOptions, device: str, out:
         labels=[c.name for c in timed],
     )
     by_label = {r["label"]: r for r in result["results"]}
+    ref = next((c for c in timed if c.name == candidate_name(0.0, "fp32")), timed[0])
     for c in timed:
         row = by_label.get(c.name)
         c.metrics["latency_ms"] = row["latency_ms"]["p50"]
         c.metrics["latency_p90_ms"] = row["latency_ms"]["p90"]
+        c.metrics.update(_speedup(row, by_label[ref.name]))
         c.status, c.reason = "measured", None
-    ref = next((c for c in timed if c.name == candidate_name(0.0, "fp32")), timed[0])
-    for c in timed:
-        c.metrics["speedup"] = ref.metrics["latency_ms"] / c.metrics["latency_ms"]
-    return {"threads": result["settings"].get("threads"), "environment": result.get("environment")}, ref.metrics[
-        "latency_ms"
-    ]
+    meta = {"threads": result["settings"].get("threads"), "environment": result.get("environment")}
+    return {**meta, "estimator": RATIO_ESTIMATOR}, ref.metrics["latency_ms"]
+
+
+def _speedup(row: dict, reference: dict) -> dict:
+    """Speed-up of a candidate against the reference (prune 0, fp32, same runtime) by the one estimator:
+    its point and interval, and what it flagged (multi-modal rounds, a disagreeing p50 ratio)."""
+    if row is reference:
+        return {"speedup": 1.0, "speedup_ci": [1.0, 1.0], "speedup_flags": []}
+    est = ratio_between(row, reference)
+    sp = est.speedup()
+    return {"speedup": sp.point, "speedup_ci": [sp.low, sp.high], "speedup_flags": list(est.flags)}
 
 
 def _record(
@@ -415,6 +443,8 @@ def _record(
     o_logits,
     bench_meta: dict,
     ref_latency,
+    *,
+    data_chosen: str | None = None,
 ) -> dict:
     """The report: sweep.json / .md / .png, the state file, and the chosen candidate's bundle if asked."""
     conditions = parse_budget(opts.budget)
@@ -428,10 +458,12 @@ def _record(
         "target": opts.target,
         "device": device,
         "data": opts.data.describe("val")["source"],
+        "data_chosen": data_chosen,
         "n_images": int(len(labels)),
         "original_top1": 100.0 * float((o_logits.argmax(1) == labels).mean()),
         "original_latency_ms": ref_latency,
         "latency_reference": candidate_name(0.0, "fp32"),
+        "latency_estimator": bench_meta.get("estimator"),
         "threads": bench_meta.get("threads"),
         "environment": bench_meta.get("environment"),
         "settings": state.data["settings"],

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import click
 
-from ._common import print_table
+from ..estimator import RATIO_ESTIMATOR
+from ._common import BATCH_SIZE, FINITE, SECONDS, SEED, THREADS, print_table
 
 
 @click.command("check")
@@ -16,10 +17,9 @@ from ._common import print_table
 )
 @click.option(
     "--data",
-    default="digits",
-    show_default=True,
+    default=None,
     help="Images to compare on: 'digits', a folder of class sub-folders, or 'synthetic[:N]' (plumbing "
-    "only). The held-out split is used.",
+    "only); the held-out split is used [default: the original's training data, from its manifest].",
 )
 @click.option(
     "--policy",
@@ -28,37 +28,45 @@ from ._common import print_table
     help="YAML policy with thresholds (options below override it); see examples/policies/.",
 )
 @click.option(
-    "--max-top1-drop", type=float, metavar="PT", help="Max top-1 accuracy drop in percentage points [default: 1.0]."
+    "--max-top1-drop", type=FINITE, metavar="PT", help="Max top-1 accuracy drop in percentage points [default: 1.0]."
 )
-@click.option("--max-top5-drop", type=float, metavar="PT", help="Max top-5 accuracy drop in percentage points.")
+@click.option("--max-top5-drop", type=FINITE, metavar="PT", help="Max top-5 accuracy drop in percentage points.")
 @click.option(
     "--min-agreement",
-    type=float,
+    type=FINITE,
     metavar="F",
     help="Min fraction of images with the same top-1 prediction (0.98 = 98 %).",
 )
 @click.option(
-    "--max-class-drop", type=float, metavar="PT", help="Max accuracy drop of the worst class, in percentage points."
+    "--max-class-drop", type=FINITE, metavar="PT", help="Max accuracy drop of the worst class, in percentage points."
 )
 @click.option(
-    "--max-kl", type=float, metavar="F", help="Max mean KL(original || candidate) of the softmax outputs (nats)."
+    "--max-kl", type=FINITE, metavar="F", help="Max mean KL(original || candidate) of the softmax outputs (nats)."
 )
-@click.option("--min-speedup", type=float, metavar="X", help="Min speed-up: original latency / candidate latency.")
-@click.option("--max-latency-ratio", type=float, metavar="X", help="Max candidate latency / original latency.")
-@click.option("--max-size-ratio", type=float, metavar="X", help="Max candidate file size / original file size.")
+@click.option(
+    "--min-speedup",
+    type=FINITE,
+    metavar="X",
+    help=f"Min speed-up: 1 / the latency ratio candidate / original, the {RATIO_ESTIMATOR} of interleaved rounds "
+    "(flagged and widened when the rounds are multi-modal; see edgecnn bench --help).",
+)
+@click.option(
+    "--max-latency-ratio", type=FINITE, metavar="X", help=f"Max candidate / original latency ({RATIO_ESTIMATOR})."
+)
+@click.option("--max-size-ratio", type=FINITE, metavar="X", help="Max candidate file size / original file size.")
 @click.option(
     "--decide-on",
     type=click.Choice(["ci", "point"]),
     help="ci: pass/fail only when the confidence interval is clear of the threshold, else inconclusive "
     "(exit 4); point: point estimates [default: ci].",
 )
-@click.option("--confidence", type=float, help="Confidence level of the intervals, in [0.5, 1) [default: 0.95].")
-@click.option("--seed", type=int, help="Bootstrap seed [default: 0]; the same seed gives the same interval.")
+@click.option("--confidence", type=FINITE, help="Confidence level of the intervals, in [0.5, 1) [default: 0.95].")
+@click.option("--seed", type=SEED, help="Bootstrap seed [default: 0]; the same seed gives the same interval.")
 @click.option("--no-latency", is_flag=True, help="Do not measure latency (latency thresholds are reported as skipped).")
-@click.option("--latency-batch-size", type=int, help="Batch size of the latency measurement [default: 1].")
-@click.option("--latency-min-time", type=float, metavar="S", help="Seconds of timed runs per model [default: 1.0].")
-@click.option("--threads", type=int, help="CPU threads for inference and latency.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Batch size of the accuracy pass.")
+@click.option("--latency-batch-size", type=BATCH_SIZE, help="Batch size of the latency measurement [default: 1].")
+@click.option("--latency-min-time", type=SECONDS, metavar="S", help="Seconds of timed runs per model [default: 1.0].")
+@click.option("--threads", type=THREADS, help="CPU threads for inference and latency.")
+@click.option("--batch-size", type=BATCH_SIZE, default=64, show_default=True, help="Batch size of the accuracy pass.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option(
     "--baseline",
@@ -124,6 +132,8 @@ def command(
         threads=threads,
         progress=progress,
     )
+    if report.data.get("chosen"):
+        click.echo(f"data: {report.data['source']} - {report.data['chosen']}")
     print_table(
         report.table_rows(),
         TABLE_COLUMNS,
@@ -138,5 +148,7 @@ def command(
     report.write(json=json_path, junit=junit, markdown=markdown, plot=plot)
     for kind, path in report.reports.items():
         click.echo(f"{kind}: {path}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
     click.echo(report.summary())
     ctx.exit(report.exit_code)

@@ -2,20 +2,23 @@ from __future__ import annotations
 
 import click
 
-from ._common import fmt_pct, print_table, write_json
+from ._common import BATCH_SIZE, THREADS, Finite, fmt_pct, print_table, write_json
 
 
 @click.command("eval")
 @click.argument("artifact", type=click.Path(exists=False))
 @click.option(
-    "--data", required=True, help="'digits' (bundled held-out split), a folder (its val/ split), or 'synthetic[:N]'."
+    "--data",
+    default=None,
+    help="'digits' (bundled held-out split), a folder (its val/ split), or 'synthetic[:N]' [default: the "
+    "artifact's training data, from its manifest].",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE, default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N (runner dependent).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads for the runner.")
+@click.option("--threads", type=THREADS, default=None, help="Intra-op threads for the runner.")
 @click.option(
     "--val-split",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=Finite(0, 1, min_open=True, max_open=True),
     default=0.2,
     show_default=True,
     help="Held-out fraction when DATA is one folder of class sub-folders (same seed as train).",
@@ -53,7 +56,9 @@ def command(artifact, data, batch_size, device, threads, val_split, skip_corrupt
         ["top-5", fmt_pct(r["top5"])],
         ["throughput", "-" if ips is None else f"{ips:,.1f} images/s (batch {batch_size})"],
     ]
-    print_table(rows, ["eval", "result"], title=f"edgecnn eval on {data}")
+    if r["data"].get("chosen"):
+        click.echo(f"data: {r['data']['source']} - {r['data']['chosen']}")
+    print_table(rows, ["eval", "result"], title=f"edgecnn eval on {data or r['data']['source']}")
     counts = r.get("per_class_n", {})
     print_table(
         [[name, fmt_pct(acc), counts.get(name, "")] for name, acc in r["per_class"].items()],

@@ -2,12 +2,18 @@ from __future__ import annotations
 
 import click
 
-from ._common import print_table, write_json
+from ..estimator import RATIO_ESTIMATOR
+from ._common import EPOCHS, IMAGES, SECONDS, THREADS, Finite, print_table, write_json
 
 
 @click.command("sweep")
 @click.argument("source", metavar="MODEL|ARTIFACT")
-@click.option("--data", required=True, help="Labelled data for accuracy: 'digits' or an image folder (held-out split).")
+@click.option(
+    "--data",
+    default=None,
+    help="Labelled data for accuracy: 'digits' or an image folder (held-out split) [default: an artifact's "
+    "training data, from its manifest].",
+)
 @click.option("--prune", "prune", default="0,0.3,0.5,0.7", show_default=True, help="Comma-separated pruning ratios.")
 @click.option(
     "--precision", "precision", default="fp32,int8", show_default=True, help="Comma-separated: fp32, fp16, int8."
@@ -18,26 +24,24 @@ from ._common import print_table, write_json
 @click.option(
     "--budget",
     default=None,
-    help="e.g. 'top1_drop<=0.5' or 'top1_drop<=1, speedup>=2': names the fastest candidate that meets it.",
+    help="e.g. 'top1_drop<=0.5' or 'top1_drop<=1, speedup>=2': names the fastest candidate that meets it. "
+    f"speedup = 1 / latency ratio against the prune-0 fp32 candidate in the same runtime ({RATIO_ESTIMATOR}).",
 )
 @click.option("--weights", default=None, help="Weights for a MODEL name (file, artifact, imagenet).")
 @click.option(
-    "--finetune-epochs",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Fine-tune each pruned candidate on --data.",
+    "--finetune-epochs", type=EPOCHS, default=0, show_default=True, help="Fine-tune each pruned candidate on --data."
 )
 @click.option("--distill", is_flag=True, help="Fine-tune pruned candidates with KD from the original.")
 @click.option(
-    "--subset-size", type=click.IntRange(min=1), default=300, show_default=True, help="INT8 calibration images."
+    "--augment",
+    metavar="POLICY",
+    help="Fine-tuning augmentation: none | light | default | FILE.yaml [default: default].",
 )
-@click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="Threads for every runtime (default: physical cores)."
-)
+@click.option("--subset-size", type=IMAGES, default=300, show_default=True, help="INT8 calibration images.")
+@click.option("--threads", type=THREADS, default=None, help="Threads for every runtime (default: physical cores).")
 @click.option(
     "--min-time",
-    type=click.FloatRange(min=0.05),
+    type=Finite(0.05, SECONDS.max),
     default=1.0,
     show_default=True,
     help="Seconds of timed runs per candidate.",
@@ -65,6 +69,7 @@ def command(
     weights,
     finetune_epochs,
     distill,
+    augment,
     subset_size,
     threads,
     min_time,
@@ -92,6 +97,7 @@ def command(
         weights=weights,
         finetune_epochs=finetune_epochs,
         distill=distill,
+        augment=augment,
         subset_size=subset_size,
         threads=threads,
         min_time_s=min_time,
@@ -101,6 +107,8 @@ def command(
     )
     report = sweep(source, options)  # checks the options, once
 
+    if report.get("data_chosen"):
+        click.echo(f"data: {report['data']} - {report['data_chosen']}")
     rows, cols = candidate_rows([Candidate(**c) for c in report["candidates"]])
     ref = report.get("original_latency_ms")
     print_table(

@@ -51,7 +51,11 @@ class ImageFolderDataset(Dataset):
     ):
         self.classes = classes
         self.channels = int(input_spec["channels"])
-        self.transform = train_transform(input_spec, hflip=hflip) if augment else eval_transform(input_spec)
+        self.transform = (
+            train_transform(input_spec, augment, hflip=None if hflip else False)
+            if augment
+            else eval_transform(input_spec)
+        )
         self.skipped: list[Path] = []
         if skip_corrupt:
             good = []

@@ -9,6 +9,7 @@ manifest description, and whether its numbers may back an accuracy claim.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .synthetic import SyntheticDataset
 #: synthetic sets are generated in memory: bound what a user can ask for
 MAX_SYNTHETIC = 1_000_000
 DEFAULT_SYNTHETIC = 64
+MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,64 @@ class DataSource:
         if n != num_classes:
             fix = fix or "use data with the model's classes"
             raise InvalidInput(f"Data '{self}' has {n} classes but {who} predicts {num_classes}; {fix}.")
+
+    # -- the data a model was trained on ---------------------------------------------------------------
+    @classmethod
+    def of_training(cls, model) -> tuple[DataSource, str] | None:
+        """The data ``model`` (an Artifact), or the nearest artifact up its lineage, was trained on, read from
+        the manifests (``stage.params.data`` of a training split), and the manifest it was read from."""
+        chain = [(Path(model.path) / MANIFEST, model.manifest)]
+        for ref in reversed(model.manifest.get("lineage") or []):
+            path = Path(str(ref.get("path", ""))) / MANIFEST
+            try:
+                chain.append((path, json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError):  # a parent moved or deleted: look further up
+                continue
+        for path, manifest in chain:
+            stage = manifest.get("stage") if isinstance(manifest, dict) else None
+            data = (stage or {}).get("params", {}).get("data") if isinstance(stage, dict) else None
+            if isinstance(data, dict) and data.get("split") == "train" and data.get("source"):
+                return cls.parse(str(data["source"])), str(path)
+        return None
+
+    @classmethod
+    def for_model(cls, value, model, *, who: str = "the model", gate: bool = False) -> tuple[DataSource, str | None]:
+        """``value`` parsed or, when None, the data ``model`` was trained on (its manifest says) - never a silent
+        default. The note says which data was taken and why (None when ``value`` was given). With ``gate``,
+        data read through another input pipeline than the training data's is an error."""
+        trained = cls.of_training(model)
+        if value is None:
+            if trained is None:
+                raise InvalidInput(
+                    f"No --data given and '{model.path}' records no training data in its manifest; "
+                    "pass --data digits or a folder of class sub-folders."
+                )
+            source, where = trained
+            if source.is_folder and not source.path.is_dir():
+                raise DataError(
+                    f"No --data given and {who}'s training data '{source}' (recorded in {where}) is not there "
+                    "any more; pass --data with a folder of class sub-folders."
+                )
+            return source, f"{who}'s training data, from {where} (no --data given)"
+        source = cls.parse(value)
+        if gate and trained is not None:
+            source.require_folder()
+            source.check_like(*trained, who=who)
+        return source, None
+
+    def check_like(self, trained: DataSource, where: str, *, who: str = "the model") -> None:
+        """Gating on data unlike the training data (the bundled 8x8 digits for a model trained on an image
+        folder, or the reverse) measures another input pipeline: an error. Synthetic data is plumbing only."""
+        if self.is_synthetic or trained.is_synthetic or self.kind == trained.kind:
+            return
+        raise InvalidInput(
+            f"Data '{self}' is {self._kind_text} but {who} was trained on '{trained}' ({trained._kind_text}, per "
+            f"{where}); drop --data to use its training data, or pass --data with images like it."
+        )
+
+    @property
+    def _kind_text(self) -> str:
+        return "the bundled 8x8 digits" if self.kind == "digits" else "an image folder"
 
     # -- reading -------------------------------------------------------------------------------------
     def dataset(

@@ -143,6 +143,7 @@ def unknown_layer(model, names) -> tuple[str, str] | None:
 
 def load_torch_model(artifact):
     """Rebuild the network of a torch artifact (including a pruned structure) and load its tensors."""
+    artifact.verify()  # its files against the manifest's sha256 (hashed once per process)
     arch = artifact.manifest.get("architecture") or {}
     if "name" not in arch:
         raise ArtifactError(f"'{artifact.path}' has no architecture record; re-create the artifact.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..data.images import preprocess_contract
 from ..errors import InvalidInput, UnknownModel, suggest
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,7 +61,7 @@ class ModelSpec:
         c = self.default_input[0] if in_channels is None else int(in_channels)
         h, w = _size_pair(input_size) if input_size is not None else self.default_input[1:]
         mean, std = _channel_stats(self.mean, c), _channel_stats(self.std, c)
-        return {
+        spec = {
             "channels": c,
             "height": h,
             "width": w,
@@ -73,8 +74,10 @@ class ModelSpec:
             "resize": int(round(min(h, w) / self.crop_ratio)),
             "crop": [h, w],
             "interpolation": "bilinear",
-            "formula": "x = ((pixel * scale) - mean) / std after resize(short side) + center crop",
+            "formula": "x = (pixel / 255 - mean) / std after resize (shorter side) + center crop; exact: preprocess",
         }
+        spec["preprocess"] = preprocess_contract(spec)
+        return spec
 
 
 def _size_pair(size) -> tuple[int, int]:
