@@ -45,8 +45,6 @@ def _holder(run: Path) -> str:
 
 def _check_ours(run: Path) -> None:
     """An existing folder is reused only when it is a compress run (finished or not) or empty."""
-    if run.exists() and not run.is_dir():
-        raise InvalidInput(f"Output '{run}' is a file, not a folder; choose another --out.")
     if run.is_dir() and not any((run / n).exists() for n in (REPORT, RUNNING)) and any(run.iterdir()):
         raise InvalidInput(
             f"Output '{run}' exists and is not an edgecnn compress run; choose another --out or remove it."
@@ -73,7 +71,10 @@ def own_run(run: str | os.PathLike, *, created: bool = False) -> Iterator[Path]:
     On success the caller has written its report inside the block; the marker is then removed. On any
     failure the folder is removed if this run created it, else left marked as unfinished."""
     run = Path(run)
-    _check_ours(run)
+    if run.exists() and not run.is_dir():
+        raise InvalidInput(f"Output '{run}' is a file, not a folder; choose another --out.")
+    # what the folder holds is judged only under the lock: a run that holds it may be mid-way through
+    # writing its marker (a temporary file beside it), which must read as "in use", not as user files
     if not run.exists():
         try:
             run.mkdir(parents=True)

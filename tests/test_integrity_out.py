@@ -146,6 +146,8 @@ def test_default_run_folders_of_simultaneous_runs_are_distinct(lenet1, tmp_path)
         ("prune", "parent", ["--ratio", "0.5"]),
         ("compress", "self", FAST_COMPRESS),
         ("compress", "parent", FAST_COMPRESS),
+        ("deploy", "self", ["--target", "cpu"]),
+        ("deploy", "parent", ["--target", "cpu"]),
     ],
 )
 def test_out_that_is_or_contains_the_source_is_refused(lenet1, tmp_path, cli_run, command, out_of, extra):

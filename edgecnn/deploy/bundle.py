@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..artifact import Artifact, derived_manifest, write_artifact
+from ..artifact import Artifact, check_out, derived_manifest, write_artifact
 from ..data.images import preprocess_file
 from ..data.source import DataSource
 from ..devices import DeviceProfile, Target, default_device, load_profile
@@ -289,6 +289,7 @@ def _bundle_info(
                 "range": plan.profile.trt_range_text,
                 "options": engine.to_dict(),
                 "trtexec": plan.families,
+                "sparsity": _sparsity_record(onnx_art, plan),
             }
             if engine
             else None
@@ -305,8 +306,34 @@ def _bundle_info(
             "data": golden.images.data,
             "per_image": golden.per_image,
         },
-        "preflight": {"tensorrt": report.tensorrt, "ok": report.ok, "findings": [f.__dict__ for f in report.findings]},
+        "preflight": {
+            "tensorrt": report.tensorrt,
+            "ok": report.ok,
+            "findings": [f.__dict__ for f in report.findings],
+            "sparsity": report.sparsity,
+        },
         "notes": plan.notes,
+    }
+
+
+def _sparsity_record(onnx_art: Artifact, plan: _Plan) -> dict:
+    """bundle.json tensorrt.sparsity: whether the engine is built with sparse weights enabled, and why."""
+    sp = (plan.report.sparsity if plan.report else None) or {}
+    if not plan.engine.sparse_weights:
+        return {"enabled": False, "why": "the model is not 2:4-sparse (its manifest has no 2:4 sparsity record)"}
+    layers = len((onnx_art.manifest.get("sparsity") or {}).get("layers") or {})
+    return {
+        "enabled": True,
+        "why": (
+            f"the model is 2:4-sparse ({layers} layer(s), edgecnn sparsify --pattern 2:4), so the engine is built "
+            "with trtexec --sparsity=enable (TensorRT Python API: BuilderFlag.SPARSE_WEIGHTS) and TensorRT may pick "
+            "sparse tensor-core kernels for those layers"
+        ),
+        "flags": {"trtexec": "--sparsity=enable", "builder_flag": "SPARSE_WEIGHTS"},
+        "device": sp.get("device"),
+        "eligible_layers": [r["node"] for r in sp.get("layers", []) if r["eligible"]] if sp.get("eligible") else [],
+        "confirm": "build_engine.log of trtexec --verbose: 'Layers eligible for sparse math' and "
+        "'TRT inference plan picked sparse implementation for layers'",
     }
 
 
@@ -436,6 +463,7 @@ def make_bundle(
     profile, runtime, selected = _resolve_device(opts)
     src = Artifact.checked(src)  # the sha256 of every file, also for an Artifact loaded earlier
     check_model_name(src.model, f"'{src.path}'")
+    check_out(out, src)  # before the golden run and the build: --out must not be (or hold) the source
     opset = min(17, max_opset(profile.trt_min)[0]) if profile.uses_tensorrt else 17
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
