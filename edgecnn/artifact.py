@@ -320,9 +320,13 @@ def derived_manifest(
     extra: dict | None = None,
 ) -> dict:
     """The manifest of an artifact made from ``src`` by ``stage``: same model, input spec, classes and
-    architecture, ``src`` as parent, and (unless ``metrics`` says otherwise) its params / MACs carried over."""
+    architecture, ``src`` as parent, and (unless ``metrics`` says otherwise) its params / MACs carried over; so is
+    its weight-sparsity record (the zeros of a 2:4 model survive export, FP16 and post-training INT8; not QAT)."""
     if metrics is None:
         metrics = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
+    retrained = stage == "quantize" and bool(params.get("qat"))  # QAT updates every weight, zeros included
+    if src.manifest.get("sparsity") and "sparsity" not in (extra or {}) and not retrained:
+        extra = {"sparsity": src.manifest["sparsity"], **(extra or {})}  # zeros survive export, FP16 and PTQ
     return new_manifest(
         model=src.model,
         format=format,

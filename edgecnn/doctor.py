@@ -43,6 +43,8 @@ from .doctor_rules import (  # noqa: F401 - the rule tables and checks stay impo
     _Graph,
     _qdq_findings,
     max_opset,
+    sparse_layers,
+    sparsity_support,
 )
 from .errors import ArtifactError, InvalidInput
 
@@ -60,6 +62,7 @@ class DoctorReport:
     ops: dict[str, int]
     findings: list[Finding] = field(default_factory=list)
     coverage: str = ""
+    sparsity: dict | None = None  # 2:4 layers and whether TensorRT can run them sparse (None: no 2:4 layer)
 
     @property
     def errors(self) -> list[Finding]:
@@ -163,8 +166,10 @@ def diagnose(
         art.precision if art is not None else ("int8" if info["qdq"] else "fp16" if info["fp16"] else "fp32")
     )
     findings: list[Finding] = []
+    sparsity = None
     if profile.uses_tensorrt:
         version, trt, jetpack = _check_tensorrt(profile, tensorrt, model, graph, info, findings)
+        sparsity = _check_sparsity(model, graph, profile, precision, findings)
     else:
         version, jetpack = "-", None
         _check_onnxruntime(model, findings)
@@ -183,6 +188,7 @@ def diagnose(
         ops=info["ops"],
         findings=findings,
         coverage=_coverage(dla_core),
+        sparsity=sparsity,
     )
 
 
@@ -293,6 +299,31 @@ def _check_dla_build(
             )
         )
     _check_dla(model, graph, profile, trt, batch or info["batch"] or 1, findings)
+
+
+def _check_sparsity(model, graph: _Graph, profile, precision: str, findings: list[Finding]) -> dict | None:
+    """The 2:4 layers (None when there are none), which TensorRT can run sparse, and whether the device can."""
+    rows = sparse_layers(model, graph, precision)
+    if not rows:
+        return None
+    supported, device = sparsity_support(profile)
+    if not supported:
+        findings.append(
+            Finding("warning", "-", "2:4 sparsity", device, "deploy to an Orin (or another Ampere+) device profile")
+        )
+    eligible = sum(r["eligible"] for r in rows)
+    return {
+        "device_supported": supported,
+        "device": device,
+        "eligible": eligible if supported else 0,
+        "layers": rows,
+        "rule": (
+            "TensorRT runs a Conv / Gemm / MatMul on sparse tensor cores when, for each output channel and kernel "
+            "position, every 4 input channels hold >= 2 zeros, its input and output channel counts are multiples "
+            "of 32, it computes in FP16 / INT8 / TF32, and the GPU is Ampere or newer (compute capability >= 8.0); "
+            "the builder still picks a sparse kernel only where it is faster (see trtexec --verbose)"
+        ),
+    }
 
 
 def _coverage(dla_core: int | None) -> str:

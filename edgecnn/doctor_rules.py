@@ -435,3 +435,90 @@ def _qdq_findings(model) -> list[Finding]:
             )
         )
     return out
+
+
+# -- 2:4 structured sparsity -----------------------------------------------------------------------
+#: sparse tensor-core kernels tile the channel dimensions by this; other counts run dense (edgecnn's reading
+#: of NVIDIA's TensorRT guidance: its sparse kernels are chosen only for layers of this shape)
+SPARSE_CHANNEL_MULTIPLE = 32
+#: the first compute capability with sparse tensor cores (Ampere; Orin is 8.7; Xavier 7.2 and Nano 5.3 have none)
+SPARSE_MIN_CC = (8, 0)
+
+
+def _const_weight(graph: _Graph, name: str):
+    """The constant array behind ``name``, through Q/DQ / Identity / Cast (zeros stay zeros in INT8)."""
+    for _ in range(4):
+        arr = graph.array(name)
+        node = graph.producer.get(name)
+        if (
+            arr is not None
+            or node is None
+            or node.op_type not in ("DequantizeLinear", "QuantizeLinear", "Identity", "Cast")
+        ):
+            return arr
+        name = node.input[0]
+    return None
+
+
+def _weight_of(node, graph: _Graph):
+    """(K outputs, C inputs, weight grouped as (..., C)) of a Conv / Gemm / MatMul with constant weights, or a
+    reason it has none TensorRT could run sparse."""
+    a = _attrs(node)
+    if node.op_type == "Conv":
+        w = _const_weight(graph, node.input[1]) if len(node.input) > 1 else None
+        if w is None or w.ndim != 4:
+            return "not a 2-D convolution with constant weights"
+        if a.get("group", 1) != 1:
+            return f"grouped convolution (group={a['group']})"
+        return w.shape[0], w.shape[1], w.transpose(2, 3, 0, 1)  # K, C, R, S -> R, S, K, C
+    idx = 1
+    w = _const_weight(graph, node.input[idx]) if len(node.input) > idx else None
+    if w is None or w.ndim != 2:
+        return "weights are not a constant matrix"
+    if node.op_type == "Gemm" and a.get("transB", 0):
+        return w.shape[0], w.shape[1], w  # (out, in): rows are groups along in
+    return w.shape[1], w.shape[0], w.T  # (in, out) -> (out, in)
+
+
+def sparse_layers(model, graph: _Graph, precision: str) -> list[dict]:
+    """Every Conv / Gemm / MatMul whose constant weights hold the 2:4 pattern along input channels (TensorRT's
+    published rule: for each output channel and kernel position, every 4 input channels have >= 2 zeros), with
+    whether TensorRT can run it sparse and, if not, why."""
+    rows = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        got = _weight_of(node, graph)
+        if isinstance(got, str):
+            continue
+        k, c, w = got
+        if c % 4 or w.size == 0 or int(((w.reshape(-1, 4) != 0).sum(axis=1) > 2).sum()):
+            continue  # dense: not a 2:4 layer
+        m = SPARSE_CHANNEL_MULTIPLE
+        why = []
+        if c % m:
+            why.append(f"{c} input channels, not a multiple of {m}")
+        if k % m:
+            why.append(f"{k} output channels, not a multiple of {m}")
+        if precision == "fp32":
+            why.append("FP32 engine with TF32 off: sparse tensor cores run FP16 / INT8 / TF32 only (deploy --fp16)")
+        rows.append(
+            {"node": node.name or node.output[0], "op": node.op_type, "in": int(c), "out": int(k), "eligible": not why}
+            | ({"reason": "; ".join(why)} if why else {})
+        )
+    return rows
+
+
+def sparsity_support(profile) -> tuple[bool, str]:
+    """(whether the profile's GPU has sparse tensor cores, the sentence that says so)."""
+    ccs = [tuple(int(x) for x in c.split(".")) for c in profile.compute_capability]
+    ok = [c for c in ccs if c >= SPARSE_MIN_CC]
+    shown = ", ".join(profile.compute_capability) or "none"
+    if not ok:
+        return False, (
+            f"{profile.name} (compute capability {shown}) has no sparse tensor cores (they start with Ampere, 8.0; "
+            "Orin has them, Xavier and Nano do not): the 2:4 pattern cannot be faster there"
+        )
+    if len(ok) < len(ccs):
+        return True, f"{profile.name}: only its GPUs of compute capability 8.0 or newer have sparse tensor cores"
+    return True, f"{profile.name} (compute capability {shown}) has sparse tensor cores"

@@ -41,6 +41,17 @@ def command(artifact, device, tensorrt, dla_core, precision, json_path):
             ["severity", "op", "node", "problem", "fix"],
             title=f"edgecnn doctor: {report.device}",
         )
+    if report.sparsity:
+        sp = report.sparsity
+        print_table(
+            [
+                [r["node"], r["op"], r["in"], r["out"], "yes" if r["eligible"] else "no", r.get("reason", "")]
+                for r in sp["layers"]
+            ],
+            ["layer", "op", "in", "out", "sparse-eligible", "why not"],
+            title=f"2:4 sparsity: {sp['eligible']} of {len(sp['layers'])} 2:4 layer(s) eligible",
+        )
+        click.echo(f"sparse tensor cores: {sp['device']}")
     write_json(json_path, report.to_dict())
     click.echo(f"coverage: {report.coverage}")
     if report.ok:

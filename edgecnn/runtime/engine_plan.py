@@ -87,6 +87,7 @@ class EngineOptions:
     timing_cache: str | None = None
     fp16_fallback: bool = True  # INT8 builds: let non-quantized layers run in FP16
     model_is_fp16: bool = False  # the ONNX itself carries FP16 tensors
+    sparse_weights: bool = False  # 2:4-sparse source: trtexec --sparsity=enable / BuilderFlag.SPARSE_WEIGHTS
 
     def shape(self, n: int) -> str:
         return "x".join(str(d) for d in (n, *self.input_chw))
@@ -102,7 +103,7 @@ class EngineOptions:
 def trtexec_args(
     opts: EngineOptions, version: str, *, onnx: str = "model.onnx", engine: str = ENGINE_FILE
 ) -> list[str]:
-    """trtexec arguments that build ``opts`` on TensorRT ``version``.
+    """trtexec arguments that build ``opts`` on TensorRT ``version`` (``--sparsity=enable`` for a 2:4 model).
 
     8.0-8.3: --explicitBatch, --workspace=MiB. 8.4-8.6: --memPoolSize=workspace:MiB (--workspace is
     deprecated). 10.x: --explicitBatch no longer exists (networks are always explicit batch); Q/DQ INT8
@@ -142,9 +143,18 @@ def trtexec_args(
         args.append(f"--useDLACore={opts.dla_core}")
         if opts.gpu_fallback:
             args.append("--allowGPUFallback")
+    if opts.sparse_weights:
+        args.append("--sparsity=enable")  # every trtexec since 8.0: sparse tactics where the weights are 2:4
     if opts.timing_cache:
         args.append(f"--timingCacheFile={opts.timing_cache}")
     return args
+
+
+def is_2to4(src) -> bool:
+    """Whether artifact ``src`` holds 2:4-sparse weights: its manifest's ``sparsity`` record (written by
+    ``edgecnn sparsify --pattern 2:4`` and carried by export, FP16, INT8 and deploy) says pattern 2:4."""
+    record = (getattr(src, "manifest", None) or {}).get("sparsity") or {}
+    return isinstance(record, dict) and record.get("pattern") == "2:4" and bool(record.get("layers"))
 
 
 def plan_engine(
@@ -205,6 +215,7 @@ def plan_engine(
         timing_cache=timing_cache,
         fp16_fallback=profile.supports("fp16"),
         model_is_fp16=info["fp16"],
+        sparse_weights=is_2to4(src),
     )
 
 

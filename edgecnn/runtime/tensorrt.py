@@ -41,6 +41,7 @@ from .engine_plan import (  # noqa: F401 - engine planning stays importable from
     EngineRequest,
     _engine_precision,
     families_in_range,
+    is_2to4,
     plan_engine,
     trt_family,
     trt_version_tuple,
@@ -193,6 +194,8 @@ def serialize_network(
                 config.set_flag(trt.BuilderFlag.FP16)
     if opts.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
+    if opts.sparse_weights and hasattr(trt.BuilderFlag, "SPARSE_WEIGHTS"):  # 8.0+: 2:4 layers may run sparse
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
     if opts.batch:
         lo, opt, hi = (opts.batch[1],) * 3 if opts.dla_core is not None else opts.batch
         profile = builder.create_optimization_profile()
