@@ -248,7 +248,10 @@ def _runs_here(target: str) -> tuple[bool, str | None]:
         return True, None
     if target == "jetson":
         if platform.machine() != "aarch64" or not Path("/etc/nv_tegra_release").exists():
-            return False, "Jetson latency must be measured on the Jetson (deploy the bundle, run run.py --bench)"
+            return False, (
+                "Jetson latency must be measured on the Jetson: deploy the bundle there and run "
+                "python3 run.py --bench --batch-sizes 1,8 --json bench.json"
+            )
     try:
         import tensorrt  # noqa: F401  (heavy, optional)
     except ImportError:

@@ -4,6 +4,7 @@
     python3 run.py IMAGE_OR_FOLDER [...]      classify images (top-k per image)
     python3 run.py --verify                   check file hashes, then outputs against the golden outputs
     python3 run.py --check-files              check file hashes only
+    python3 run.py --bench --batch-sizes 1,8  check file hashes, then time the model (p50/p90/p99, images/s)
 
 The model runs with TensorRT (model.engine, built by ./build_engine.sh) or with ONNX Runtime
 (model.onnx; --runtime onnxruntime). Preprocessing, classes, tolerances and the golden data are read
@@ -56,7 +57,10 @@ import ctypes.util  # noqa: E402
 import glob  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,6 +76,10 @@ IMPORTABLE = (".py", ".pyc", ".pyo", ".pyw", ".so", ".pyd", ".pth")
 
 class BundleError(Exception):
     """Something the user must fix; printed as one line."""
+
+
+class UsageError(BundleError):
+    """A bad or conflicting option; printed as one line, exit 2."""
 
 
 def path_in(*parts):
@@ -222,9 +230,29 @@ class OrtModel(object):
         self.input = self.session.get_inputs()[0].name
         self.dtype = "float16" if "float16" in self.session.get_inputs()[0].type else "float32"
         self.name = "onnxruntime %s (%s)" % (ort.__version__, self.session.get_providers()[0])
+        self.runtime, self.version = "onnxruntime", ort.__version__
 
     def infer(self, x):
         return self.session.run(None, {self.input: x.astype(self.dtype)})[0].astype("float32")
+
+    def batch_range(self, fallback):
+        """(smallest, largest) batch the model takes: its ONNX batch dimension if fixed, else any."""
+        dim = self.session.get_inputs()[0].shape[0]
+        if isinstance(dim, int) and dim > 0:
+            return dim, dim, "the ONNX model's batch dimension is fixed at %d" % dim
+        return 1, BENCH_MAX_BATCH, "dynamic batch"
+
+    def bench_calls(self, x):
+        """([(what, call)], done) to time for a batch ``x``; the input is converted once, outside the timing."""
+        feed = {self.input: x.astype(self.dtype)}
+        return [("latency_ms", lambda: self.session.run(None, feed))], lambda: None
+
+    def threads(self):
+        n = self.session.get_session_options().intra_op_num_threads
+        return {"intra_op_num_threads": n or "onnxruntime default (0)"}
+
+    def gpu_name(self):
+        return None
 
 
 # -- TensorRT -------------------------------------------------------------------------------------
@@ -301,6 +329,19 @@ class CudaRT(object):
     def sync(self, stream):
         self.check(self.lib.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
 
+    def device_name(self):
+        """The current GPU's name (the first field of cudaDeviceProp), or None if the runtime will not say."""
+        dev = ctypes.c_int()
+        self.lib.cudaGetDevice.argtypes = [ctypes.POINTER(ctypes.c_int)]
+        if self.lib.cudaGetDevice(ctypes.byref(dev)) != 0:
+            return None
+        fn = getattr(self.lib, "cudaGetDeviceProperties_v2", None) or self.lib.cudaGetDeviceProperties
+        fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
+        buf = ctypes.create_string_buffer(1 << 14)  # larger than cudaDeviceProp in any CUDA version
+        if fn(buf, dev.value) != 0:
+            return None
+        return buf.value.decode("utf-8", "replace") or None
+
 
 def engine_path(bundle):
     """A device-built model.engine wins over an engine edgecnn built on the host (prebuilt/)."""
@@ -354,6 +395,7 @@ class TrtModel(object):
         self.tensor_api = hasattr(self.engine, "num_io_tensors")  # TensorRT 8.5+
         self.stream = self.cuda.stream()
         self.name = "tensorrt %s (%s)" % (trt.__version__, rel)
+        self.runtime, self.version = "tensorrt", trt.__version__
         eng = self.engine
         if self.tensor_api:
             names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
@@ -370,46 +412,110 @@ class TrtModel(object):
         return self.np.dtype(self.trt.nptype(dt))
 
     def infer(self, x):
-        np, eng, ctx = self.np, self.engine, self.context
-        name = self.inputs[0]
-        x = np.ascontiguousarray(x.astype(self._dtype(name)))
-        ptrs, outs = [], {}
+        binding = TrtBinding(self, x)
         try:
-            dx = self.cuda.malloc(x.nbytes)
-            ptrs.append(dx)
-            self.cuda.to_device(dx, x)
-            if self.tensor_api:
-                ctx.set_input_shape(name, tuple(x.shape))
-                ctx.set_tensor_address(name, dx.value)
-                for out in self.outputs:
-                    arr = np.empty(tuple(ctx.get_tensor_shape(out)), dtype=self._dtype(out))
-                    d = self.cuda.malloc(arr.nbytes)
-                    ptrs.append(d)
-                    ctx.set_tensor_address(out, d.value)
-                    outs[out] = (arr, d)
-                ok = ctx.execute_async_v3(self.stream.value or 0)
-                self.cuda.sync(self.stream)
-            else:
-                bindings = [0] * eng.num_bindings
-                idx = eng.get_binding_index(name)
-                ctx.set_binding_shape(idx, tuple(x.shape))
-                bindings[idx] = dx.value
-                for out in self.outputs:
-                    j = eng.get_binding_index(out)
-                    arr = np.empty(tuple(ctx.get_binding_shape(j)), dtype=self._dtype(out))
-                    d = self.cuda.malloc(arr.nbytes)
-                    ptrs.append(d)
-                    bindings[j] = d.value
-                    outs[out] = (arr, d)
-                ok = ctx.execute_v2(bindings)
-            if not ok:
-                raise BundleError("TensorRT inference failed (see the TensorRT messages above)")
-            arr, d = outs[self.outputs[0]]
-            self.cuda.to_host(arr, d)
-            return arr.astype("float32")
+            binding.copy_in()
+            binding.compute()
+            binding.copy_out()
+            return binding.outs[0][0].astype("float32")
         finally:
-            for p in ptrs:
-                self.cuda.free(p)
+            binding.free()
+
+    def batch_range(self, fallback):
+        """(smallest, largest) batch the engine takes: its fixed batch, else optimisation profile 0's range."""
+        eng, name = self.engine, self.inputs[0]
+        try:
+            if self.tensor_api:
+                dims = eng.get_tensor_shape(name)
+                profile = lambda: eng.get_tensor_profile_shape(name, 0)  # noqa: E731
+            else:
+                idx = eng.get_binding_index(name)
+                dims = eng.get_binding_shape(idx)
+                profile = lambda: eng.get_profile_shape(0, idx)  # noqa: E731
+            if int(dims[0]) > 0:
+                return int(dims[0]), int(dims[0]), "the engine's batch dimension is fixed at %d" % int(dims[0])
+            lo, _opt, hi = profile()
+            return int(lo[0]), int(hi[0]), "the engine's optimisation profile 0"
+        except Exception:  # noqa: BLE001 - an engine without a readable profile: bundle.json's max_batch
+            return 1, int(fallback), "bundle.json max_batch %d" % int(fallback)
+
+    def bench_calls(self, x):
+        """([(what, call)], done): latency_ms is host input -> device, inference, device -> host outputs (what
+        an application sees); compute_ms is enqueue + stream sync alone, the buffers already on the GPU."""
+        binding = TrtBinding(self, x)  # binds the context to this batch's buffers until freed
+
+        def end_to_end():
+            binding.copy_in()
+            binding.compute()
+            binding.copy_out()
+
+        return [("latency_ms", end_to_end), ("compute_ms", binding.compute)], binding.free
+
+    def threads(self):
+        return {"note": "TensorRT runs on the GPU; host threads do not apply"}
+
+    def gpu_name(self):
+        return self.cuda.device_name()
+
+
+class TrtBinding(object):
+    """Device buffers for one batch shape, allocated and bound to the execution context once."""
+
+    def __init__(self, model, x):
+        np, eng, ctx = model.np, model.engine, model.context
+        self.model, self.ptrs, self.outs = model, [], []
+        name = model.inputs[0]
+        self.x = np.ascontiguousarray(x.astype(model._dtype(name)))
+        try:
+            self.dx = self._alloc(self.x.nbytes)
+            if model.tensor_api:
+                ctx.set_input_shape(name, tuple(self.x.shape))
+                ctx.set_tensor_address(name, self.dx.value)
+            else:
+                self.bindings = [0] * eng.num_bindings
+                idx = eng.get_binding_index(name)
+                ctx.set_binding_shape(idx, tuple(self.x.shape))
+                self.bindings[idx] = self.dx.value
+            for out in model.outputs:
+                j = None if model.tensor_api else eng.get_binding_index(out)
+                shape = ctx.get_tensor_shape(out) if model.tensor_api else ctx.get_binding_shape(j)
+                arr = np.empty(tuple(shape), dtype=model._dtype(out))
+                d = self._alloc(arr.nbytes)
+                if model.tensor_api:
+                    ctx.set_tensor_address(out, d.value)
+                else:
+                    self.bindings[j] = d.value
+                self.outs.append((arr, d))
+        except BaseException:
+            self.free()
+            raise
+
+    def _alloc(self, nbytes):
+        ptr = self.model.cuda.malloc(nbytes)
+        self.ptrs.append(ptr)
+        return ptr
+
+    def copy_in(self):
+        self.model.cuda.to_device(self.dx, self.x)
+
+    def compute(self):
+        m = self.model
+        if m.tensor_api:
+            ok = m.context.execute_async_v3(m.stream.value or 0)
+            m.cuda.sync(m.stream)
+        else:
+            ok = m.context.execute_v2(self.bindings)
+        if not ok:
+            raise BundleError("TensorRT inference failed (see the TensorRT messages above)")
+
+    def copy_out(self):
+        for arr, d in self.outs:
+            self.model.cuda.to_host(arr, d)
+
+    def free(self):
+        for p in self.ptrs:
+            self.model.cuda.free(p)
+        self.ptrs = []
 
 
 def same_version(a, b):
@@ -579,6 +685,211 @@ def print_verify(report):
         print("VERIFY FAILED: %s" % report.get("reason", "outputs differ"))
 
 
+# -- benchmark ------------------------------------------------------------------------------------
+BENCH_MAX_BATCH = 4096
+BENCH_MAX_SIZES = 16
+BENCH_MIN_CALLS = 10  # timed calls per batch and measure, however short --min-time is
+BENCH_MAX_CALLS = 1000000
+BENCH_ESTIMATOR = "sample percentiles of per-call wall time"
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "asimddp")
+MEASURES = {
+    "latency_ms": "per call, end to end: host inputs in, host outputs back (TensorRT: incl. H2D/D2H copies)",
+    "compute_ms": "per call, TensorRT enqueue + stream sync only, buffers already on the GPU (no H2D/D2H copies)",
+}
+
+
+def bench_options(args):
+    """Check --batch-sizes / --warmup / --min-time / --json; a bad value is a one-line UsageError (exit 2)."""
+    if args.verify or args.check_files or args.images:
+        raise UsageError("--bench runs alone; drop --verify / --check-files / the image paths")
+    sizes = []
+    for part in str(args.batch_sizes).split(","):
+        part = part.strip()
+        if not part.isdigit() or not 1 <= int(part) <= BENCH_MAX_BATCH:
+            raise UsageError("--batch-sizes takes whole numbers 1..%d separated by commas, e.g. 1,8" % BENCH_MAX_BATCH)
+        if int(part) not in sizes:
+            sizes.append(int(part))
+    if len(sizes) > BENCH_MAX_SIZES:
+        raise UsageError("--batch-sizes takes at most %d sizes" % BENCH_MAX_SIZES)
+    warmup = str(args.warmup).strip()
+    if not warmup.isdigit() or int(warmup) > 10000:
+        raise UsageError("--warmup takes a whole number of calls, 0..10000")
+    try:
+        min_time = float(args.min_time)
+    except ValueError:
+        min_time = float("nan")
+    if not math.isfinite(min_time) or not 0.01 <= min_time <= 600:
+        raise UsageError("--min-time takes seconds per batch size and measure, 0.01..600 (got %r)" % args.min_time)
+    if args.json_path and not os.path.isdir(os.path.dirname(os.path.abspath(args.json_path))):
+        raise UsageError("--json %s: its folder does not exist" % args.json_path)
+    return sizes, int(warmup), min_time
+
+
+def time_calls(call, warmup, min_time):
+    """Seconds per call: ``warmup`` untimed calls, then at least BENCH_MIN_CALLS and at least ``min_time`` s."""
+    for _ in range(warmup):
+        call()
+    times = []
+    clock = time.perf_counter
+    start = clock()
+    while len(times) < BENCH_MIN_CALLS or (clock() - start < min_time and len(times) < BENCH_MAX_CALLS):
+        t0 = clock()
+        call()
+        times.append(clock() - t0)
+    return times
+
+
+def summarize(times, batch):
+    import numpy as np
+
+    ms = np.asarray(times, dtype=np.float64) * 1000.0
+    p50, p90, p99 = [float(v) for v in np.percentile(ms, [50, 90, 99])]
+    return {
+        "n": int(ms.size),
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        "mean": float(ms.mean()),
+        "min": float(ms.min()),
+        "max": float(ms.max()),
+        "images_per_s": batch * 1000.0 / p50 if p50 > 0 else None,
+    }
+
+
+def host_info(model):
+    """What ran it: CPU model and SIMD flags (from /proc/cpuinfo where it exists), board, GPU name."""
+    info = {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version()}
+    info["cpu_count"] = os.cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip().lower(), value.strip())
+    except OSError:
+        pass
+    info["cpu_model"] = fields.get("model name") or fields.get("hardware") or platform.processor() or None
+    flags = (fields.get("flags") or fields.get("features") or "").split()
+    info["cpu_flags"] = [f for f in CPU_FLAGS if f in flags]
+    try:
+        with open("/proc/device-tree/model", "rb") as fh:
+            info["board"] = fh.read().decode("utf-8", "replace").strip("\x00 \n") or None
+    except OSError:
+        pass
+    try:
+        info["gpu"] = model.gpu_name()
+    except Exception:  # noqa: BLE001 - the name is informative only
+        info["gpu"] = None
+    return info
+
+
+def bench_inputs(golden, batch):
+    import numpy as np
+
+    reps = -(-batch // len(golden))
+    return np.ascontiguousarray(np.concatenate([golden] * reps, axis=0)[:batch])
+
+
+def bench(sizes, warmup, min_time, runtime=None, threads=None):
+    n_files = check_files()
+    import numpy as np
+
+    bundle = load_json("bundle.json")
+    golden = np.load(path_in(*bundle["golden"]["inputs"].split("/")), allow_pickle=False)
+    model = open_model(bundle, runtime, threads)
+    lo, hi, why = model.batch_range(bundle.get("max_batch") or 1)
+    wrong = [b for b in sizes if not lo <= b <= hi]
+    if wrong:
+        takes = "batch %d" % lo if lo == hi else "batch %d..%d" % (lo, hi)
+        raise UsageError(
+            "--batch-sizes %s: this model takes %s (%s); use --batch-sizes %d" % (wrong[0], takes, why, lo)
+        )
+    results = []
+    for b in sizes:
+        x = bench_inputs(golden, b)
+        calls, done = model.bench_calls(x)
+        try:
+            row = {"batch": b}
+            for what, call in calls:
+                row[what] = summarize(time_calls(call, warmup, min_time), b)
+        finally:
+            done()
+        row["images_per_s"] = row["latency_ms"]["images_per_s"]
+        results.append(row)
+    return {
+        "schema": "edgecnn-run-bench/1",
+        "bundle": bundle["name"],
+        "device_profile": bundle["device"]["name"],
+        "files_checked": n_files,
+        "runtime": model.runtime,
+        "runtime_version": model.version,
+        "runner": model.name,
+        "batch_sizes": sizes,
+        "batch_range": [lo, hi],
+        "warmup": warmup,
+        "min_time_s": min_time,
+        "min_calls": BENCH_MIN_CALLS,
+        "inputs": "golden inputs (%s, %d images) tiled to each batch" % (bundle["golden"]["inputs"], len(golden)),
+        "estimator": BENCH_ESTIMATOR,
+        "percentiles": "numpy.percentile, linear interpolation, over n timed calls (time.perf_counter)",
+        "images_per_s_basis": "batch * 1000 / latency_ms.p50",
+        "measures": {k: v for k, v in MEASURES.items() if any(k in r for r in results)},
+        "threads": dict(model.threads(), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS")),
+        "host": host_info(model),
+        "results": results,
+    }
+
+
+def print_bench(report):
+    host = report["host"]
+    print("bench   %s (%s) with %s" % (report["bundle"], report["device_profile"], report["runner"]))
+    print(
+        "host    %s, %s CPUs%s"
+        % (
+            host.get("cpu_model") or host["machine"],
+            host["cpu_count"],
+            ", GPU %s" % host["gpu"] if host.get("gpu") else "",
+        )
+    )
+    print(
+        "method  %s; %d warm-up calls, then >= %d calls and >= %g s per batch and measure; %s"
+        % (report["inputs"], report["warmup"], report["min_calls"], report["min_time_s"], report["estimator"])
+    )
+    print(
+        "%6s  %-10s %8s %9s %9s %9s %9s %10s"
+        % ("batch", "measure", "n", "p50 ms", "p90 ms", "p99 ms", "mean ms", "images/s")
+    )
+    for row in report["results"]:
+        for what in ("latency_ms", "compute_ms"):
+            if what in row:
+                s = row[what]
+                print(
+                    "%6d  %-10s %8d %9.3f %9.3f %9.3f %9.3f %10.1f"
+                    % (row["batch"], what[:-3], s["n"], s["p50"], s["p90"], s["p99"], s["mean"], s["images_per_s"] or 0)
+                )
+    if any("compute_ms" in r for r in report["results"]):
+        print("latency = with H2D/D2H copies (end to end); compute = enqueue + sync, no copies")
+
+
+def write_json_atomic(path, obj):
+    """Write ``obj`` to ``path`` through a temporary file in the same folder and os.replace: never half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".run-py-", suffix=".json.tmp", dir=folder)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise BundleError("cannot write %s (%s)" % (path, exc))
+
+
 # -- classification ------------------------------------------------------------------------------
 def collect_images(paths):
     files = []
@@ -630,8 +941,19 @@ def main(argv=None):
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     ap.add_argument("--json", dest="json_path", help="also write the result as JSON to this file")
+    ap.add_argument("--bench", action="store_true", help="check hashes, then time the model on golden inputs")
+    ap.add_argument("--batch-sizes", default="1", help="--bench: comma-separated batch sizes (default 1)")
+    ap.add_argument("--warmup", default="10", help="--bench: untimed calls per batch size first (default 10)")
+    ap.add_argument("--min-time", default="2", help="--bench: seconds of timed calls per batch size (default 2)")
     args = ap.parse_args(argv)
     try:
+        if args.bench:
+            sizes, warmup, min_time = bench_options(args)
+            report = bench(sizes, warmup, min_time, args.runtime, args.threads)
+            print_bench(report)
+            if args.json_path:
+                write_json_atomic(args.json_path, report)
+            return 0
         if args.check_files:
             print("files ok: %d checked against manifest.json" % check_files())
             return 0
@@ -649,7 +971,7 @@ def main(argv=None):
         return 0
     except BundleError as exc:
         sys.stderr.write("error: %s\n" % exc)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
 
 
 if __name__ == "__main__":
