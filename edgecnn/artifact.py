@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ import numpy as np
 
 from .envinfo import fingerprint
 from .errors import WRITE_ONLY_ERRNOS, ArtifactError, EdgeCnnError, OutputError, cannot_write, os_write_error
-from .integrity import check_files, verify_files
+from .integrity import check_files, file_digest, verify_files
 from .manifest_schema import FORMATS, read_manifest
 from .manifest_schema import validate as validate_manifest
 
@@ -32,12 +31,10 @@ MANIFEST = "manifest.json"
 SCHEMA = "edgecnn.artifact/1"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    """sha256 of a regular file; the one hashing routine (:func:`edgecnn.integrity.file_digest`, cached per
+    process by the file's identity)."""
+    return file_digest(path)
 
 
 @contextlib.contextmanager

@@ -45,17 +45,12 @@ class ImageFolderDataset(Dataset):
         classes: list[str],
         input_spec: dict,
         *,
-        augment: bool = False,
-        hflip: bool = True,
+        augment=False,
         skip_corrupt: bool = False,
     ):
         self.classes = classes
         self.channels = int(input_spec["channels"])
-        self.transform = (
-            train_transform(input_spec, augment, hflip=None if hflip else False)
-            if augment
-            else eval_transform(input_spec)
-        )
+        self.transform = train_transform(input_spec, augment) if augment else eval_transform(input_spec)
         self.skipped: list[Path] = []
         if skip_corrupt:
             good = []
@@ -88,8 +83,7 @@ def load_folder(
     *,
     val_split: float = 0.2,
     seed: int = 0,
-    augment: bool = False,
-    hflip: bool = True,
+    augment=False,
     skip_corrupt: bool = False,
 ) -> ImageFolderDataset:
     root = Path(root)
@@ -107,7 +101,7 @@ def load_folder(
             if not 0.0 < val_split < 1.0:
                 raise DataError(f"--val-split must be between 0 and 1 (exclusive), got {val_split}.")
             samples = _split(samples, val_split, seed)[0 if split == "train" else 1]
-    return ImageFolderDataset(samples, classes, input_spec, augment=augment, hflip=hflip, skip_corrupt=skip_corrupt)
+    return ImageFolderDataset(samples, classes, input_spec, augment=augment, skip_corrupt=skip_corrupt)
 
 
 def _split(samples, val_split: float, seed: int):

@@ -171,11 +171,11 @@ def eval_transform(input_spec: dict) -> EvalTransform:
     return EvalTransform(input_spec)
 
 
-def train_transform(input_spec: dict, policy=True, *, hflip: bool | None = None):
+def train_transform(input_spec: dict, policy=True):
     """The training transform of an :class:`~edgecnn.data.augment.AugmentPolicy` (or its name / True =
     'default'): its random steps, then tensor + normalize. Without a random crop the images are resized
-    and center-cropped exactly as :func:`eval_transform` does. ``hflip`` (True/False) overrides the
-    policy's flip; None leaves it to the policy (auto: flips only multi-channel input)."""
+    and center-cropped exactly as :func:`eval_transform` does. The policy decides the flip (auto: only
+    multi-channel input is flipped)."""
     policy = AugmentPolicy.parse(policy)
     channels = int(input_spec["channels"])
     crop = tuple(input_spec.get("crop") or (input_spec["height"], input_spec["width"]))
@@ -186,7 +186,7 @@ def train_transform(input_spec: dict, policy=True, *, hflip: bool | None = None)
         steps.append(
             T.RandomAffine(degrees=policy.rotate, translate=(policy.translate,) * 2 if policy.translate else None)
         )
-    if policy.flips(channels) if hflip is None else hflip:
+    if policy.flips(channels):
         steps.append(T.RandomHorizontalFlip())
     if policy.vflip:
         steps.append(T.RandomVerticalFlip())

@@ -183,8 +183,7 @@ class DataSource:
         *,
         val_split: float = 0.2,
         seed: int = 0,
-        augment: bool = False,
-        hflip: bool = True,
+        augment=False,
         skip_corrupt: bool = False,
         num_classes: int = 10,
     ):
@@ -204,12 +203,5 @@ class DataSource:
                 seed=seed + (0 if split == "train" else 1),
             )
         return load_folder(
-            self.path,
-            input_spec,
-            split,
-            val_split=val_split,
-            seed=seed,
-            augment=augment,
-            hflip=hflip,
-            skip_corrupt=skip_corrupt,
+            self.path, input_spec, split, val_split=val_split, seed=seed, augment=augment, skip_corrupt=skip_corrupt
         )
