@@ -47,6 +47,7 @@ from .doctor_rules import (  # noqa: F401 - the rule tables and checks stay impo
     sparsity_support,
 )
 from .errors import ArtifactError, InvalidInput
+from .layouts import choose
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def diagnose(
     """Check ``src`` (an ONNX artifact or .onnx path) against ``device`` at TensorRT ``tensorrt``
     (default: the profile's default version). Returns a DoctorReport; raises only for bad arguments."""
     profile = load_profile(device)
-    art, path = _resolve_source(src)
+    art, path = _resolve_source(src, "tensorrt" if profile.uses_tensorrt else "cpu")
     model = _load(path)
     info = describe_onnx(path)
     graph = _Graph(model)
@@ -192,8 +193,9 @@ def diagnose(
     )
 
 
-def _resolve_source(src) -> tuple[Artifact | None, Path]:
-    """The ONNX artifact (None for a bare .onnx path) and the model file ``src`` names."""
+def _resolve_source(src, family: str) -> tuple[Artifact | None, Path]:
+    """The ONNX artifact (None for a bare .onnx path) and the model file ``src`` names: of an INT8 artifact, the
+    layout the device's runtime ``family`` runs (:func:`edgecnn.layouts.choose`)."""
     if isinstance(src, Artifact):
         art = src
     elif is_artifact(src):
@@ -204,7 +206,7 @@ def _resolve_source(src) -> tuple[Artifact | None, Path]:
         raise ArtifactError(
             f"'{art.path}' is a {art.format} artifact; doctor checks ONNX artifacts (make one with 'edgecnn export')."
         )
-    path = art.model_file if art is not None else Path(src)
+    path = choose(art, family).file if art is not None else Path(src)
     if not path.is_file():
         raise ArtifactError(f"'{path}' does not exist; pass an ONNX artifact directory or a .onnx file.")
     return art, path

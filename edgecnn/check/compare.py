@@ -7,6 +7,7 @@ import math
 
 from ..artifact import Artifact
 from ..errors import InvalidInput
+from ..layouts import recorded_layouts
 
 #: input-spec keys that do not change what a model is fed
 _SPEC_IGNORE = {"formula"}
@@ -84,10 +85,13 @@ def describe_artifact(art: Artifact) -> dict:
     }
 
 
-def artifact_bytes(art: Artifact) -> int:
-    """Bytes of the model file(s) a deployment ships (manifest excluded)."""
+def artifact_bytes(art: Artifact, family: str = "cpu") -> int:
+    """Bytes of the model file(s) a deployment of runtime ``family`` ships (manifest excluded): of an INT8
+    artifact with several layouts, only the one that family runs (:mod:`edgecnn.layouts`)."""
     files = art.manifest.get("files") or {art.manifest["file"]: None}
-    return sum((art.path / rel).stat().st_size for rel in files if (art.path / rel).is_file())
+    layouts = recorded_layouts(art.manifest) if art.precision == "int8" else {}
+    other = set(layouts.values()) - {layouts.get(family, art.manifest["file"])}
+    return sum((art.path / rel).stat().st_size for rel in files if rel not in other and (art.path / rel).is_file())
 
 
 def _lineage_metric(art: Artifact, key: str, depth: int = 8):

@@ -57,7 +57,8 @@ def _size(n: int) -> str:
     "--target",
     type=click.Choice(["auto", "cpu", "tensorrt"]),
     default=None,
-    help="INT8 layout: cpu (ONNX Runtime), tensorrt (validated TensorRT rules), auto (default).",
+    help="INT8 layout: auto (default) writes both - model.onnx (tensorrt) and model.cpu.onnx (cpu) - and "
+    "deploy --target picks one; cpu (ONNX Runtime/OpenVINO) or tensorrt (validated TensorRT rules) writes one.",
 )
 @click.option("--max-drop", type=FINITE, default=None, help="INT8 accuracy budget in top-1 points on --data.")
 @click.option(
@@ -118,14 +119,16 @@ def command(
     threads,
     json_path,
 ):
-    """Compress MODEL (a zoo name with --weights, or an artifact) in one chain: prune (+ fine-tune / distil),
-    export, INT8 or FP16; end with an original-vs-compressed table measured in one run.
+    """Compress MODEL (a zoo name, torchvision:NAME, timm:NAME, FILE.py:factory or module:factory with
+    --weights, or an artifact) in one chain: prune (+ fine-tune / distil), export, INT8 or FP16; end with an
+    original-vs-compressed table measured in one run.
 
     \b
     Examples:
       edgecnn compress resnet50 --int8 --calib calibration/            # ImageNet weights from the torch cache
       edgecnn compress resnet50 --int8 --calib calibration/ --weights random
       edgecnn compress runs/lenet5 --prune 0.6 --distill --data digits --int8 --calib digits
+      edgecnn compress torchvision:mobilenet_v2 --weights imagenet --int8 --calib calibration/
       edgecnn compress --recipe examples/recipes/resnet18-int8-tensorrt.yaml
     The final artifact is <run>/final (a link) and "final" in <run>/compress.json.
     """
@@ -189,6 +192,19 @@ def _latency_lines(rows: list[dict], line) -> list[list[str]]:
     return out
 
 
+def _layout_notes(report: dict) -> list[str]:
+    """Which INT8 layouts the run wrote and which one the table's INT8 column ran (edgecnn.layouts)."""
+    layouts = next((st.get("layouts") for st in report.get("steps") or [] if st.get("step") == "int8"), None)
+    if not layouts:
+        return []
+    files = ", ".join(f"{fam} ({file})" for fam, file in layouts.items())
+    ran = layouts.get("cpu") and f"cpu ({layouts['cpu']})" or f"tensorrt ({layouts['tensorrt']})"
+    return [
+        f"INT8 layouts: {files}; 'edgecnn deploy --target' picks one (cpu: the cpu layout, gpu/jetson: the "
+        f"tensorrt layout); the table's INT8 column ran {ran} in ONNX Runtime here"
+    ]
+
+
 def print_report(report: dict) -> None:
     table = report["table"]
     rows = table["rows"]
@@ -229,6 +245,7 @@ def print_report(report: dict) -> None:
             f"latency ratio, {lat.get('estimator')} [95% CI] (! = flagged: see below)"
         )
         notes += [f"flagged: {n}" for n in lat.get("notes") or []]
+    notes += _layout_notes(report)
     notes.append(f"final artifact: {report['final']}")
     notes.append(f"report: {report['run']}/compress.json ({report['seconds']['total']:.0f} s)")
     for n in notes:

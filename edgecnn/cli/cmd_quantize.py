@@ -48,8 +48,9 @@ def _pct(x) -> str:
     type=click.Choice(TARGETS),
     default="auto",
     show_default=True,
-    help="cpu: fastest QDQ layout for ONNX Runtime/OpenVINO; tensorrt: signed symmetric INT8 with "
-    "TensorRT's fusion placement, checked by the validator; auto: tensorrt if a CUDA GPU is visible.",
+    help="INT8 layout(s) written. auto: both from one calibration - model.onnx (tensorrt) and model.cpu.onnx "
+    "(cpu) - and the deploy target picks one; cpu: only the fastest layout for ONNX Runtime/OpenVINO on a CPU; "
+    "tensorrt: only signed symmetric INT8 with TensorRT's fusion placement, checked by the validator.",
 )
 @click.option(
     "--preset",
@@ -208,8 +209,7 @@ def print_quantize_summary(art) -> dict:
     rows = [
         ["artifact", str(art.path)],
         ["model", f"{art.model} (int8 QDQ, {art.num_classes} classes)"],
-        ["file", _size(art.model_file.stat().st_size)],
-        ["target", q["target"]],
+        *_layout_rows(art, q),
         *(
             [["names", f"compacted: {q['compact_names']['tensors']} tensors renamed (table in the manifest)"]]
             if q.get("compact_names")
@@ -228,13 +228,9 @@ def print_quantize_summary(art) -> dict:
         rows.append(["concats on 8-bit tensors", str(len(q["rewrites"]["concat_before_dequantize"]))])
     if q["rewrites"].get("batchnorm_as_depthwise"):
         rows.append(["BatchNorms as depthwise INT8 convs", str(len(q["rewrites"]["batchnorm_as_depthwise"]))])
-    verdict = "passed" if v["passed"] else f"{v['errors']} error(s)"
-    if v["warnings"]:
-        verdict += f", {v['warnings']} warning(s)"
-    if not v["required"]:
-        verdict += " (not required for target cpu)"
-    rows.append(["TensorRT rules", verdict])
-    if "top1" in m:
+    if not q.get("layouts"):
+        rows.append(["TensorRT rules", _verdict(v)])
+    if "top1" in m and "top1_by_layout" not in m:
         rows.append(
             [
                 "top-1 FP32 -> INT8 (ORT)",
@@ -267,6 +263,30 @@ def print_quantize_summary(art) -> dict:
             title="measured layer sensitivity (most helpful first)",
         )
     return {"artifact": str(art.path), "id": art.id, "metrics": m, "quantization": q}
+
+
+def _verdict(v: dict) -> str:
+    verdict = "passed" if v["passed"] else f"{v['errors']} error(s)"
+    if v["warnings"]:
+        verdict += f", {v['warnings']} warning(s)"
+    return verdict + ("" if v["required"] else " (not required for the cpu layout)")
+
+
+def _layout_rows(art, q: dict) -> list[list[str]]:
+    """One row per INT8 layout: its file and size, what runs it, the TensorRT rules and its own top-1."""
+    layouts = q.get("layouts")
+    if not layouts:  # written before layouts were recorded
+        return [["file", _size(art.model_file.stat().st_size)], ["target", q["target"]]]
+    rows = [["target", f"{q['target']}: {q.get('layout_choice', '')}"]]
+    fp32 = art.manifest["metrics"].get("fp32_top1")
+    for fam, e in layouts.items():
+        text = f"{e['file']} ({_size((art.path / e['file']).stat().st_size)}) for {e['runs_on']}; TensorRT rules "
+        text += _verdict(e["validation"])
+        if "top1" in e:
+            text += f"; top-1 FP32 -> INT8 (ORT) {_pct(fp32)} -> {_pct(e['top1'])} ({e['top1_drop_pt']:+.2f} pt drop)"
+            text += " - budget NOT met" if e.get("met") is False else ""
+        rows.append([f"INT8 layout {fam}", text])
+    return rows
 
 
 def _validate_only(path, json_path) -> None:

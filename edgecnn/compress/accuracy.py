@@ -196,6 +196,13 @@ def restore_accuracy(
     return model, report
 
 
+def measure_with_float(int8_model, layers: Sequence[str], held: HeldOut) -> tuple[object, float]:
+    """``int8_model`` with ``layers`` kept in floating point (layers chosen on another layout of the same
+    calibration) and its own top-1 on ``held``: lowering changes numerics, so it is measured, never assumed."""
+    model = _with_float(int8_model, layers) if layers else int8_model
+    return model, held.measure([model], desc="INT8 (second layout)")[0]["top1"]
+
+
 def _keep_until_met(
     int8_model, held: HeldOut, order: list[str], report: dict, *, max_drop_pt: float, int8_top1: float
 ) -> tuple[float, object, list[str]]:

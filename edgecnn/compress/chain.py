@@ -19,6 +19,7 @@ from typing import Protocol
 from ..artifact import Artifact
 from ..data.calibration import CalibrationSet
 from ..export.onnx import export_onnx
+from ..layouts import recorded_layouts
 from .fp16 import Fp16Options, convert_fp16
 from .precision import check_precision_flags
 from .prune import PruneOptions, prune
@@ -156,8 +157,11 @@ def run_chain(
         q = plan.int8
         src = current if q.qat else result.current_onnx
         result.final = step("int8", lambda d: quantize(src, d, q, calib_set=calib_set, progress=progress))
+        q = result.final.manifest["quantization"]
         result.steps[-1].update(
-            target=result.final.manifest["quantization"]["target"], route=result.final.manifest["quantization"]["route"]
+            target=q["target"],
+            route=q["route"],
+            layouts=recorded_layouts(result.final.manifest),  # family -> file
         )
     elif plan.fp16 is not None:
         h = plan.fp16

@@ -28,7 +28,8 @@ from ..export.onnx import parity_images
 from ..limits import MAX_THREADS
 from ..options import Options, bounded
 from ..runtime.onnxrt import create_session, run_batches
-from .quantize import finish_metadata, fp32_onnx, load_source, require_out
+from .int8_record import finish_metadata
+from .quantize import fp32_onnx, load_source, require_out
 
 #: real images the FP16 model is compared on when no --data is given
 PARITY_IMAGES = 16

@@ -32,6 +32,7 @@ from ..data.calibration import CalibrationSet, load_calibration
 from ..data.source import DataSource
 from ..estimator import RATIO_ESTIMATOR
 from ..evaluation import run_over
+from ..layouts import model_file_for
 from ..runfolder import REPORT, new_run_dir, own_run
 from ..runtime.onnxrt import create_session, run_batches
 from .chain import COMPRESS_LAYOUT, run_chain
@@ -210,7 +211,7 @@ def _fp16_io(art: Artifact) -> bool:
 
 
 def _logits_fn(art: Artifact, threads: int | None):
-    session = create_session(art.model_file, threads=threads)
+    session = create_session(model_file_for(art, "cpu"), threads=threads)  # the table is ONNX Runtime on this CPU
     half = _fp16_io(art)
     return lambda x: run_batches(session, x.astype(np.float16) if half else x).astype(np.float32)
 
@@ -266,14 +267,14 @@ def compare(
 
 def _row(i: int, label: str, art: Artifact, outs: dict, labels, latency, first: Artifact) -> dict:
     m = art.manifest.get("metrics", {})
-    size = art.model_file.stat().st_size
+    size = model_file_for(art, "cpu").stat().st_size
     ref = next(iter(outs.values()))
     row = {
         "label": label,
         "artifact": str(art.path),
         "precision": art.precision,
         "file_bytes": size,
-        "size_ratio": first.model_file.stat().st_size / size,
+        "size_ratio": model_file_for(first, "cpu").stat().st_size / size,
         "params": m.get("params"),
         "macs": m.get("macs"),
         "agreement": float((outs[label].argmax(1) == ref.argmax(1)).mean()),

@@ -8,7 +8,10 @@ backend calibrates it and writes QuantizeLinear/DequantizeLinear pairs with INT8
 the torch model instead needs BN folded first (an unfolded BatchNorm stays a float op between the INT8
 convolutions) and compiles a C++ extension; the ONNX route avoids both.
 
-NNCF's graph is then adapted per ``target`` (:func:`edgecnn.compress.qdq.adapt_for_target`):
+NNCF's graph is then adapted per layout (:func:`edgecnn.compress.qdq.adapt_for_target`); ``--target auto``
+(the default) writes both layouts below from the one calibration - ``model.onnx`` (tensorrt, target-neutral)
+and ``model.cpu.onnx`` (cpu) - and the deploy target picks the file (:mod:`edgecnn.layouts`, written by
+:mod:`edgecnn.compress.int8_record`); ``--target cpu|tensorrt`` writes that layout alone:
 
 * every target: a layer that reads its input through a shape-only op after the DequantizeLinear
   (``DQ -> Flatten -> Gemm``: AlexNet's and VGG's first classifier layer, the biggest layer of the
@@ -32,7 +35,9 @@ Accuracy-aware mode (``max_drop`` + ``data``) measures the INT8 model against th
 held-out split in ONNX Runtime (:mod:`edgecnn.compress.accuracy`); when it loses more than the budget,
 every quantized layer is tried in floating point on its own, layers are ranked by the top-1 they give
 back (ties by agreement with FP32), and the best are kept in floating point, one at a time, until the
-budget is met. ``qat`` fine-tunes with fake quantization and knowledge distillation from the original
+budget is met; with two layouts the layers are chosen on the first (tensorrt: its signed activations
+after ReLU are the coarser ones) and kept in float in the other too, whose top-1 is measured on its own. ``qat``
+fine-tunes with fake quantization and knowledge distillation from the original
 first (:mod:`edgecnn.compress.qat`).
 """
 
@@ -40,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import io
 import logging
 import os
@@ -54,20 +58,19 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import onnx
-import torch
 
-from ..artifact import Artifact, check_out, derived_manifest, write_artifact
+from ..artifact import Artifact, check_out
 from ..data.augment import AugmentPolicy
 from ..data.calibration import CalibrationSet, load_calibration
 from ..data.source import DataSource
 from ..errors import ArtifactError, InvalidInput, OptionError, require, suggest
-from ..export.onnx import compact_names as compact_tensor_names
 from ..export.onnx import export_onnx, fold_batchnorm
 from ..limits import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_LAYERS, MAX_SEED, MAX_THREADS
 from ..models import load_torch_model
 from ..options import Options, bounded
 from . import qdq
-from .accuracy import HeldOut, restore_accuracy
+from .accuracy import HeldOut, measure_with_float, restore_accuracy
+from .int8_record import layout_families, record, validation
 from .qat import qat_finetune
 
 log = logging.getLogger("edgecnn")
@@ -91,7 +94,7 @@ class QuantizeOptions(Options):
 
     calib: DataSource | None = None  # calibration images: a folder, digits, synthetic[:N]
     subset_size: int = bounded(300, 1, MAX_IMAGES)
-    target: Target = "auto"  # auto: tensorrt where a CUDA GPU is visible, else cpu
+    target: Target = "auto"  # auto: both layouts (tensorrt + cpu) in one artifact; the deploy target picks
     preset: Preset = "performance"
     range_estimator: RangeEstimator = "default"
     fast_bias_correction: bool = True
@@ -171,15 +174,6 @@ class QuantizeOptions(Options):
 # --------------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------------
-def resolve_target(target: str) -> str:
-    """'auto' -> 'tensorrt' where a CUDA GPU is visible (the deploy runtime there), else 'cpu'."""
-    if target not in TARGETS:
-        raise OptionError(f"Unknown target '{target}'; choose one of: {', '.join(TARGETS)}.")
-    if target != "auto":
-        return target
-    return "tensorrt" if torch.cuda.is_available() else "cpu"
-
-
 def require_out(out, *sources) -> None:
     """A stage that writes an artifact needs --out; a taken one fails before any work."""
     if out is None:
@@ -222,18 +216,6 @@ def fp32_onnx(src: Artifact, workdir: Path, *, progress: bool = False) -> Artifa
     if src.precision != "fp32":
         raise ArtifactError(f"'{src.path}' is {src.precision}; quantize an FP32 artifact.")
     return export_onnx(src, workdir / "fp32", progress=False, parity_data="digits")
-
-
-def finish_metadata(model, artifact_id: str, precision: str) -> None:
-    """Drop intermediate shape annotations (ONNX Runtime and TensorRT infer them; on a small network they
-    are a sixth of the file) and stamp the artifact's id and precision into the model's metadata."""
-    del model.graph.value_info[:]
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update({"edgecnn.id": artifact_id, "edgecnn.precision": precision})
-    del model.metadata_props[:]
-    for k, v in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
 
 
 def list_layers(src) -> list[dict]:
@@ -324,6 +306,9 @@ def nncf_quantize(
     input_name = model.graph.input[0].name
     dataset = nncf.Dataset(list(calib), lambda batch: {input_name: batch})
     adv = AdvancedQuantizationParameters(quantize_outputs=quantize_outputs)
+    # per-tensor activations everywhere: NNCF's CPU config allows per-channel activation quantizers (after ReLU6,
+    # inside squeeze-excitation); ONNX Runtime then leaves those convolutions in float and TensorRT rejects them
+    adv.activations_quantization_params = QuantizationParameters(per_channel=False)
     if not per_channel:
         adv.weights_quantization_params = QuantizationParameters(per_channel=False)
     est = _range_estimator(range_estimator)
@@ -354,18 +339,26 @@ class _Run:
     """One quantize run: the resolved inputs and what each step produced."""
 
     src: Artifact
-    options: QuantizeOptions  # target resolved
+    options: QuantizeOptions
     work: Path
     progress: bool
+    families: tuple[str, ...] = ("cpu",)  # the layouts written, the first one is model.onnx
+    layout_note: str | None = None  # why a layout 'auto' writes is left out
     calib: CalibrationSet | None = None
     fp32: Artifact | None = None
     ignored: list[str] = field(default_factory=list)
-    int8: object = None  # the QDQ ModelProto being built
-    rewrites: dict = field(default_factory=dict)
-    accuracy: dict | None = None
+    models: dict = field(default_factory=dict)  # family -> the QDQ ModelProto of that layout
+    rewrites: dict = field(default_factory=dict)  # family -> what adapt_for_target changed
+    accuracy: dict | None = None  # the first layout's accuracy-aware report
+    layout_accuracy: dict | None = None  # family -> its own measured top-1 (with --data)
     qat: dict | None = None
-    validation: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)  # family -> TensorRT-rule summary
     timings: dict = field(default_factory=dict)
+
+    @property
+    def int8(self):
+        """The first layout's model (the one accuracy-aware mode chooses layers on)."""
+        return self.models[self.families[0]]
 
     @contextlib.contextmanager
     def timed(self, key: str):
@@ -374,9 +367,9 @@ class _Run:
         self.timings[key] = time.perf_counter() - t
 
     def ptq(self, fp32_model) -> None:
-        """NNCF PTQ of ``fp32_model`` on this run's calibration batches, adapted for the target."""
+        """NNCF PTQ of ``fp32_model`` on this run's calibration batches (once), adapted to every layout."""
         o = self.options
-        self.int8 = nncf_quantize(
+        raw = nncf_quantize(
             fp32_model,
             self.calib,
             preset=o.preset,
@@ -387,7 +380,10 @@ class _Run:
             ignored=self.ignored,
             progress=self.progress,
         )
-        self.rewrites = qdq.adapt_for_target(self.int8, o.target)
+        for i, fam in enumerate(self.families):
+            model = raw if i == len(self.families) - 1 else copy.deepcopy(raw)
+            self.rewrites[fam] = qdq.adapt_for_target(model, fam)
+            self.models[fam] = model
 
 
 def quantize(
@@ -398,7 +394,9 @@ def quantize(
     calib_set: CalibrationSet | None = None,
     progress: bool = True,
 ) -> Artifact:
-    """The quantize stage: ``src`` (torch or FP32 onnx artifact) -> INT8 QDQ onnx artifact at ``out``.
+    """The quantize stage: ``src`` (torch or FP32 onnx artifact) -> INT8 QDQ onnx artifact at ``out``: with
+    ``options.target`` 'auto' both layouts (``model.onnx`` for TensorRT, ``model.cpu.onnx`` for CPUs), else
+    the one asked for.
 
     ``options.calib`` names the calibration images; ``calib_set`` is that set already read by the caller
     (then nothing is scanned or decoded again). ``options.max_drop`` (points of top-1 on the held-out split
@@ -409,6 +407,9 @@ def quantize(
     src, options = _resolve(src, out, options)
     with tempfile.TemporaryDirectory(prefix="edgecnn-quantize-") as tmpdir:
         run = _Run(src=src, options=options, work=Path(tmpdir), progress=progress)
+        run.families, run.layout_note = layout_families(options.target, options.preset, options.per_channel)
+        if run.layout_note:
+            log.warning("%s", run.layout_note)
         with run.timed("calibration_read"):
             run.calib = (
                 calib_set
@@ -433,16 +434,14 @@ def quantize(
         if options.data is not None:
             with run.timed("accuracy"):
                 _accuracy_aware(run, fp32_model)
-        run.validation = _validation(run.int8, options.target)
-        return _record(run, out, t0)
+        run.validation = {fam: validation(run.models[fam], fam) for fam in run.families}
+        return record(run, out, t0)
 
 
 def _resolve(src, out, options: QuantizeOptions) -> tuple[Artifact, QuantizeOptions]:
-    """Checks that fail in a second: --out, the options (with 'auto' resolved), the source's format."""
+    """Checks that fail in a second: --out, the options, the source's format."""
     require_out(out, src)
     options.validate()
-    options = dataclasses.replace(options, target=resolve_target(options.target))
-    options.validate()  # the TensorRT rules again, now that 'auto' has become a target
     src = load_source(src)
     if options.qat and src.format != "torch":
         parent = (src.manifest.get("parent") or {}).get("path")
@@ -464,14 +463,16 @@ def _check_calibration_shape(calib: CalibrationSet, src: Artifact) -> None:
 
 
 def _accuracy_aware(run: _Run, fp32_model) -> None:
-    """Measure INT8 against FP32 on the held-out split; keep layers in float / fine-tune (QAT) to meet the budget."""
+    """Measure INT8 against FP32 on the held-out split; keep layers in float / fine-tune (QAT) to meet the budget
+    (chosen on the first layout), then the same layers in float in every other layout, each measured."""
     o = run.options
     held = HeldOut.from_source(
         o.data, run.src, val_split=o.val_split, skip_corrupt=o.skip_corrupt, threads=o.threads, progress=run.progress
     )
     held.set_reference(fp32_model)
     budget = o.max_drop if o.max_drop is not None else float("inf")
-    run.int8, run.accuracy = restore_accuracy(
+    first = run.families[0]
+    run.models[first], run.accuracy = restore_accuracy(
         run.int8, held, max_drop_pt=budget, max_layers=0 if o.qat else o.max_float_layers, rank=not o.qat
     )
     if o.qat and (o.max_drop is None or not run.accuracy["met"]):
@@ -485,6 +486,31 @@ def _accuracy_aware(run: _Run, fp32_model) -> None:
             f"{' (most sensitive: ' + top + ')' if top else ''}. Fine-tune with --qat --epochs N, give more "
             "calibration images, or relax --max-drop."
         )
+    kept = [k["layer"] for k in acc["kept_float"]]
+    run.layout_accuracy = {first: _layout_measure(acc["final_top1"], acc["fp32_top1"], o.max_drop, kept)}
+    for fam in run.families[1:]:
+        run.models[fam], top1 = measure_with_float(run.models[fam], kept, held)
+        run.layout_accuracy[fam] = _layout_measure(top1, acc["fp32_top1"], o.max_drop, kept)
+        if o.max_drop is not None and not run.layout_accuracy[fam]["met"]:
+            log.warning(
+                "the %s layout loses %.2f pt top-1 with the layers kept in float on the %s layout (budget %s pt); "
+                "quantize with --target %s to choose them on that layout alone",
+                fam,
+                run.layout_accuracy[fam]["top1_drop_pt"],
+                first,
+                o.max_drop,
+                fam,
+            )
+
+
+def _layout_measure(top1: float, fp32_top1: float, max_drop: float | None, kept: list[str]) -> dict:
+    drop = 100 * (fp32_top1 - top1)
+    return {
+        "top1": top1,
+        "top1_drop_pt": drop,
+        "met": None if max_drop is None else drop <= max_drop + 1e-9,
+        "kept_float": list(kept),
+    }
 
 
 def _qat_route(run: _Run, held: HeldOut, budget: float) -> None:
@@ -512,89 +538,7 @@ def _qat_route(run: _Run, held: HeldOut, budget: float) -> None:
     exported = export_onnx(src, run.work / "qat_fp32", model=student, progress=False, parity_data="digits")
     before = {k: run.accuracy[k] for k in ("int8_top1", "ptq_drop_pt")}
     run.ptq(onnx.load(str(exported.model_file)))
-    run.int8, run.accuracy = restore_accuracy(run.int8, held, max_drop_pt=budget, max_layers=o.max_float_layers)
-    run.accuracy["before_qat"] = before
-
-
-def _validation(int8, target: str) -> dict:
-    violations = qdq.validate_qdq(int8, "tensorrt")
-    validation = qdq.summarize(violations)
-    validation["required"] = target == "tensorrt"
-    if target == "tensorrt" and not validation["passed"]:
-        raise RuntimeError(f"bug: TensorRT-target model fails its own validator: {qdq.errors(violations)[0]}")
-    return validation
-
-
-_ROUTE_REASON = (
-    "NNCF ONNX backend on the FP32 export with BatchNorm folded: fastest INT8 in ONNX Runtime on the "
-    "measured CPU and INT8-stored weights; the torch backend needs BN folded first and a C++ build"
-)
-
-
-def _record(run: _Run, out, t0: float) -> Artifact:
-    """Manifest (params, metrics, the quantization report) and the written artifact."""
-    o, src, acc = run.options, run.src, run.accuracy
-    params = {
-        "calib": run.calib.source.get("source", str(o.calib)),
-        "subset_size": o.subset_size,
-        "target": o.target,
-        "preset": o.preset,
-        "range_estimator": o.range_estimator,
-        "fast_bias_correction": o.fast_bias_correction,
-        "per_channel": o.per_channel,
-        "ignore": list(o.ignore),
-        "max_drop": o.max_drop,
-        "data": o.data.describe("val") if o.data else None,
-        "qat": o.qat,
-        "epochs": o.epochs if o.qat else None,
-        "calib_batch_size": o.calib_batch_size,
-        "seed": o.seed,
-        "compact_names": o.compact_names,
-    }
-    metrics = {k: v for k, v in src.metrics.items() if k in ("params", "macs")}
-    if acc is not None:
-        metrics.update(
-            top1=acc["final_top1"],
-            fp32_top1=acc["fp32_top1"],
-            top1_drop_pt=acc["final_drop_pt"],
-            eval_data=o.data.describe("val"),
-            evaluated_in="onnxruntime",
-        )
-    info = {
-        # the route as it ran: NNCF on the FP32 ONNX, after quantization-aware fine-tuning when that ran
-        "route": "nncf-onnx" + (" + qat" if run.qat else ""),
-        "route_reason": _ROUTE_REASON,
-        "target": o.target,
-        "activations": "int8 symmetric (zero point 0)"
-        if o.target == "tensorrt"
-        else "uint8: zero point 0 after ReLU, 128 for signed tensors (NNCF's symmetric int8 + 128), "
-        "one shared quantizer per concat group",
-        "weights": (
-            "int8 symmetric per-channel (axis 0 = output channels)" if o.per_channel else "int8 symmetric per-tensor"
-        ),
-        "fp32_onnx": "the source artifact"
-        if run.fp32 is src
-        else "exported from the torch source (BN folded; temporary, not kept - run 'edgecnn export' to keep one)",
-        "rewrites": run.rewrites,
-        "ignored": run.ignored,
-        "kept_float": [k["layer"] for k in (acc or {}).get("kept_float", [])],
-        "accuracy_aware": acc,
-        "qat": run.qat,
-        "calibration": run.calib.describe(),
-        "validation": run.validation,
-        "seconds": {k: round(v, 2) for k, v in run.timings.items()},
-    }
-    manifest = derived_manifest(
-        src, stage="quantize", precision="int8", params=params, metrics=metrics, extra={"quantization": info}
+    run.models[run.families[0]], run.accuracy = restore_accuracy(
+        run.int8, held, max_drop_pt=budget, max_layers=o.max_float_layers
     )
-    for w in run.calib.warnings:
-        log.info("calibration: %s", w)
-    if o.compact_names:
-        info["compact_names"] = compact_tensor_names(run.int8)
-    finish_metadata(run.int8, manifest["id"], "int8")
-
-    def write(tmp: Path) -> None:
-        onnx.save(run.int8, str(tmp / "model.onnx"))
-        info["seconds"]["total"] = round(time.perf_counter() - t0, 2)
-
-    return write_artifact(out, manifest, write)
+    run.accuracy["before_qat"] = before
