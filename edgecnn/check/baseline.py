@@ -14,7 +14,8 @@ from pathlib import Path
 from ..artifact import Artifact, atomic_write_json
 from ..data.source import DataSource
 from ..errors import InvalidInput
-from .decision import Metric
+from ..ondevice import POWER_KEYS, power_change
+from .decision import Metric, not_comparable
 from .policy import Policy
 from .result import CheckReport, finite
 
@@ -64,6 +65,7 @@ def save_baseline(report: CheckReport, path: str | Path, *, force: bool = False)
         "metrics": _accepted_metrics(report),
         "environment": report.environment["fingerprint"],
         "fingerprint_key": report.environment["key"],
+        "power": _power(report.device_state),
         "policy": report.policy,
     }
     path = Path(path)
@@ -170,6 +172,17 @@ def _latency_skip(report: CheckReport, base: dict, was) -> str | None:
     return None
 
 
+def _power(state: dict | None) -> dict | None:
+    """The power settings a latency was measured under (check --host), or None (measured here)."""
+    return {k: state.get(k) for k in POWER_KEYS} if state else None
+
+
+def _power_change(report: CheckReport, base: dict) -> str | None:
+    """Why the baseline's latency is not comparable: taken under other power settings of the device."""
+    was, now = base.get("power"), _power(report.device_state)
+    return power_change(was, now, "at the baseline", "now") if was and now else None
+
+
 def _latency_rows(report: CheckReport, base: dict, policy: Policy) -> list[Metric]:
     bm, lat, ltol = base["metrics"], report.latency, policy.baseline_latency_tolerance
     out = []
@@ -189,4 +202,7 @@ def _latency_rows(report: CheckReport, base: dict, policy: Policy) -> list[Metri
             unit = " ms" if key == "latency" else "x"
             m.detail = f"{was:.3f}{unit} at the baseline -> {now:.3f}{unit} now (relative tolerance {100 * ltol:.0f} %)"
         out.append(m)
+    power = _power_change(report, base)
+    if power:
+        not_comparable(out, ("baseline_latency", "baseline_speedup"), power)
     return out

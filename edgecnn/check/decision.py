@@ -13,6 +13,8 @@ from .policy import Policy
 EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE = 0, 3, 4
 EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
 LATENCY_KEYS = ("speedup", "latency_ratio")
+#: how the detail of a row that could not be judged (latency under other power settings) begins
+NOT_COMPARABLE = "not comparable"
 
 
 @dataclass
@@ -255,6 +257,13 @@ def _inconclusive_hint(iv: dict, threshold: float, n: int) -> str:
 # --------------------------------------------------------------------------------------------------
 # The verdict
 # --------------------------------------------------------------------------------------------------
+def not_comparable(metric_rows: list[Metric], keys, why: str) -> None:
+    """Rows ``keys`` that have a threshold become inconclusive: their values cannot be judged, for ``why``."""
+    for m in metric_rows:
+        if m.key in keys and m.gated:
+            m.status, m.detail = "inconclusive", f"{NOT_COMPARABLE}: {why}"
+
+
 def verdict(metric_rows: list[Metric]) -> str:
     statuses = {m.status for m in metric_rows}
     return "fail" if "fail" in statuses else "inconclusive" if "inconclusive" in statuses else "pass"
@@ -267,6 +276,9 @@ def reasons(metric_rows: list[Metric], policy: Policy, n_images: int, latency: d
         if m.status == "fail":
             out.append(f"{m.label} {m.value_text()} violates {m.threshold_text()}")
         elif m.status == "inconclusive":
+            if m.detail.startswith(NOT_COMPARABLE):
+                out.append(f"{m.label} {m.value_text()} is {m.detail}")
+                continue
             if m.key in LATENCY_KEYS:
                 r = (latency or {}).get(m.key, {})
                 flagged = f", {' and '.join(r['flags'])}" if r.get("flags") else ""

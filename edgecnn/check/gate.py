@@ -12,14 +12,18 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..data.source import DataSource
+from ..deploy.session import DeviceOptions
 from ..envinfo import fingerprint, fingerprint_key
 from ..errors import DataError, InvalidInput, OptionError
 from ..evaluation import predict
-from ..runtime import open_runner
+from ..ondevice import no_local_runtime
+from ..runtime_choice import open_in
+from ..runtime_choice import resolve as resolve_runtime
 from .baseline import baseline_metrics, check_identity, load_baseline
 from .compare import describe_artifact, ensure_comparable, size_ratios
-from .decision import metrics, reasons, verdict
+from .decision import LATENCY_KEYS, metrics, not_comparable, reasons, verdict
 from .measure import measure_pair_latency, paired_accuracy, same_runtime_reference
+from .ondevice import DeviceRun, run_on_device
 from .policy import Policy, resolve_policy
 from .result import CheckReport
 
@@ -37,6 +41,7 @@ class _Inputs:
     dataset: object = None
     notes: list[str] = field(default_factory=list)
     data_chosen: str | None = None  # why this data, when --data was not given
+    runtime: str | None = None  # the CPU runtime every onnx artifact runs in (None: ONNX Runtime)
 
 
 @dataclass
@@ -64,6 +69,8 @@ def check(
     skip_corrupt: bool = False,
     progress: bool = False,
     workers: int | None = None,
+    host: DeviceOptions | None = None,
+    runtime: str | None = None,
 ) -> CheckReport:
     """Gate ``candidate`` against ``original`` on the held-out split of ``data``.
 
@@ -73,17 +80,32 @@ def check(
     drop at most 1 point, decided on the confidence interval). ``latency=False`` skips the latency
     measurement (latency thresholds are then reported as skipped). ``baseline`` is a file written by
     :func:`~edgecnn.check.save_baseline`. Both models see every batch of one pass over the data (decoded
-    by ``workers`` processes for an image folder). Raises EdgeCnnError for anything the user must fix;
-    returns a report whose ``verdict`` / ``exit_code`` say whether the candidate passed.
+    by ``workers`` processes for an image folder). ``host`` runs both on that device instead
+    (:mod:`edgecnn.check.ondevice`): same statistics, plus the device's state. Raises EdgeCnnError for
+    anything the user must fix; returns a report whose ``verdict`` / ``exit_code`` say whether the
+    candidate passed. ``runtime`` ('onnxruntime' | 'openvino' | 'auto') runs every onnx artifact in that CPU
+    runtime, accuracy and latency alike; ``auto`` measures both on the candidate first (noted in the report).
     """
     t0 = time.perf_counter()
     inputs = _resolve(candidate, original, data, policy, baseline, batch_size)
+    if host is not None:
+        no_local_runtime(runtime)
+    inputs.runtime, choice = resolve_runtime(inputs.cand, runtime, threads=threads, data=inputs.source)
+    if choice:
+        inputs.notes.append(f"runtime auto: {choice['why']}")
     _load_images(inputs, val_split=val_split, skip_corrupt=skip_corrupt)
-    outputs = _run_both(
-        inputs, batch_size=batch_size, device=device, threads=threads, progress=progress, workers=workers
-    )
-    lat = _latency(inputs, device=device, progress=progress) if latency else None
-    report = _record(inputs, outputs, lat, val_split=val_split)
+    run = None
+    if host is not None:  # both on the device; what comes back is judged below, as here
+        run = run_on_device(inputs, host, batch_size=batch_size, threads=threads, latency=latency, progress=progress)
+        outputs = _checked(inputs, _Outputs(run.original, run.candidate, np.asarray(run.labels), run.runners))
+        lat = run.latency
+        inputs.notes += lat["notes"] if lat else []
+    else:
+        outputs = _run_both(
+            inputs, batch_size=batch_size, device=device, threads=threads, progress=progress, workers=workers
+        )
+        lat = _latency(inputs, device=device, progress=progress) if latency else None
+    report = _record(inputs, outputs, lat, val_split=val_split, device=run)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -134,23 +156,31 @@ def _run_both(
     """Original and candidate on every batch of ONE pass over the data."""
     orig, cand = inputs.orig, inputs.cand
     with (
-        open_runner(orig, device=device, threads=threads) as o_run,
-        open_runner(cand, device=device, threads=threads) as c_run,
+        open_in(orig, inputs.runtime, device=device, threads=threads) as o_run,
+        open_in(cand, inputs.runtime, device=device, threads=threads) as c_run,
     ):
         (o_logits, c_logits), labels, _ = predict(
             [o_run, c_run], inputs.dataset, batch_size=batch_size, workers=workers, progress=progress
         )
         runners = (o_run.description, c_run.description)
-    labels = np.asarray(labels)
-    for role, art, logits in (("original", orig, o_logits), ("candidate", cand, c_logits)):
+    return _checked(inputs, _Outputs(o_logits, c_logits, np.asarray(labels), runners))
+
+
+def _checked(inputs: _Inputs, outputs: _Outputs) -> _Outputs:
+    """The outputs, refused unless each model gave one row of class scores per image."""
+    labels = outputs.labels
+    for role, art, logits in (
+        ("original", inputs.orig, outputs.original),
+        ("candidate", inputs.cand, outputs.candidate),
+    ):
         if logits.ndim != 2 or logits.shape[1] != art.num_classes or logits.shape[0] != len(labels):
             raise InvalidInput(
                 f"The {role} '{art.path}' returned outputs of shape {logits.shape}, expected "
                 f"({len(labels)}, {art.num_classes}); re-create the artifact."
             )
-    if not np.isfinite(c_logits).all():
+    if not np.isfinite(outputs.candidate).all():
         inputs.notes.append("the candidate produced non-finite outputs (NaN/inf) on some images")
-    return _Outputs(o_logits, c_logits, labels, runners)
+    return outputs
 
 
 def _latency(inputs: _Inputs, *, device: str, progress: bool) -> dict:
@@ -165,13 +195,16 @@ def _latency(inputs: _Inputs, *, device: str, progress: bool) -> dict:
         device=device,
         data=inputs.source,
         progress=progress,
+        runner_options={"onnx": {"runtime": inputs.runtime}} if inputs.runtime else None,
     )
     inputs.notes += ([why_not] if why_not else []) + lat["notes"]
     return lat
 
 
 # -- record ----------------------------------------------------------------------------------------
-def _record(inputs: _Inputs, outputs: _Outputs, lat: dict | None, *, val_split: float) -> CheckReport:
+def _record(
+    inputs: _Inputs, outputs: _Outputs, lat: dict | None, *, val_split: float, device: DeviceRun | None = None
+) -> CheckReport:
     """The report: measurements, metric rows (baseline rows last), verdict and reasons."""
     policy, n = inputs.policy, int(len(outputs.labels))
     accuracy, per_class = paired_accuracy(
@@ -181,6 +214,7 @@ def _record(inputs: _Inputs, outputs: _Outputs, lat: dict | None, *, val_split: 
     candidate = {**describe_artifact(inputs.cand), "runner": outputs.runners[1]}
     size = size_ratios(original, candidate)
     env = fingerprint()
+    environment = device.environment if device else {"fingerprint": env, "key": fingerprint_key(env)}
     report = CheckReport(
         candidate=candidate,
         original=original,
@@ -193,10 +227,14 @@ def _record(inputs: _Inputs, outputs: _Outputs, lat: dict | None, *, val_split: 
         latency=lat,
         size=size,
         baseline=None,
-        environment={"fingerprint": env, "key": fingerprint_key(env)},
+        environment=environment,
         notes=inputs.notes,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        device_state=device.state if device else None,
+        on_device=device.on_device if device else None,
     )
+    if device and device.not_comparable and lat is not None:
+        not_comparable(report.metrics, LATENCY_KEYS, f"the device's {device.not_comparable}")
     base = inputs.baseline
     if base is not None:
         report.baseline = {

@@ -51,6 +51,8 @@ class CheckReport:
     created: str = ""
     seconds: float = 0.0
     reports: dict = field(default_factory=dict)
+    device_state: dict | None = None  # check --host: the device's state, read there (edgecnn.ondevice)
+    on_device: dict | None = None  # check --host: host, profile, bundles and inputs copied or reused
 
     # -- verdict -----------------------------------------------------------------------------------
     @property
@@ -122,6 +124,8 @@ class CheckReport:
             "environment": self.environment,
             "reports": self.reports,
         }
+        if self.on_device is not None:
+            d.update(device_state=self.device_state, on_device=self.on_device)
         return finite(d)
 
     def write(

@@ -141,6 +141,7 @@ def deploy(
     remote_python: str = "python3",
     ssh_option=(),
     remote_timeout: float = 1800,
+    connect_timeout: int = 10,
     root: str | Path = ".",
     **bundle_kwargs,
 ) -> dict:
@@ -156,6 +157,7 @@ def deploy(
             remote_python=remote_python,
             ssh_option=tuple(ssh_option),
             remote_timeout=remote_timeout,
+            connect_timeout=connect_timeout,
         ),
         where="deploy",
     )
@@ -185,5 +187,6 @@ def deploy(
             remote_python=remote.remote_python,
             options=remote.ssh_option,
             timeout=remote.remote_timeout,
+            connect_timeout=remote.connect_timeout,
         )
     return result

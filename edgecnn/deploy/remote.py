@@ -50,6 +50,7 @@ class RemoteOptions(Options):
     remote_python: str = "python3"
     ssh_option: tuple[str, ...] = ()
     remote_timeout: float = bounded(1800.0, 1, MAX_SECONDS)
+    connect_timeout: int = bounded(10, 1, 300)  # seconds ssh waits for the device to answer
 
     def validate(self) -> None:
         if self.host is None and (self.port or self.identity or self.remote_dir or self.ssh_option):
@@ -115,10 +116,13 @@ def ssh_options(*, port: int | None, identity: str | None, options=(), connect_t
     return opts
 
 
-def _run(cmd: list[str], *, timeout: float, what: str, host: str, port: int | None) -> subprocess.CompletedProcess:
+def _run(
+    cmd: list[str], *, timeout: float, what: str, host: str, port: int | None, input: str | None = None
+) -> subprocess.CompletedProcess:
     log.info("%s: %s", what, " ".join(shlex.quote(c) for c in cmd))
+    stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **stdin)
     except subprocess.TimeoutExpired:
         raise RemoteError(
             f"{what} on {host} did not finish within {timeout:.0f} s; check the device, or raise --remote-timeout."
