@@ -33,7 +33,8 @@ from .errors import DataError, InvalidInput, OptionError, WeightsError
 from .evaluation import evaluate_module
 from .fitting import LossFn, TrainConfig, TrainingDiverged, fit, lr_factor, make_optimizer
 from .limits import MAX_BATCH, MAX_SEED
-from .models import architecture_of, build_model, get_spec, save_torch_artifact
+from .models import architecture_of, build_model, save_torch_artifact, spec_for
+from .models.sources import check_input
 from .options import Options, bounded, check_range
 
 # re-exported: the loop lives in edgecnn.fitting, callers import it from here
@@ -191,11 +192,12 @@ MEASURED = {"digits": (DIGITS_RECIPES, _DIGITS_GENERIC)}
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-def recipe(model_name: str, data) -> dict:
+def recipe(model_name, data) -> dict:
     """The recommended settings for ``model_name`` on ``data`` (a DataSource or its text): {"name",
     "in_channels", "input_size", "config": TrainConfig kwargs}. Only the bundled digits have a measured
     recipe; other data get TrainConfig's defaults at the model's own input."""
-    spec = get_spec(model_name)
+    spec = spec_for(model_name)
+    model_name = spec.name
     source = DataSource.parse(data)
     if source.kind not in MEASURED:
         return {"name": "default", "in_channels": None, "input_size": None, "config": {}}
@@ -207,7 +209,7 @@ def recipe(model_name: str, data) -> dict:
     return {"name": name, "in_channels": channels, "input_size": size, "config": settings}
 
 
-def configure(model_name: str, data, *, resume: dict | None = None, **overrides) -> TrainConfig:
+def configure(model_name, data, *, resume: dict | None = None, **overrides) -> TrainConfig:
     """A TrainConfig: explicit ``overrides`` (None = unset) > the resumed checkpoint's config > the recipe."""
     unknown = set(overrides) - _CONFIG_FIELDS
     if unknown:
@@ -240,6 +242,7 @@ class _TrainRun:
     checkpoint: Path | None = None
     input_from: FolderInput | None = None  # what the data suggested for the unset input size / channels
     input_why: str = ""  # where the input size / channels came from, in words
+    model_source: dict | None = None  # how to rebuild a network that is not a zoo name (models.sources)
 
 
 def _resume_state(resume, model_name: str) -> dict | None:
@@ -255,7 +258,7 @@ def _resume_state(resume, model_name: str) -> dict | None:
     return state
 
 
-def _input_spec(run: _TrainRun, spec, plan: dict, in_channels, input_size) -> dict:
+def _input_spec(run: _TrainRun, spec, plan: dict, in_channels, input_size, stats: tuple = (None, None)) -> dict:
     """The model input: explicit > the resumed checkpoint's > a weights artifact's > the recipe's > what a
     folder of images suggests (:func:`~edgecnn.data.shape.input_from_folder`, kept in ``run.input_from``)."""
     state, weights, resume = run.state, run.weights, run.resume
@@ -300,7 +303,7 @@ def _input_spec(run: _TrainRun, spec, plan: dict, in_channels, input_size) -> di
                 f"Checkpoint '{resume}' was trained at {arch['in_channels']}x{arch['input_size'][0]}x"
                 f"{arch['input_size'][1]}; drop --in-channels/--input-size when resuming."
             )
-    input_spec = spec.input_spec(in_channels=in_channels, input_size=input_size)
+    input_spec = spec.input_spec(in_channels=in_channels, input_size=input_size, mean=stats[0], std=stats[1])
     if min(input_spec["height"], input_spec["width"]) < spec.min_input:  # raises the clear message
         spec.build(
             num_classes=1, in_channels=input_spec["channels"], input_size=(input_spec["height"], input_spec["width"])
@@ -348,12 +351,7 @@ def _initial_model(spec, run: _TrainRun):
         if run.weights == "random":
             warnings.simplefilter("ignore")
         return build_model(
-            spec.name,
-            weights=run.weights,
-            num_classes=len(run.classes),
-            in_channels=c,
-            input_size=(h, w),
-            warn_random=False,
+            spec, weights=run.weights, num_classes=len(run.classes), in_channels=c, input_size=(h, w), warn_random=False
         )
 
 
@@ -366,6 +364,8 @@ def train(
     num_classes: int | None = None,
     in_channels: int | None = None,
     input_size=None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
     config: TrainConfig | None = None,
     overrides: dict | None = None,
     val_split: float = 0.2,
@@ -388,13 +388,14 @@ def train(
         raise TypeError("pass a TrainConfig or overrides of the recipe's, not both")
     if resume is not None and weights != "random":
         raise OptionError("--resume restores the weights from the checkpoint; drop --weights.")
-    spec = get_spec(model_name)
+    spec = spec_for(model_name)  # a zoo name, torchvision:/timm:NAME, FILE.py:fn or module:fn
+    model_name = spec.name
     source = DataSource.parse(data)
     out = Path(out)
     check_out(out, weights)
     state = _resume_state(resume, model_name)
-    plan = recipe(model_name, source)
-    config = config or configure(model_name, source, resume=state, **(overrides or {}))
+    plan = recipe(spec, source)
+    config = config or configure(spec, source, resume=state, **(overrides or {}))
     config.validate()
     check_resume_settings(state, config, resume)  # a resumed run keeps its checkpoint's settings
     run = _TrainRun(
@@ -410,11 +411,13 @@ def train(
         state=state,
         resume=resume,
         checkpoint=checkpoint_path(out) if checkpoint else None,
+        model_source=spec.source,
     )
-    run.input_spec = _input_spec(run, spec, plan, in_channels, input_size)
+    run.input_spec = _input_spec(run, spec, plan, in_channels, input_size, (mean, std))
     if progress and is_main_process():
         _announce(run, config)
     _datasets(run, config, num_classes=num_classes, val_split=val_split, skip_corrupt=skip_corrupt)
+    check_input(spec, run.input_spec["channels"], (run.input_spec["height"], run.input_spec["width"]), len(run.classes))
     seed_everything(config.seed)  # the initial weights too: the same seed gives the same run
     model, info = _initial_model(spec, run)
     c, h, w = run.input_spec["channels"], run.input_spec["height"], run.input_spec["width"]
@@ -422,7 +425,9 @@ def train(
         "model_name": model_name,
         "classes": run.classes,
         "input": run.input_spec,
-        "architecture": architecture_of(model_name, num_classes=len(run.classes), in_channels=c, input_size=(h, w)),
+        "architecture": architecture_of(
+            model_name, num_classes=len(run.classes), in_channels=c, input_size=(h, w), source=spec.source
+        ),
     }
     owns_group = init_distributed(config.device)
     try:
@@ -474,6 +479,7 @@ def _record(run: _TrainRun, model, config: TrainConfig, result: dict, info: dict
         model,
         run.out,
         name=run.model_name,
+        source=run.model_source,
         input_spec=run.input_spec,
         classes=run.classes,
         stage="train",

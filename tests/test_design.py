@@ -216,6 +216,7 @@ def test_one_chain_builds_candidates_for_compress_and_sweep():
             "edgecnn/compress/chain.py",
             "edgecnn/cli/",
             "edgecnn/compress/prune.py",
+            "edgecnn/compress/prune_graph.py",
             "edgecnn/compress/quantize.py",
             "edgecnn/compress/fp16.py",
             "edgecnn/export/",

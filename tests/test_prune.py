@@ -74,7 +74,12 @@ def test_prune_lenet_ratio_records_everything(lenet_digits, tmp_path):
     assert again.metrics["reload_max_abs_diff"] == 0.0
     # the structure is data: rebuilt from the manifest, not unpickled
     arch = again.manifest["architecture"]["structure"]
-    assert arch["features.0"] == {"type": "Conv2d", "in_channels": 1, "out_channels": 4, "groups": 1}
+    assert arch["features.0"] == {
+        "type": "Conv2d",
+        "attrs": {"out_channels": 4},
+        "params": {"weight": [4, 1, 5, 5], "bias": [4]},
+        "buffers": {},
+    }
     model = load_torch_model(again)
     assert _widths(model)["classifier.5"] == 10 and _widths(model)["features.3"] == 11
     # pruning without fine-tuning costs a little accuracy on the real held-out digits, not all of it

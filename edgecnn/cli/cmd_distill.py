@@ -76,8 +76,9 @@ def command(
     progress,
     json_path,
 ):
-    """Train STUDENT (a zoo model name, or a torch artifact such as the pruned teacher) to mimic the
-    TEACHER's softened outputs (Hinton KD), optionally matching feature maps too.
+    """Train STUDENT (a model reference: zoo name, torchvision:NAME, timm:NAME, FILE.py:factory; or a torch
+    artifact such as the pruned teacher) to mimic the TEACHER's softened outputs (Hinton KD), optionally
+    matching feature maps too.
 
     \b
     Examples:

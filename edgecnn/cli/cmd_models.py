@@ -22,7 +22,8 @@ from ._common import CHANNELS, CLASSES, INPUT_SIZE, fmt_count, print_table, writ
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
 @click.argument("names", nargs=-1)
 def command(input_size, in_channels, num_classes, json_path, names):
-    """List the model zoo with parameters and MACs (optionally only NAMES).
+    """List the model zoo with parameters and MACs (optionally only NAMES: zoo names, torchvision:NAME,
+    timm:NAME, FILE.py:factory or module:factory).
 
     MACs are multiply-accumulates of one image (convolutions and matrix products), counted on torch's
     meta device, so the whole table takes about a second.
@@ -30,6 +31,7 @@ def command(input_size, in_channels, num_classes, json_path, names):
     \b
     edgecnn models
     edgecnn models resnet18 vgg16 --input-size 32 --in-channels 1 --num-classes 10
+    edgecnn models torchvision:mobilenet_v3_small timm:resnet18d examples/custom_model.py:build
     """
     from ..models import describe_models
 

@@ -8,7 +8,9 @@ from ._common import (
     CLASSES,
     EPOCHS,
     INPUT_SIZE,
+    MEAN,
     SEED,
+    STD,
     WORKERS,
     Finite,
     fmt_count,
@@ -38,6 +40,8 @@ from ._common import (
 )
 @click.option("--in-channels", type=CHANNELS, default=None, help="Input channels [default: recipe / model].")
 @click.option("--input-size", type=INPUT_SIZE, default=None, help="Input N or HxW [default: recipe / model].")
+@click.option("--mean", type=MEAN, default=None, help="Input mean, one or per channel (e.g. 0.5) [default: model's].")
+@click.option("--std", type=STD, default=None, help="Input std, one or per channel (e.g. 0.25) [default: model's].")
 @click.option("--batch-size", type=BATCH_SIZE, default=None, help="Per process (torchrun: global = this x WORLD_SIZE).")
 @click.option(
     "--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="SGD with Nesterov momentum or AdamW."
@@ -88,6 +92,8 @@ def command(
     num_classes,
     in_channels,
     input_size,
+    mean,
+    std,
     batch_size,
     optimizer,
     lr,
@@ -108,6 +114,10 @@ def command(
 ):
     """Train MODEL on DATA and write a torch artifact to OUT.
 
+    MODEL is a zoo name ('edgecnn models'), torchvision:NAME, timm:NAME, path/to/file.py:factory or
+    package.module:factory (a callable returning an nn.Module, given num_classes= when it takes it; its
+    input from --input-size/--in-channels/--mean/--std or a YAML model card beside the file).
+
     Options left unset come from the model's recipe for the data: on the bundled digits the measured
     one (e.g. lenet5: 1x32x32, 30 epochs, SGD lr 0.1; resnet18: 1x32x32), elsewhere TrainConfig's
     defaults. For a folder, an unset input follows its images: 1 channel when all are grayscale (else 3),
@@ -120,6 +130,8 @@ def command(
     \b
     edgecnn train lenet5 --data digits --out runs/lenet5
     edgecnn train resnet18 --data ./flowers --weights imagenet --epochs 10 --out runs/r18
+    edgecnn train torchvision:mobilenet_v2 --data digits --out runs/mnv2
+    edgecnn train examples/custom_model.py:build --data digits --out runs/custom
     torchrun --nproc_per_node=2 -m edgecnn.cli train resnet18 --data digits --out runs/r18
     """
     from ..train import train
@@ -147,6 +159,8 @@ def command(
         num_classes=num_classes,
         in_channels=in_channels,
         input_size=input_size,
+        mean=mean,
+        std=std,
         overrides=overrides,
         val_split=val_split,
         skip_corrupt=skip_corrupt,

@@ -32,7 +32,7 @@ from ..artifact import Artifact, check_out, is_artifact
 from ..errors import ArtifactError, InvalidInput, OptionError
 from ..evaluation import evaluate_module
 from ..limits import MAX_EPOCHS
-from ..models import build_model, get_spec, load_torch_model, save_torch_artifact, torch_artifact, unknown_layer
+from ..models import build_model, load_torch_model, save_torch_artifact, spec_for, torch_artifact, unknown_layer
 from ..options import bounded
 from ..train import FitOptions, TrainConfig, fit
 from .teacher import check_teacher
@@ -402,9 +402,9 @@ def _student(student, teacher: Artifact, student_weights: str) -> _Student:
             f"Student '{student}' is a path but not an edgecnn artifact (no manifest.json); "
             "pass a model name (e.g. resnet18) or a torch artifact directory."
         )
-    name = str(student)
+    spec = spec_for(student)  # a zoo name, torchvision:/timm:NAME, FILE.py:fn or module:fn
+    name = spec.name
     c, h, w = teacher.input_shape
-    spec = get_spec(name)
     if min(h, w) < spec.min_input:
         raise InvalidInput(
             f"The student {name} needs inputs of at least {spec.min_input}x{spec.min_input} "
@@ -414,7 +414,7 @@ def _student(student, teacher: Artifact, student_weights: str) -> _Student:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, info = build_model(
-            name,
+            spec,
             weights=student_weights,
             num_classes=teacher.num_classes,
             in_channels=c,

@@ -1,4 +1,5 @@
-"""Where a compression chain starts: an artifact, or a zoo model name with its weights saved as one.
+"""Where a compression chain starts: an artifact, or a model reference (a zoo name, torchvision:/timm:NAME,
+FILE.py:factory, module:factory) with its weights saved as one.
 
 Shared by ``edgecnn compress`` and ``edgecnn sweep``: both need the original as a torch (or FP32 onnx)
 artifact whose lineage every later step records.
@@ -14,7 +15,8 @@ import torchvision
 
 from ..artifact import Artifact, is_artifact
 from ..errors import InvalidInput, OptionError, WeightsError
-from ..models import build_model, get_spec, save_torch_artifact
+from ..models import build_model, save_torch_artifact, spec_for
+from ..models.sources import check_input
 from ..models.weights import imagenet_cache_file
 
 log = logging.getLogger("edgecnn")
@@ -46,13 +48,16 @@ def load_original(
             f"'{source}' is neither a zoo model name nor an edgecnn artifact (no manifest.json); pass "
             "a model name with --weights FILE, or an artifact directory."
         )
-    spec = get_spec(source)
+    spec = spec_for(source)
     weights = weights or _cached_imagenet(spec)
     input_spec = spec.input_spec(in_channels=in_channels, input_size=input_size)
+    if spec.source is not None:
+        size = (input_spec["height"], input_spec["width"])
+        check_input(spec, input_spec["channels"], size, num_classes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net, info = build_model(
-            spec.name,
+            spec,
             weights=weights,
             num_classes=num_classes,
             in_channels=input_spec["channels"],
@@ -72,8 +77,10 @@ def load_original(
         params={"weights": weights},
         parent=info.get("parent"),
         extra={"weights_report": info.get("report")},
+        source=spec.source,
     )
-    return art, {"source": "zoo", "model": spec.name, "weights": weights}
+    kind = (spec.source or {}).get("kind", "zoo")
+    return art, {"source": kind, "model": spec.name, "weights": weights}
 
 
 def _cached_imagenet(spec) -> str:

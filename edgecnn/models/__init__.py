@@ -14,11 +14,15 @@ from ..artifact import Artifact, is_artifact, new_manifest, write_artifact
 from ..errors import ArtifactError, InvalidInput, suggest
 from . import lenet, zoo  # noqa: F401  (each registers its networks)
 from .registry import ModelSpec, create_model, get_spec, list_models, register
+from .sources import ModelSource, known_record
 from .structure import apply_structure
 from .weights import imagenet_state_dict, load_into, read_state_dict
 
 __all__ = [
     "ModelSpec",
+    "ModelSource",
+    "spec_for",
+    "spec_of",
     "create_model",
     "get_spec",
     "list_models",
@@ -54,21 +58,46 @@ def count_macs(model, input_shape: tuple[int, int, int]) -> int:
     return int(counter.get_total_flops() // 2)
 
 
+def spec_for(model) -> ModelSpec:
+    """The ModelSpec of a model reference: a zoo name, torchvision:NAME, timm:NAME, FILE.py:fn or module:fn
+    (a ModelSource or a ModelSpec is taken as it is)."""
+    return model if isinstance(model, ModelSpec) else ModelSource.parse(model).spec()
+
+
+def spec_of(arch: dict, where: str = "the artifact") -> ModelSpec:
+    """The ModelSpec of a manifest's ``architecture`` record: its recorded source, else its zoo name."""
+    if arch.get("source"):
+        return ModelSource.from_record(arch["source"], where).spec()
+    return get_spec(arch["name"])
+
+
 def architecture_of(
-    name: str, *, num_classes: int, in_channels: int, input_size, structure: dict | None = None
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    input_size,
+    structure: dict | None = None,
+    source: dict | None = None,
 ) -> dict:
+    """The manifest's ``architecture``: enough to rebuild the network (``source``: how, when it is not a zoo
+    name; by default the source that ``name`` was resolved from in this process)."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    return {
+    arch = {
         "name": name,
         "num_classes": int(num_classes),
         "in_channels": int(in_channels),
         "input_size": [int(h), int(w)],
         "structure": structure or None,
     }
+    source = source or known_record(name)
+    if source:
+        arch["source"] = source
+    return arch
 
 
 def build_model(
-    name: str,
+    name,
     *,
     weights: str = "random",
     num_classes: int | None = None,
@@ -76,12 +105,14 @@ def build_model(
     input_size=None,
     warn_random: bool = True,
 ):
-    """Build ``name`` and load ``weights`` ('random', 'imagenet', a state_dict file or an artifact).
+    """Build ``name`` (a model reference or its ModelSpec) and load ``weights`` ('random', 'imagenet', a
+    state_dict file or an artifact).
 
     Returns (model, info) where info records the weights source and anything adapted on load.
     With an artifact as weights and no explicit num_classes, its classes are kept.
     """
-    spec = get_spec(name)
+    spec = spec_for(name)
+    name = spec.name
     info: dict = {"weights": weights}
     if weights == "random":
         if warn_random:
@@ -147,7 +178,7 @@ def load_torch_model(artifact):
     arch = artifact.manifest.get("architecture") or {}
     if "name" not in arch:
         raise ArtifactError(f"'{artifact.path}' has no architecture record; re-create the artifact.")
-    spec = get_spec(arch["name"])
+    spec = spec_of(arch, f"'{artifact.path}'")
     model = spec.build(num_classes=arch["num_classes"], in_channels=arch["in_channels"], input_size=arch["input_size"])
     if arch.get("structure"):
         apply_structure(model, arch["structure"])
@@ -181,14 +212,20 @@ def save_torch_artifact(
     structure: dict | None = None,
     precision: str = "fp32",
     extra: dict | None = None,
+    source: dict | None = None,
 ):
-    """Write ``model`` as a torch artifact: model.safetensors + manifest (architecture, structure, input)."""
+    """Write ``model`` as a torch artifact: model.safetensors + manifest (architecture, structure, input);
+    ``source``: the model source record (default: the one ``name`` was resolved from, if not a zoo name)."""
+    if source is None and isinstance(parent, Artifact):  # a derived network keeps its parent's source
+        parent_arch = parent.manifest.get("architecture") or {}
+        source = parent_arch.get("source") if parent_arch.get("name") == name else None
     arch = architecture_of(
         name,
         num_classes=len(classes),
         in_channels=input_spec["channels"],
         input_size=(input_spec["height"], input_spec["width"]),
         structure=structure,
+        source=source,
     )
     shape = (input_spec["channels"], input_spec["height"], input_spec["width"])
     measured = {"params": count_params(model), "macs": count_macs(model, shape)}
@@ -223,7 +260,7 @@ def describe_models(names=None, *, input_size=None, in_channels=None, num_classe
     arithmetic, so listing the whole zoo (VGG-19: 144 M parameters) takes a second instead of minutes."""
     rows = []
     for name in names or list_models():
-        spec = get_spec(name)
+        spec = spec_for(name)
         c = in_channels or spec.default_input[0]
         hw = tuple(input_size) if input_size else spec.default_input[1:]
         classes = num_classes or (10 if spec.family == "lenet" else 1000)
@@ -231,7 +268,7 @@ def describe_models(names=None, *, input_size=None, in_channels=None, num_classe
             model = spec.build(num_classes=classes, in_channels=c, input_size=hw)
         rows.append(
             {
-                "name": name,
+                "name": spec.name,
                 "family": spec.family,
                 "input": [c, *hw],
                 "classes": classes,

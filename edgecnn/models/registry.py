@@ -41,6 +41,7 @@ class ModelSpec:
     paper: str = ""
     notes: str = ""
     extra_kwargs: dict = field(default_factory=dict)
+    source: dict | None = None  # how to rebuild a network that is not a zoo name (models.sources); None: the zoo
 
     def build(self, num_classes: int = 1000, in_channels: int | None = None, input_size: int | tuple | None = None):
         in_channels = self.default_input[0] if in_channels is None else int(in_channels)
@@ -56,11 +57,14 @@ class ModelSpec:
             )
         return self.builder(num_classes=num_classes, in_channels=in_channels, input_size=(h, w), **self.extra_kwargs)
 
-    def input_spec(self, in_channels: int | None = None, input_size: int | tuple | None = None) -> dict:
-        """The preprocessing record stored in every manifest (how to feed the model, without code)."""
+    def input_spec(
+        self, in_channels: int | None = None, input_size: int | tuple | None = None, *, mean=None, std=None
+    ) -> dict:
+        """The preprocessing record stored in every manifest (how to feed the model, without code); ``mean`` /
+        ``std`` (one value, or one per channel) replace the model's own."""
         c = self.default_input[0] if in_channels is None else int(in_channels)
         h, w = _size_pair(input_size) if input_size is not None else self.default_input[1:]
-        mean, std = _channel_stats(self.mean, c), _channel_stats(self.std, c)
+        mean, std = _channel_stats(tuple(mean or self.mean), c), _channel_stats(tuple(std or self.std), c)
         spec = {
             "channels": c,
             "height": h,

@@ -9,8 +9,10 @@ import os
 import re
 from pathlib import Path
 
+import timm
 import torch
 import torchvision
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
@@ -104,8 +106,35 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _hf_cache() -> Path:
+    """Hugging Face's hub cache as the environment says now ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return Path(home) / "hub"
+
+
+def _timm_repo(spec: ModelSpec) -> str:
+    cfg = timm.get_pretrained_cfg((spec.source or {}).get("ref", ""))
+    repo = getattr(cfg, "hf_hub_id", None)
+    if not repo:
+        raise WeightsError(
+            f"{spec.name} has no published weights on the Hugging Face hub; pass --weights FILE, an artifact, or "
+            "'random' and train it."
+        )
+    return repo
+
+
 def imagenet_cache_file(spec: ModelSpec) -> tuple[Path, str]:
-    """(path in torch hub's checkpoint cache, download URL) of ``spec``'s published ImageNet weights."""
+    """(path in torch hub's checkpoint cache, download URL) of ``spec``'s published ImageNet weights; for a timm
+    model, (the file in Hugging Face's hub cache - or where it would be -, the hub repository)."""
+    if spec.family == "timm":
+        repo, cache = _timm_repo(spec), _hf_cache()
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            hit = try_to_load_from_cache(repo, name, cache_dir=cache)
+            if isinstance(hit, str):
+                return Path(hit), f"https://huggingface.co/{repo}"
+        return cache / f"models--{repo.replace('/', '--')}" / "model.safetensors", f"https://huggingface.co/{repo}"
     if spec.torchvision is None:
         raise WeightsError(
             f"{spec.name} has no published ImageNet weights; pass --weights FILE, an artifact, or "
@@ -121,6 +150,8 @@ def imagenet_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
     The file is downloaded there (hash-checked, as torchvision does) when missing, and read with
     ``weights_only=True`` - torch hub's own loader would unpickle whatever file sits in the cache."""
     cached, url = imagenet_cache_file(spec)
+    if spec.family == "timm":
+        return read_state_dict(cached if cached.is_file() else _download_timm(spec))
     if not cached.is_file():
         match = torch.hub.HASH_REGEX.search(cached.name)
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +165,19 @@ def imagenet_state_dict(spec: ModelSpec) -> dict[str, torch.Tensor]:
                 f"copy {cached.name} (from {url}) to {cached}, or pass --weights FILE.pth."
             ) from exc
     return read_state_dict(cached)
+
+
+def _download_timm(spec: ModelSpec) -> Path:
+    """timm's published weights through Hugging Face's hub cache; offline: the same clear error as torchvision's."""
+    repo, cache = _timm_repo(spec), _hf_cache()
+    try:
+        return Path(hf_hub_download(repo, "model.safetensors", cache_dir=cache))
+    except Exception as exc:  # offline, proxy, HTTP errors, a repository without that file
+        raise WeightsError(
+            f"Could not download ImageNet weights for {spec.name} ({_short(exc)}). If this machine is offline, run "
+            f"'huggingface-cli download {repo}' on one that is not and copy its cache to {cache}, or pass "
+            "--weights FILE.safetensors."
+        ) from exc
 
 
 def adapt_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
