@@ -21,6 +21,8 @@ MAX_RUNS = 1_000_000  # timed or warm-up runs, bootstrap resamples
 MAX_LAYERS = 100_000  # layers of a network (pruning granularity, float layers left, ...)
 MAX_RATIO = 1_000_000.0  # a dimensionless ratio (speed-up, size ratio, KL in nats, a loss weight)
 MAX_LIST = 100  # values in one comma-separated option (e.g. sweep --prune: one candidate each)
+MAX_ONNX_BYTES = 2 << 30  # an ONNX file read whole (protobuf's own limit is 2 GiB)
+MAX_CLASSES_FILE_BYTES = 4 << 20  # a class-names file, one name per line (ImageNet-21k's is under 1 MiB)
 
 # YAML options files (recipes, policies, device profiles, augment policies): a few lines each.
 MAX_YAML_BYTES = 1 << 20

@@ -22,6 +22,7 @@ from ..errors import WRITE_ONLY_ERRNOS, EdgeCnnError, OptionError, cannot_write,
 ORDER = [
     "models",
     "train",
+    "import",
     "eval",
     "export",
     "bench",
