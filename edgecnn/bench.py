@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -38,7 +37,7 @@ from . import stats
 from .artifact import Artifact
 from .bench_table import RATIO_COLUMN, environment_line, format_speedup, markdown_table, results_table, table_title
 from .data.source import DataSource
-from .envinfo import fingerprint, fingerprint_key
+from .envinfo import fingerprint, fingerprint_key, physical_cores
 from .errors import InvalidInput, OptionError
 from .estimator import RATIO_ESTIMATOR, RATIO_TOLERANCE
 from .runtime import open_runner
@@ -93,25 +92,6 @@ class LatencyStats:
         return asdict(self)
 
 
-def physical_cores() -> int:
-    """Physical cores (torch's and ONNX Runtime's default thread count); logical CPUs as fallback."""
-    cores, phys, core = set(), None, None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in list(fh) + [""]:
-                if line.startswith("physical id"):
-                    phys = line.split(":", 1)[1].strip()
-                elif line.startswith("core id"):
-                    core = line.split(":", 1)[1].strip()
-                elif not line.strip():
-                    if core is not None:
-                        cores.add((phys, core))
-                    phys = core = None
-    except OSError:
-        pass
-    return len(cores) or os.cpu_count() or 1
-
-
 # --------------------------------------------------------------------------------------------------
 # Candidates
 # --------------------------------------------------------------------------------------------------
@@ -135,9 +115,15 @@ class _Candidate:
             "format": art.format if art is not None else getattr(self.runner, "format", None),
             "precision": art.precision if art is not None else getattr(self.runner, "precision", None),
             "runner": getattr(self.runner, "description", type(self.runner).__name__),
+            **self._layout(),
             "input": [spec.get("channels"), spec.get("height"), spec.get("width")] if spec else None,
             "load_seconds": round(self.load_s, 3),
         }
+
+    def _layout(self) -> dict:
+        """Which INT8 layout of the artifact the runner loaded (edgecnn.layouts), when it has several."""
+        layout = getattr(self.runner, "layout", None)
+        return {"int8_layout": layout.record()} if layout is not None and layout.layout is not None else {}
 
 
 def _is_runner_like(obj) -> bool:
@@ -233,6 +219,11 @@ class _Timer:
         self.output = None
 
     def warm(self, warmup: int | float) -> None:
+        remote = getattr(self.cand.runner, "timed_calls", None)  # timed where it runs: a device over ssh
+        times = remote(self.x, warmup=warmup) if remote else self._warm_here(warmup)
+        self.preroll = float(np.median(times[len(times) // 2 :])) < PREROLL_BELOW_S
+
+    def _warm_here(self, warmup: int | float) -> list[float]:
         infer, x = self.cand.runner.infer, self.x
         times = []
         t_end = time.perf_counter() + warmup if isinstance(warmup, float) else None
@@ -244,11 +235,15 @@ class _Timer:
                 self.output = np.asarray(out)
             if (time.perf_counter() >= t_end) if t_end is not None else len(times) >= max(1, warmup):
                 break
-        self.preroll = float(np.median(times[len(times) // 2 :])) < PREROLL_BELOW_S
+        return times
 
     def run_block(self) -> float:
         infer, x = self.cand.runner.infer, self.x
         clock = time.perf_counter
+        remote = getattr(self.cand.runner, "timed_calls", None)
+        if remote is not None:
+            block = remote(x, block_s=self.block_time_s, preroll=PREROLL_S if self.preroll else 0.0)
+            return self._record(block, sum(block))
         if self.preroll:  # untimed: whatever the previous candidate left behind (spinning threads, caches)
             t_end = clock() + PREROLL_S
             while clock() < t_end:
@@ -261,6 +256,9 @@ class _Timer:
             dt = clock() - t
             block.append(dt)
             spent += dt
+        return self._record(block, spent)
+
+    def _record(self, block: list[float], spent: float) -> float:
         self.samples += block
         self.spent += spent
         self.block_medians.append(float(np.median(block)))

@@ -31,7 +31,18 @@ def cpu_model() -> str:
 
 
 def cpu_flags() -> list[str]:
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd")
+    wanted = (
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "amx_int8",
+        "avx512_bf16",
+        "amx_bf16",
+        "neon",
+        "asimd",
+    )
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -88,3 +99,22 @@ def fingerprint_key(info: dict) -> dict:
         "gpu": info.get("gpu"),
         "versions": {k: info.get("versions", {}).get(k) for k in ("torch", "onnxruntime", "openvino", "tensorrt")},
     }
+
+
+def physical_cores() -> int:
+    """Physical cores (torch's and ONNX Runtime's default thread count); logical CPUs as fallback."""
+    cores, phys, core = set(), None, None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in list(fh) + [""]:
+                if line.startswith("physical id"):
+                    phys = line.split(":", 1)[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":", 1)[1].strip()
+                elif not line.strip():
+                    if core is not None:
+                        cores.add((phys, core))
+                    phys = core = None
+    except OSError:
+        pass
+    return len(cores) or os.cpu_count() or 1

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .artifact import Artifact
 from .data.source import DataSource
 from .errors import DataError, EdgeCnnError, InvalidInput
-from .runtime import open_runner
+from .runtime_choice import open_in, resolve
 
 #: decode workers are processes: bound what a user can ask for
 MAX_WORKERS = 32
@@ -169,8 +169,12 @@ def evaluate(
     skip_corrupt: bool = False,
     val_split: float = 0.2,
     workers: int | None = None,
+    runtime: str | None = None,
 ) -> dict:
     """Score an artifact of any runnable format on the held-out split of ``data``.
+
+    ``runtime`` ('onnxruntime' | 'openvino' | 'auto'; None: the format's runner) runs an onnx artifact in
+    that runtime; ``auto`` first measures both here and uses the faster (``runtime_choice`` records it).
 
     Returns top1 / top5 (fractions), per_class accuracy, n, images_per_second (time inside the
     runner only, batch ``batch_size``) and what was measured (artifact, runner, data). ``data`` None: the
@@ -185,9 +189,11 @@ def evaluate(
     )
     source.check_classes(dataset.classes, artifact.num_classes, fix="evaluate on data with the model's classes")
     t0 = time.perf_counter()
-    with open_runner(artifact, device=device, threads=threads) as runner:
+    runtime, choice = resolve(artifact, runtime, threads=threads)
+    with open_in(artifact, runtime, device=device, threads=threads) as runner:
         logits, labels, spent = predict(runner, dataset, batch_size=batch_size, workers=workers, progress=progress)
         kind = runner.description
+        layout = getattr(runner, "layout", None)  # which file of the artifact ran (edgecnn.layouts.Choice)
     result = scores(logits, labels, artifact.classes)
     result.update(
         {
@@ -196,6 +202,9 @@ def evaluate(
             "format": artifact.format,
             "precision": artifact.precision,
             "runner": kind,
+            **({"int8_layout": layout.record()} if layout is not None and layout.layout is not None else {}),
+            "runtime": runner.kind,
+            **({"runtime_choice": choice} if choice else {}),
             "data": {**source.describe("val"), **({"chosen": chosen} if chosen else {})},
             "batch_size": batch_size,
             "images_per_second": len(labels) / spent if spent > 0 else None,

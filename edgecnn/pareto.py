@@ -16,7 +16,7 @@ from .errors import OptionError, suggest
 from .estimator import RATIO_ESTIMATOR
 from .limits import MAX_LIST
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")  # bf16: the FP32 model in OpenVINO's bf16, CPUs that have it
 TARGETS = ("cpu", "gpu", "jetson")
 BUDGET_KEYS = {
     "top1": "top-1 accuracy in percent",
@@ -82,6 +82,7 @@ class Candidate:
     reason: str | None = None  # why not built / not measured
     metrics: dict = field(default_factory=dict)
     pareto: bool = False
+    runtime: str | None = None  # CPU runtime it is measured in (None: the target's own; edgecnn.sweep_runtime)
 
     @property
     def measured(self) -> bool:

@@ -31,6 +31,7 @@ from typing import ClassVar, Literal
 import torch
 from tqdm.auto import tqdm
 
+from . import sweep_runtime
 from .artifact import Artifact, atomic_write_json, atomic_write_text, is_artifact
 from .bench import measure_latency, ratio_between
 from .compress.chain import ChainPlan, run_chain
@@ -47,7 +48,7 @@ from .errors import InvalidInput, OptionError, suggest
 from .estimator import RATIO_ESTIMATOR
 from .evaluation import predict
 from .limits import MAX_EPOCHS, MAX_IMAGES, MAX_THREADS
-from .models import get_spec
+from .models import spec_for
 from .options import Options, bounded
 from .pareto import (
     BUDGET_KEYS,
@@ -93,6 +94,7 @@ __all__ = [
 ]
 
 STATE = "sweep-state.json"
+DEFAULT_RATIOS = (0.0, 0.3, 0.5, 0.7)
 NO_DATA = "A sweep scores candidates on labelled data: pass --data (e.g. --data digits)."
 
 
@@ -104,7 +106,7 @@ class SweepOptions(Options):
     ERROR: ClassVar[type[Exception]] = OptionError
     data: DataSource | None = None  # default: an artifact's training data, from its manifest (sweep_data)
     out: str | None = None
-    prune_ratios: tuple[float, ...] = bounded((0.0, 0.3, 0.5, 0.7), 0, 1, hi_open=True)
+    prune_ratios: tuple[float, ...] | None = bounded(None, 0, 1, hi_open=True)  # None: DEFAULT_RATIOS (ONNX: 0)
     precisions: tuple[str, ...] = ("fp32", "int8")
     target: Literal["cpu", "gpu", "jetson"] = "cpu"
     device: str | None = None
@@ -119,6 +121,7 @@ class SweepOptions(Options):
     min_time_s: float = bounded(1.0, 0, 3600, lo_open=True)
     fresh: bool = False
     deploy_out: str | None = None
+    runtime: Literal["onnxruntime", "openvino", "auto"] | None = None  # CPU runtimes measured (sweep_runtime)
 
     def validate(self) -> None:
         if self.target not in TARGETS:
@@ -128,15 +131,40 @@ class SweepOptions(Options):
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise OptionError(f"Unknown precision '{bad[0]}'; choose from {', '.join(PRECISIONS)}.")
-        if any(not 0.0 <= r < 1.0 for r in self.prune_ratios):
+        if any(not 0.0 <= r < 1.0 for r in self.prune_ratios or ()):
             raise OptionError("prune ratios must be in [0, 1).")
+        sweep_runtime.check_options(self.runtime, self.target, self.precisions)
         parse_budget(self.budget)
         if self.deploy_out and not self.budget:
             raise OptionError("--deploy-out needs --budget (it deploys the fastest candidate that meets the budget).")
 
     @property
     def ratios(self) -> list[float]:
-        return sorted(set(float(r) for r in self.prune_ratios))
+        return sorted(set(float(r) for r in (DEFAULT_RATIOS if self.prune_ratios is None else self.prune_ratios)))
+
+    def precision_only(self, original: Artifact) -> None:
+        """An ONNX original (an imported model, or an exported one) has no torch network here: its sweep is over
+        precisions only (prune ratio 0 unless --prune says otherwise, which is an option error)."""
+        if original.format != "onnx":
+            return
+        if self.prune_ratios is None:
+            self.prune_ratios = (0.0,)
+        asked = [
+            flag
+            for flag, on in (
+                ("--prune", any(r > 0 for r in self.prune_ratios)),
+                ("--distill", self.distill),
+                ("--finetune-epochs", self.finetune_epochs > 0),
+            )
+            if on
+        ]
+        if asked:
+            source = original.manifest.get("source") or {}
+            what = f"imported from {source['file']}" if source.get("kind") == "onnx-import" else "exported"
+            raise OptionError(
+                f"'{original.path}' is an ONNX artifact ({what}): its sweep is precision only (--precision), since "
+                f"{', '.join(asked)} need(s) the torch network; drop {' / '.join(asked)} or sweep a torch artifact."
+            )
 
     def settings(self, original: Artifact, device: str) -> dict:
         """What a candidate's content depends on; a resumed sweep must have been made with the same."""
@@ -299,10 +327,11 @@ def _resolve_original(source: str, opts: SweepOptions) -> tuple[Artifact, Path]:
     """The original as a torch artifact (a model name is built with --weights into OUT/original) and OUT."""
     original = None
     if is_artifact(source):
-        original = Artifact.load(source, formats=("torch",))
+        original = Artifact.load(source, formats=("torch", "onnx"))
+        opts.precision_only(original)
         name = original.model
     else:
-        name = get_spec(source).name  # an unknown name fails here, with the nearest one
+        name = spec_for(source).name  # an unknown name fails here, with the nearest one
         if opts.weights is None:
             raise InvalidInput(
                 f"A sweep of '{source}' needs trained weights: pass --weights FILE|ARTIFACT|imagenet, "
@@ -317,7 +346,7 @@ def _resolve_original(source: str, opts: SweepOptions) -> tuple[Artifact, Path]:
         if is_artifact(orig_dir):
             original = Artifact.load(orig_dir)
         else:
-            original, _ = load_original(name, orig_dir, weights=opts.weights, formats=("torch",))
+            original, _ = load_original(source, orig_dir, weights=opts.weights, formats=("torch",))
     return original, out
 
 
@@ -325,10 +354,9 @@ def _build_all(
     original, opts: SweepOptions, out: Path, state: _State, dataset, o_logits, labels, progress: bool
 ) -> list[Candidate]:
     """Build and score every candidate (resumable); the unpruned FP32 is always built: it is the reference."""
-    wanted = list(opts.precisions)
-    if "fp32" not in wanted:
-        wanted.insert(0, "fp32")
-    jobs = [(r, p) for r in opts.ratios for p in wanted if p in opts.precisions or (r == 0.0 and p == "fp32")]
+    asked = sweep_runtime.build_precisions(opts.precisions)
+    wanted = asked if "fp32" in asked else ["fp32", *asked]
+    jobs = [(r, p) for r in opts.ratios for p in wanted if p in asked or (r == 0.0 and p == "fp32")]
     calib = functools.cache(
         lambda: load_calibration(opts.calib or opts.data, original.input, subset_size=opts.subset_size)
     )  # read once, for the first INT8 candidate; every candidate shares the original's input spec
@@ -351,7 +379,11 @@ def _build_all(
         _score(cand, art, opts, dataset, o_logits, labels)
         cand.metrics["build_seconds"] = round(time.perf_counter() - t0, 2)
         state.record(cand)
-    return candidates
+    measured = sweep_runtime.variants(candidates, opts.runtime, opts.target, opts.precisions)
+    for c in measured:
+        if c.runtime not in (None, "onnxruntime") and c.status == "built":
+            _score(c, Artifact.load(c.path), opts, dataset, o_logits, labels)
+    return measured
 
 
 def _build(original, opts: SweepOptions, out: Path, state: _State, ratio: float, precision: str, calib):
@@ -379,14 +411,15 @@ def _build(original, opts: SweepOptions, out: Path, state: _State, ratio: float,
 
 def _score(cand: Candidate, art: Artifact, opts: SweepOptions, dataset, o_logits, labels) -> None:
     try:
-        with open_runner(art, threads=opts.threads) as r:
+        with sweep_runtime.open_candidate(cand, art, opts.threads) as r:
             c_logits, _, _ = predict(r, dataset)
         c_pred, o_pred = c_logits.argmax(1), o_logits.argmax(1)
         top1 = 100.0 * float((c_pred == labels).mean())
         o_top1 = 100.0 * float((o_pred == labels).mean())
         cand.metrics.update(top1=top1, top1_drop=o_top1 - top1, agreement=float((c_pred == o_pred).mean()))
     except Exception as exc:  # noqa: BLE001 - a runtime that cannot run this precision here
-        cand.status, cand.reason = "not-measured", f"cannot run in ONNX Runtime here: {str(exc).splitlines()[0][:120]}"
+        where = "OpenVINO" if cand.runtime == "openvino" else "ONNX Runtime"
+        cand.status, cand.reason = "not-measured", f"cannot run in {where} here: {str(exc).splitlines()[0][:120]}"
     cand.metrics["size_mb"] = art.model_file.stat().st_size / 1e6
 
 
@@ -394,15 +427,36 @@ def _time_all(candidates: list[Candidate], opts: SweepOptions, device: str, out:
     """Latency of every runnable candidate, interleaved in one run, on the target (the reference first)."""
     runs_here, why_not = _runs_here(opts.target)
     timed = [c for c in candidates if c.status == "built" and c.metrics.get("top1") is not None]
-    timed.sort(key=lambda c: c.name != candidate_name(0.0, "fp32"))
+    ref_name = sweep_runtime.name(0.0, "fp32", sweep_runtime.runtimes(opts.runtime, opts.target)[0])
+    timed.sort(key=lambda c: c.name != ref_name)
     if not runs_here:
         for c in timed:
             c.status, c.reason = "not-measured", why_not
         return {}, None
     if not timed:
         return {}, None
-    arts = _latency_artifacts(timed, opts.target, device, out)
-    result = measure_latency(
+    arts = _latency_artifacts(timed, opts, device, out)
+    try:
+        result = _measure(arts, timed, opts, progress)
+    finally:
+        for a in arts:
+            if hasattr(a, "close"):
+                a.close()
+    by_label = {r["label"]: r for r in result["results"]}
+    ref = next((c for c in timed if c.name == ref_name), timed[0])
+    for c in timed:
+        row = by_label.get(c.name)
+        c.metrics["latency_ms"] = row["latency_ms"]["p50"]
+        c.metrics["latency_p90_ms"] = row["latency_ms"]["p90"]
+        own = by_label.get(sweep_runtime.reference_name(c), by_label[ref.name])
+        c.metrics.update(_speedup(row, own))
+        c.status, c.reason = "measured", None
+    meta = {"threads": result["settings"].get("threads"), "environment": result.get("environment")}
+    return {**meta, "estimator": RATIO_ESTIMATOR}, ref.metrics["latency_ms"]
+
+
+def _measure(arts: list, timed: list[Candidate], opts: SweepOptions, progress: bool) -> dict:
+    return measure_latency(
         arts,
         batch_sizes=(1,),
         warmup=0.2,
@@ -413,16 +467,6 @@ def _time_all(candidates: list[Candidate], opts: SweepOptions, device: str, out:
         progress=progress,
         labels=[c.name for c in timed],
     )
-    by_label = {r["label"]: r for r in result["results"]}
-    ref = next((c for c in timed if c.name == candidate_name(0.0, "fp32")), timed[0])
-    for c in timed:
-        row = by_label.get(c.name)
-        c.metrics["latency_ms"] = row["latency_ms"]["p50"]
-        c.metrics["latency_p90_ms"] = row["latency_ms"]["p90"]
-        c.metrics.update(_speedup(row, by_label[ref.name]))
-        c.status, c.reason = "measured", None
-    meta = {"threads": result["settings"].get("threads"), "environment": result.get("environment")}
-    return {**meta, "estimator": RATIO_ESTIMATOR}, ref.metrics["latency_ms"]
 
 
 def _speedup(row: dict, reference: dict) -> dict:
@@ -460,6 +504,7 @@ def _record(
         "original": str(original.path),
         "target": opts.target,
         "device": device,
+        "runtime": opts.runtime,
         "data": opts.data.describe("val")["source"],
         "data_chosen": data_chosen,
         "n_images": int(len(labels)),
@@ -489,16 +534,24 @@ def _record(
     if conditions and best is None:
         report["no_candidate"] = True
     if opts.deploy_out and best is not None:
-        report["deploy"] = deploy(best.path, target=opts.target, device=device, out=opts.deploy_out)
+        rt = {"runtime": best.runtime} if best.runtime == "openvino" else {}  # the runtime it was fastest in
+        report["deploy"] = deploy(best.path, target=opts.target, device=device, out=opts.deploy_out, **rt)
     return report
 
 
-def _latency_artifacts(cands: list[Candidate], target: str, device: str, out: Path) -> list:
-    """What to time: the ONNX candidates on CPU; TensorRT engines built from them on a GPU target."""
+def _latency_artifacts(cands: list[Candidate], opts: SweepOptions, device: str, out: Path) -> list:
+    """What to time: the ONNX candidates on CPU, opened in their runtimes; TensorRT engines on a GPU target."""
     arts = []
-    for c in cands:
-        art = Artifact.load(c.path)
-        if target != "cpu":
-            art = build_engine(art, out / "engines" / c.name, device=device, precision=c.precision)
-        arts.append(art)
+    try:
+        for c in cands:
+            art = Artifact.load(c.path)
+            if opts.target != "cpu":
+                arts.append(build_engine(art, out / "engines" / c.name, device=device, precision=c.precision))
+            else:
+                arts.append(sweep_runtime.open_candidate(c, art, opts.threads))
+    except BaseException:
+        for a in arts:
+            if hasattr(a, "close"):
+                a.close()
+        raise
     return arts

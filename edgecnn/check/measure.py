@@ -123,6 +123,7 @@ def measure_pair_latency(
     device: str = "cpu",
     data: DataSource | str = "digits",
     progress: bool = False,
+    runner_options: dict | None = None,
 ) -> dict:
     """Latency of both models (and of ``reference``, the candidate's FP32 in its own runtime, when given)
     measured interleaved in one run (:func:`edgecnn.bench.measure_latency`): per-model p50 and the
@@ -140,6 +141,7 @@ def measure_pair_latency(
         interleave=True,
         progress=progress,
         data=str(data),
+        runner_options=runner_options,
     )
     return pair_from_bench(result, policy.latency_batch_size, confidence=policy.confidence)
 

@@ -95,12 +95,45 @@ class Finite(click.FloatRange):
         return "" if self.min is None and self.max is None else super()._describe_range()
 
 
+class ChannelStats(click.ParamType):
+    """'0.5' or '0.485,0.456,0.406' -> a tuple of finite numbers (one, or one per input channel) in [lo, hi]."""
+
+    name = "V[,V...]"
+
+    def __init__(self, lo: float, hi: float, lo_open: bool = False):
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            parts = tuple(float(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a number or a comma-separated list of numbers.", param, ctx)
+        low = (lambda v: v <= self.lo) if self.lo_open else (lambda v: v < self.lo)
+        if len(parts) > limits.MAX_CHANNELS or any(not math.isfinite(v) or low(v) or v > self.hi for v in parts):
+            bound = "(" if self.lo_open else "["
+            self.fail(f"{value!r}: each value must be finite, in {bound}{self.lo}, {self.hi}].", param, ctx)
+        return parts
+
+
+#: per-channel input normalisation (x = (pixel / 255 - mean) / std)
+MEAN = ChannelStats(-1000.0, 1000.0)
+STD = ChannelStats(0.0, 1000.0, lo_open=True)
+
 #: any finite number (the options object's ``bounded`` field holds the range)
 FINITE = Finite()
 #: a time budget or timeout in seconds: at most a day
 SECONDS = Finite(0, limits.MAX_SECONDS)
 FRACTION = Finite(0, 1, min_open=True, max_open=True)
 THREADS = click.IntRange(1, limits.MAX_THREADS)
+
+#: --runtime on eval / bench / check / sweep (edgecnn.runtime_choice: CHOICES, RuntimeOptions checks them)
+RUNTIME_CHOICES = ("onnxruntime", "openvino", "auto")
+RUNTIME_HELP = (
+    "CPU runtime for onnx artifacts: onnxruntime, openvino, or auto (measure both here, interleaved, and use the "
+    "faster; the measurement is reported) [default: onnxruntime; torch artifacts run in torch]."
+)
 WORKERS = click.IntRange(0, limits.MAX_WORKERS)
 BATCH_SIZE = click.IntRange(1, limits.MAX_BATCH)
 SEED = click.IntRange(0, limits.MAX_SEED)

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import functools
+
 import click
 
 from ..bench_table import FLAGS_COLUMN, RATIO_COLUMN, SPEEDUP_COLUMN
 from ..estimator import RATIO_ESTIMATOR, RATIO_RULE, RATIO_TOLERANCE
-from ._common import BATCH_SIZE, RUNS, SECONDS, THREADS, print_table, write_json
+from ._common import BATCH_SIZE, RUNS, RUNTIME_CHOICES, RUNTIME_HELP, SECONDS, THREADS, print_table, write_json
+from ._remote import echo_device, on_device
 
 
 class Warmup(click.ParamType):
@@ -77,7 +80,12 @@ Example:
 @click.option(
     "--min-repeats", type=RUNS, default=20, show_default=True, help="Minimum timed runs per artifact and batch size."
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] (engines and ONNX with a GPU build).")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda[:N] (engines and ONNX with a GPU build); with --host: the device profile.",
+)
 @click.option(
     "--interleave/--sequential",
     default=True,
@@ -97,8 +105,31 @@ Example:
     "bundle uses). Off by default: spinning threads slow the other candidates of an interleaved "
     "run (torch most), so time spinning ONNX artifacts without torch next to them.",
 )
+@click.option("--runtime", type=click.Choice(RUNTIME_CHOICES), default=None, help=RUNTIME_HELP)
+@click.option(
+    "--memory/--no-memory",
+    default=True,
+    show_default=True,
+    help="Peak memory: RSS high-water mark of a fresh process that loads and runs each candidate.",
+)
+@click.option(
+    "--throughput-batch",
+    type=BATCH_SIZE,
+    default=8,
+    show_default=True,
+    help="Throughput mode's batch size (several inferences in flight; see --streams).",
+)
+@click.option(
+    "--streams",
+    type=THREADS,
+    default=2,
+    show_default=True,
+    help="Throughput mode: inferences in flight (OpenVINO streams; ONNX Runtime/torch: threads on one session).",
+)
+@click.option("--no-throughput", is_flag=True, help="Skip the throughput mode.")
 @click.option("--label", "labels", multiple=True, help="Name for each artifact in the table (repeat, in order).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the full result as JSON.")
+@on_device
 def command(
     artifacts,
     batch_sizes,
@@ -111,13 +142,30 @@ def command(
     interleave,
     data,
     ort_spinning,
+    runtime,
+    memory,
+    throughput_batch,
+    streams,
+    no_throughput,
     labels,
     json_path,
+    ssh,
 ):
-    from ..bench import environment_line, measure_latency, results_table, table_title
+    from ..bench import environment_line, results_table, table_title
+    from ..bench_modes import extra_table, run_bench
+    from ..deploy.session import DeviceOptions
+    from ..ondevice import bench_on_device
+    from ..runtime_choice import RuntimeOptions
 
-    result = measure_latency(
+    host = DeviceOptions.from_cli(ssh, device)  # None: run here
+    runtime = RuntimeOptions().merged(runtime=runtime, device=device).runtime
+    run = run_bench if host is None else functools.partial(bench_on_device, host=host)  # timed on the device
+    result = run(
         list(artifacts),
+        runtime=runtime,
+        memory=memory,
+        throughput_batch=None if no_throughput else throughput_batch,
+        streams=streams,
         batch_sizes=batch_sizes,
         warmup=warmup,
         min_time_s=min_time,
@@ -128,11 +176,20 @@ def command(
         interleave=interleave,
         data=data,
         labels=list(labels) or None,
-        runner_options={"onnx": {"spinning": True}} if ort_spinning else None,
+        ort_spinning=ort_spinning,
     )
     rows, cols = results_table(result)
     print_table(rows, cols, title=table_title(result))
+    if (memory or not no_throughput) and host is None:
+        rows, cols = extra_table(result)
+        print_table(rows, cols, title="peak memory (fresh process) and throughput mode")
+    for choice in result.get("runtime_choices", []):
+        click.echo(f"runtime auto: {choice['artifact']} batch {choice['batch_size']}: {choice['why']}")
     click.echo(environment_line(result))
+    for cand in result["candidates"]:
+        if cand.get("int8_layout"):
+            click.echo(f"{cand['label']}: {cand['int8_layout']['line']}")
+    echo_device(result.get("device_state"), result.get("on_device"))
     for note in result["notes"]:
         click.echo(f"flagged: {note}")
     write_json(json_path, result)

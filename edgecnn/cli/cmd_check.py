@@ -3,7 +3,8 @@ from __future__ import annotations
 import click
 
 from ..estimator import RATIO_ESTIMATOR
-from ._common import BATCH_SIZE, FINITE, SECONDS, SEED, THREADS, print_table
+from ._common import BATCH_SIZE, FINITE, RUNTIME_CHOICES, RUNTIME_HELP, SECONDS, SEED, THREADS, print_table
+from ._remote import echo_device, on_device
 
 
 @click.command("check")
@@ -66,8 +67,14 @@ from ._common import BATCH_SIZE, FINITE, SECONDS, SEED, THREADS, print_table
 @click.option("--latency-batch-size", type=BATCH_SIZE, help="Batch size of the latency measurement [default: 1].")
 @click.option("--latency-min-time", type=SECONDS, metavar="S", help="Seconds of timed runs per model [default: 1.0].")
 @click.option("--threads", type=THREADS, help="CPU threads for inference and latency.")
+@click.option("--runtime", type=click.Choice(RUNTIME_CHOICES), default=None, help=RUNTIME_HELP)
 @click.option("--batch-size", type=BATCH_SIZE, default=64, show_default=True, help="Batch size of the accuracy pass.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda or cuda:N; with --host: the device profile (see 'edgecnn devices').",
+)
 @click.option(
     "--baseline",
     type=click.Path(dir_okay=False),
@@ -84,6 +91,7 @@ from ._common import BATCH_SIZE, FINITE, SECONDS, SEED, THREADS, print_table
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG: accuracy vs latency and per-class delta.")
 @click.option("--progress/--no-progress", default=False, help="Show progress bars.")
 @click.pass_context
+@on_device
 def command(
     ctx,
     candidate,
@@ -102,6 +110,8 @@ def command(
     markdown,
     plot,
     progress,
+    ssh,
+    runtime,
     **thresholds,
 ):
     """Gate CANDIDATE (a compressed artifact) against its original on the same images.
@@ -114,8 +124,12 @@ def command(
     """
     from ..check import TABLE_COLUMNS, Policy, check
     from ..check import save_baseline as store_baseline
+    from ..deploy.session import DeviceOptions
     from ..report import check_plot_path
+    from ..runtime_choice import RuntimeOptions
 
+    runtime = RuntimeOptions().merged(runtime=runtime, device=device).runtime
+    host = DeviceOptions.from_cli(ssh, device)  # None: run here
     check_plot_path(plot)
     policy = Policy.load(policy_file) if policy_file else Policy()
     # **thresholds are the options named after Policy fields; Policy.validate holds their rules (exit 2)
@@ -131,6 +145,8 @@ def command(
         device=device,
         threads=threads,
         progress=progress,
+        host=host,
+        runtime=runtime,
     )
     if report.data.get("chosen"):
         click.echo(f"data: {report.data['source']} - {report.data['chosen']}")
@@ -140,6 +156,7 @@ def command(
         title=f"edgecnn check: {report.candidate['model']} {report.candidate['format']}/"
         f"{report.candidate['precision']} vs original on {report.n_images} images",
     )
+    echo_device(report.device_state, report.on_device)
     if save_baseline:
         if report.passed:
             store_baseline(report, save_baseline)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import click
 
-from ._common import DLA_CORE, SECONDS, Finite, print_table, write_json
+from ._common import DLA_CORE, Finite, print_table, write_json
+from ._remote import ssh_click_options
 from .cmd_build import BATCH
 
 
@@ -28,9 +29,10 @@ from .cmd_build import BATCH
 )
 @click.option(
     "--runtime",
-    type=click.Choice(["tensorrt", "onnxruntime"]),
+    type=click.Choice(["tensorrt", "onnxruntime", "openvino", "auto"]),
     default=None,
-    help="What run.py uses by default (default: the device's).",
+    help="What run.py uses by default (default: the device's). --target cpu: openvino, or auto = measure ONNX "
+    "Runtime and OpenVINO here (interleaved) and ship the faster, with the numbers in bundle.json.",
 )
 @click.option(
     "--tensorrt",
@@ -66,19 +68,10 @@ from .cmd_build import BATCH
 @click.option(
     "--no-build", is_flag=True, help="--target gpu: do not build the engine here even if TensorRT is present."
 )
-@click.option("--host", default=None, metavar="USER@HOST", help="Copy the bundle there over ssh, build and verify it.")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="ssh port (with --host).")
-@click.option("--identity", type=click.Path(dir_okay=False), default=None, help="ssh private key (with --host).")
-@click.option("--remote-dir", default=None, help="Folder on the host (default ~/edgecnn-bundles/<bundle>).")
-@click.option("--remote-python", default="python3", show_default=True, help="Python on the host.")
-@click.option("--ssh-option", multiple=True, metavar="KEY=VALUE", help="Extra ssh -o option (repeatable).")
-@click.option(
-    "--remote-timeout",
-    type=Finite(1, SECONDS.max),
-    default=1800,
-    show_default=True,
-    metavar="SECONDS",
-    help="Limit for the build and the verification on the host.",
+@ssh_click_options(
+    "Copy the bundle there over ssh, build and verify it.",
+    "Folder on the host (default ~/edgecnn-bundles/<bundle>).",
+    "Limit for the build and the verification on the host.",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
 def command(
@@ -103,6 +96,7 @@ def command(
     remote_python,
     ssh_option,
     remote_timeout,
+    connect_timeout,
     json_path,
 ):
     """Write a deployment bundle for a Jetson, an x86 GPU or a CPU, and optionally ship it over ssh.
@@ -126,6 +120,7 @@ def command(
         remote_python=remote_python,
         ssh_option=ssh_option,
         remote_timeout=remote_timeout,
+        connect_timeout=connect_timeout,
         precision=precision,
         runtime=runtime,
         tensorrt=tensorrt,
@@ -160,6 +155,9 @@ def _report(result: dict, artifact, json_path) -> None:
         ["bundle", "device", "runtime", "precision", "TensorRT", "files"],
         title="edgecnn deploy",
     )
+    layout = bundle.manifest["bundle"].get("int8_layout")
+    if layout:
+        click.echo(layout["line"])
     for note in result["notes"]:
         click.echo(f"note: {note}")
     remote = result["remote"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import click
 
 from ..estimator import RATIO_ESTIMATOR
-from ._common import EPOCHS, IMAGES, SECONDS, THREADS, Finite, print_table, write_json
+from ._common import EPOCHS, IMAGES, RUNTIME_CHOICES, SECONDS, THREADS, Finite, print_table, write_json
 
 
 @click.command("sweep")
@@ -14,9 +14,18 @@ from ._common import EPOCHS, IMAGES, SECONDS, THREADS, Finite, print_table, writ
     help="Labelled data for accuracy: 'digits' or an image folder (held-out split) [default: an artifact's "
     "training data, from its manifest].",
 )
-@click.option("--prune", "prune", default="0,0.3,0.5,0.7", show_default=True, help="Comma-separated pruning ratios.")
 @click.option(
-    "--precision", "precision", default="fp32,int8", show_default=True, help="Comma-separated: fp32, fp16, int8."
+    "--prune",
+    "prune",
+    default=None,
+    help="Comma-separated pruning ratios [default: 0,0.3,0.5,0.7; 0 for an ONNX artifact, which has no torch network].",
+)
+@click.option(
+    "--precision",
+    "precision",
+    default="fp32,int8",
+    show_default=True,
+    help="Comma-separated: fp32, fp16, int8, bf16 (OpenVINO on a CPU with BF16; skipped with the reason elsewhere).",
 )
 @click.option("--target", type=click.Choice(["cpu", "gpu", "jetson"]), default="cpu", show_default=True)
 @click.option("--device", default=None, help="Device profile (edgecnn devices); default per target.")
@@ -39,6 +48,13 @@ from ._common import EPOCHS, IMAGES, SECONDS, THREADS, Finite, print_table, writ
 )
 @click.option("--subset-size", type=IMAGES, default=300, show_default=True, help="INT8 calibration images.")
 @click.option("--threads", type=THREADS, default=None, help="Threads for every runtime (default: physical cores).")
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIME_CHOICES),
+    default=None,
+    help="--target cpu: measure every candidate in onnxruntime, openvino, or auto = both (a runtime dimension; "
+    "bf16 needs openvino) [default: onnxruntime].",
+)
 @click.option(
     "--min-time",
     type=Finite(0.05, SECONDS.max),
@@ -72,6 +88,7 @@ def command(
     augment,
     subset_size,
     threads,
+    runtime,
     min_time,
     out,
     fresh,
@@ -79,6 +96,8 @@ def command(
     json_path,
 ):
     """Measured Pareto front over pruning ratio x precision on one target.
+
+    MODEL is an artifact, or a zoo name / torchvision:NAME / timm:NAME / FILE.py:factory with --weights.
 
     Every candidate is built, scored on real held-out data and timed interleaved in one run. A sweep
     that stops part-way resumes where it stopped when run again with the same --out.
@@ -88,7 +107,7 @@ def command(
     options = SweepOptions().merged(
         data=data,
         out=out,
-        prune_ratios=tuple(parse_list(prune, kind="prune")),
+        prune_ratios=None if prune is None else tuple(parse_list(prune, kind="prune")),
         precisions=tuple(parse_list(precision, kind="precision", choices=PRECISIONS)),
         target=target,
         device=device,
@@ -100,6 +119,7 @@ def command(
         augment=augment,
         subset_size=subset_size,
         threads=threads,
+        runtime=runtime,
         min_time_s=min_time,
         fresh=fresh,
         deploy_out=deploy_out,

@@ -2,10 +2,12 @@
 
 ``make_bundle`` runs in three steps: resolve (options, device profile, runtime, TensorRT version),
 plan (precision, engine options and trtexec flags per TensorRT family, the ``doctor`` pre-flight) and
-record (golden images and reference outputs, bundle.json, scripts, README, manifest). The golden
-outputs come from ONNX Runtime on the host (the reference the model was validated with); tolerances
-depend on the precision the device computes in (tight for FP32, looser for FP16 / INT8, always with
-top-1 agreement wherever the golden top-1 is unambiguous).
+record (golden images and reference outputs, bundle.json, scripts, README, manifest). The target decides
+an INT8 artifact's layout (:mod:`edgecnn.layouts`): ``--target cpu`` ships the cpu layout, ``gpu`` / ``jetson``
+the tensorrt one, always as the bundle's ``model.onnx``, and bundle.json says which and why. The golden
+outputs come from ONNX Runtime on the host running the file the bundle ships (the reference the model was
+validated with); tolerances depend on the precision the device computes in (tight for FP32, looser for
+FP16 / INT8, always with top-1 agreement wherever the golden top-1 is unambiguous).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..doctor import DoctorReport, describe_onnx, diagnose, max_opset
 from ..errors import ArtifactError, InvalidInput, MissingDependency
 from ..export.onnx import export_onnx
 from ..integrity import file_digest
+from ..layouts import TARGET_FAMILY, Choice, choose, view
 from ..options import bounded
 from ..runtime.onnxrt import create_session, ort_version, run_batches
 from ..runtime.tensorrt import (
@@ -43,6 +46,7 @@ from ..runtime.tensorrt import (
     serialize_network,
     trtexec_args,
 )
+from ..runtime_choice import choose_runtime, measured_tolerance
 from .golden import GOLDEN_N, GoldenImages, golden_images, golden_source, per_image
 from .scripts import build_script, bundle_readme, check_model_name
 
@@ -50,6 +54,10 @@ log = logging.getLogger("edgecnn")
 
 BUNDLE_SCHEMA = "edgecnn.bundle/1"
 ORT_MAX_BATCH = 64
+#: deploy --runtime auto: timed seconds per CPU runtime
+AUTO_MIN_TIME_S = 1.0
+#: how a CPU bundle's run.py compiles the model in OpenVINO (f32 pinned: never bf16 under an FP32 label)
+OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}
 #: the TensorRT version each trtexec flag family is rendered for
 FAMILY_VERSION = {"8.0": "8.2", "8.4": "8.5", "10": "10.3", "11": "11.0"}
 
@@ -60,7 +68,7 @@ class BundleOptions(EngineRequest):
 
     target: Target = "cpu"
     device: str | None = None  # profile name or YAML path; default: the target's
-    runtime: Literal["tensorrt", "onnxruntime"] | None = None
+    runtime: Literal["tensorrt", "onnxruntime", "openvino", "auto"] | None = None  # auto: measured here (cpu)
     tensorrt: str | None = None  # the TensorRT version the bundle is made for
     golden: int = bounded(GOLDEN_N, 1, 10_000)
     golden_data: DataSource | None = None  # default: the model's training data (see golden_source)
@@ -139,6 +147,8 @@ class _Plan:
     families: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     report: DoctorReport | None = None
+    layout: dict | None = None  # which INT8 layout of the source the bundle ships (None: not INT8 / one file)
+    runtime_choice: dict | None = None  # --runtime auto: both CPU runtimes measured here, the faster chosen
 
     @property
     def max_batch(self) -> int:
@@ -158,6 +168,11 @@ def _resolve_device(opts: BundleOptions) -> tuple[DeviceProfile, str, str | None
     runtime = opts.runtime or profile.runtime
     if runtime == "tensorrt" and not profile.uses_tensorrt:
         raise InvalidInput(f"{profile.name} has no TensorRT; use --runtime onnxruntime.")
+    if runtime in ("openvino", "auto") and opts.target != "cpu":
+        raise InvalidInput(
+            f"--runtime {runtime} is for --target cpu (OpenVINO runs on the CPU); {profile.name} runs "
+            "tensorrt or onnxruntime."
+        )
     selected = None
     if profile.uses_tensorrt:
         selected = opts.tensorrt or profile.trt_default
@@ -222,6 +237,26 @@ def _plan(onnx_art: Artifact, opts: BundleOptions, profile: DeviceProfile, runti
     return plan
 
 
+def _layout(onnx_art: Artifact, target: str) -> tuple[Artifact, Choice]:
+    """The artifact as the target's runtime sees it: its INT8 layout for that family (LayoutError when it has
+    none), as a view whose model file is the one the bundle ships."""
+    choice = choose(onnx_art, TARGET_FAMILY[target], purpose=f"target {target}")
+    return view(onnx_art, choice), choice
+
+
+def _layout_record(src: Artifact, choice: Choice) -> dict | None:
+    """bundle.json / manifest int8_layout: which layout of the source the bundle's model.onnx is, and why."""
+    if choice.layout is None:
+        return None
+    entry = ((src.manifest.get("quantization") or {}).get("layouts") or {}).get(choice.layout) or {}
+    rec = {k: v for k, v in choice.record().items() if k != "file"}
+    rec.update(file="model.onnx", source_file=choice.file.name)
+    for key in ("top1", "top1_drop_pt", "met", "validation"):
+        if key in entry:
+            rec[key] = entry[key]
+    return rec
+
+
 @dataclass
 class _Golden:
     images: GoldenImages
@@ -250,6 +285,9 @@ def _golden(src: Artifact, onnx_art: Artifact, opts: BundleOptions, plan: _Plan,
     tol = {"onnxruntime": tolerance(onnx_art.precision, expected, "onnxruntime")}
     if plan.profile.uses_tensorrt:
         tol["tensorrt"] = tolerance(plan.precision, expected, "tensorrt")
+    else:  # a CPU bundle's run.py runs OpenVINO or ONNX Runtime, whichever the device has
+        base = tolerance(onnx_art.precision, expected, "openvino")
+        tol["openvino"] = measured_tolerance(onnx_art, inputs, expected, base, plan.max_batch)
     classes = src.classes
     acc = (
         float(np.mean([classes[int(t)] == g.classes[y] for t, y in zip(expected.argmax(1), g.labels)]))
@@ -312,6 +350,9 @@ def _bundle_info(
             "findings": [f.__dict__ for f in report.findings],
             "sparsity": report.sparsity,
         },
+        "int8_layout": plan.layout,
+        "runtime_choice": plan.runtime_choice,
+        "openvino": None if plan.profile.uses_tensorrt else dict(OPENVINO_CONFIG),
         "notes": plan.notes,
     }
 
@@ -356,6 +397,7 @@ def _bundle_manifest(src: Artifact, opts: BundleOptions, plan: _Plan, n_golden: 
         "device": plan.profile.name,
         "runtime": plan.runtime,
         "tensorrt": plan.selected,
+        "int8_layout": plan.layout,
         "notes": plan.notes,
     }
     return derived_manifest(
@@ -467,13 +509,32 @@ def make_bundle(
     opset = min(17, max_opset(profile.trt_min)[0]) if profile.uses_tensorrt else 17
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        onnx_art = _as_onnx(src, tmp, opset)
+        onnx_art, choice = _layout(_as_onnx(src, tmp, opset), opts.target)
+        runtime, measured = _cpu_runtime(onnx_art, runtime)
         plan = _plan(onnx_art, opts, profile, runtime, selected)
+        plan.runtime_choice = measured
+        if measured:
+            plan.notes.append(f"runtime auto: {measured['why']}")
+        plan.layout = _layout_record(onnx_art, choice)
+        if plan.layout is not None and plan.layout.get("met") is False:
+            plan.notes.append(
+                f"the {choice.layout} layout misses the quantize --max-drop budget "
+                f"({plan.layout['top1_drop_pt']:.2f} pt measured): re-quantize with --target {choice.layout}"
+            )
         gold = _golden(src, onnx_art, opts, plan, tmp)
         out = Path(out)
         info = _bundle_info(out.name, src, onnx_art, opts, plan, gold)
         manifest = _bundle_manifest(src, opts, plan, len(gold.images.names))
         return write_artifact(out, manifest, lambda t: _write_files(t, src, onnx_art, opts, plan, gold, info))
+
+
+def _cpu_runtime(onnx_art: Artifact, runtime: str) -> tuple[str, dict | None]:
+    """--runtime auto (cpu): ONNX Runtime and OpenVINO measured on the shipped model here, in one interleaved
+    run; (the faster, the measurement). Any other runtime: (it, None)."""
+    if runtime != "auto":
+        return runtime, None
+    choice = choose_runtime(onnx_art, min_time_s=AUTO_MIN_TIME_S)
+    return choice["chosen"], choice
 
 
 def _prebuild(tmp: Path, profile, opts: EngineOptions, *, required: bool) -> list[str]:

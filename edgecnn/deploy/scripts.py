@@ -140,8 +140,9 @@ def bundle_readme(info: dict, profile, has_build: bool) -> str:
     steps.append("python3 run.py path/to/images/    # top-5 classes per image")
     sw = profile.software_for(info["tensorrt"]["selected"]) if info.get("tensorrt") else None
     needs = (
-        "numpy, onnxruntime, Pillow"
-        if info["runtime"] == "onnxruntime"
+        ("numpy, openvino (or onnxruntime: run.py falls back to it), Pillow" if info["runtime"] == "openvino" else "")
+        or "numpy, onnxruntime, Pillow"
+        if info["runtime"] in ("onnxruntime", "openvino")
         else "numpy, Pillow, TensorRT with its Python bindings (JetPack: python3-libnvinfer), CUDA runtime"
     )
     tol = info["tolerance"][info["runtime"]]

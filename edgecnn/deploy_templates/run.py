@@ -5,6 +5,7 @@
     python3 run.py --verify                   check file hashes, then outputs against the golden outputs
     python3 run.py --check-files              check file hashes only
     python3 run.py --bench --batch-sizes 1,8  check file hashes, then time the model (p50/p90/p99, images/s)
+    python3 run.py --serve --inputs X.npy ...  what edgecnn eval/bench/check --host run on the device
 
 The model runs with TensorRT (model.engine, built by ./build_engine.sh) or with ONNX Runtime
 (model.onnx; --runtime onnxruntime). Preprocessing, classes, tolerances and the golden data are read
@@ -80,6 +81,10 @@ class BundleError(Exception):
 
 class UsageError(BundleError):
     """A bad or conflicting option; printed as one line, exit 2."""
+
+
+class MissingRuntime(BundleError):
+    """The runtime asked for is not installed here."""
 
 
 def path_in(*parts):
@@ -250,6 +255,73 @@ class OrtModel(object):
     def threads(self):
         n = self.session.get_session_options().intra_op_num_threads
         return {"intra_op_num_threads": n or "onnxruntime default (0)"}
+
+    def gpu_name(self):
+        return None
+
+
+# -- OpenVINO (CPU bundles) ----------------------------------------------------------------------
+class OvModel(object):
+    """OpenVINO on the CPU: the bundle's ONNX compiled once per batch size (static shape), with the settings of
+    bundle.json "openvino" (f32 pinned: a BF16-capable CPU would otherwise run FP32 models in bf16)."""
+
+    def __init__(self, bundle, threads=None):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise MissingRuntime("openvino is not installed (pip3 install openvino)")
+        self.ov, self.core = ov, ov.Core()
+        self.config = dict(bundle.get("openvino") or {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+        self.config.setdefault("INFERENCE_PRECISION_HINT", "f32")
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.model = self.core.read_model(path_in(bundle["onnx"]))
+        self.fixed = self.model.inputs[0].get_partial_shape()[0]
+        self.fixed = self.fixed.get_length() if self.fixed.is_static else None
+        self.compiled, self.requests = {}, {}
+        self._request(self.fixed or 1)
+        self.version = ov.get_version().split("-")[0]
+        first = self.compiled[self.fixed or 1]
+        self.settings = dict((k, str(first.get_property(k))) for k in ("INFERENCE_NUM_THREADS", "NUM_STREAMS"))
+        self.name = "openvino %s CPU (%s, %s threads, %s stream(s), f32)" % (
+            self.version,
+            self.config["PERFORMANCE_HINT"],
+            self.settings["INFERENCE_NUM_THREADS"],
+            self.settings["NUM_STREAMS"],
+        )
+        self.runtime = "openvino"
+
+    def _request(self, n):
+        req = self.requests.get(n)
+        if req is None:
+            model = self.model.clone()
+            if self.fixed is None:
+                shape = [d.get_length() if d.is_static else -1 for d in model.inputs[0].get_partial_shape()]
+                model.reshape({model.inputs[0].any_name: [n] + shape[1:]})
+            self.compiled[n] = self.core.compile_model(model, "CPU", self.config)
+            req = self.requests[n] = self.compiled[n].create_infer_request()
+        return req
+
+    def infer(self, x):
+        import numpy as np
+
+        req = self._request(int(x.shape[0]))
+        req.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return req.get_output_tensor(0).data.copy().astype("float32")
+
+    def batch_range(self, fallback):
+        if self.fixed:
+            return self.fixed, self.fixed, "the ONNX model's batch dimension is fixed at %d" % self.fixed
+        return 1, BENCH_MAX_BATCH, "dynamic batch (compiled once per batch size)"
+
+    def bench_calls(self, x):
+        import numpy as np
+
+        req, feed = self._request(int(x.shape[0])), {0: np.ascontiguousarray(x, dtype=np.float32)}
+        return [("latency_ms", lambda: req.infer(feed))], lambda: None
+
+    def threads(self):
+        return {"INFERENCE_NUM_THREADS": self.settings["INFERENCE_NUM_THREADS"]}
 
     def gpu_name(self):
         return None
@@ -531,7 +603,13 @@ def open_model(bundle, runtime, threads=None):
         return TrtModel(bundle)
     if runtime == "onnxruntime":
         return OrtModel(bundle, threads=threads)
-    raise BundleError("unknown runtime %r; use tensorrt or onnxruntime" % runtime)
+    if runtime == "openvino":
+        try:
+            return OvModel(bundle, threads=threads)
+        except MissingRuntime as exc:
+            sys.stderr.write("note: %s; running with onnxruntime instead\n" % exc)
+            return OrtModel(bundle, threads=threads)
+    raise BundleError("unknown runtime %r; use tensorrt, onnxruntime or openvino" % runtime)
 
 
 def run_batches(model, x, max_batch):
@@ -638,10 +716,11 @@ def verify(runtime=None, threads=None):
     report["preprocess_max_abs_diff"] = pre
     model = open_model(bundle, runtime, threads)
     report["runner"] = model.name
+    report["runtime"] = model.runtime  # the one that ran (openvino falls back to onnxruntime when missing)
     t0 = time.time()
     actual = run_batches(model, inputs, int(bundle["max_batch"]))
     report["seconds"] = round(time.time() - t0, 4)
-    tol = bundle["tolerance"][runtime]
+    tol = bundle["tolerance"][model.runtime]
     report.update(compare(actual, expected, tol))
     for row in report.get("per_image", []):
         row["image"] = images[row["index"]] if row["index"] < len(images) else None
@@ -725,14 +804,14 @@ def bench_options(args):
     return sizes, int(warmup), min_time
 
 
-def time_calls(call, warmup, min_time):
-    """Seconds per call: ``warmup`` untimed calls, then at least BENCH_MIN_CALLS and at least ``min_time`` s."""
+def time_calls(call, warmup, min_time, min_calls=BENCH_MIN_CALLS):
+    """Seconds per call: ``warmup`` untimed calls, then at least ``min_calls`` and at least ``min_time`` s."""
     for _ in range(warmup):
         call()
     times = []
     clock = time.perf_counter
     start = clock()
-    while len(times) < BENCH_MIN_CALLS or (clock() - start < min_time and len(times) < BENCH_MAX_CALLS):
+    while len(times) < min_calls or (clock() - start < min_time and len(times) < BENCH_MAX_CALLS):
         t0 = clock()
         call()
         times.append(clock() - t0)
@@ -874,13 +953,17 @@ def print_bench(report):
 
 
 def write_json_atomic(path, obj):
-    """Write ``obj`` to ``path`` through a temporary file in the same folder and os.replace: never half a file."""
+    write_atomic(path, lambda fh: fh.write(json.dumps(obj, indent=2).encode("utf-8")))
+
+
+def write_atomic(path, write):
+    """Write ``path`` through a temporary file in the same folder and os.replace: never half a file."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".run-py-", suffix=".json.tmp", dir=folder)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
+        fd, tmp = tempfile.mkstemp(prefix=".run-py-", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -888,6 +971,125 @@ def write_json_atomic(path, obj):
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise BundleError("cannot write %s (%s)" % (path, exc))
+
+
+# -- on-device gate: edgecnn eval / bench / check --host ------------------------------------------
+SERVE_PREFIX = "edgecnn-serve: "
+
+
+def serve_options(args):
+    """Check --serve's options; a bad value is a one-line UsageError (exit 2)."""
+    if args.verify or args.check_files or args.bench or args.images:
+        raise UsageError("--serve runs alone; drop --verify / --check-files / --bench / the image paths")
+    digest = str(args.inputs_sha256 or "")
+    if not args.inputs or not args.logits or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        raise UsageError("--serve needs --inputs FILE.npy, --inputs-sha256 (64 hex digits) and --logits FILE.npy")
+    if not str(args.batch_size).isdigit() or not 1 <= int(args.batch_size) <= BENCH_MAX_BATCH:
+        raise UsageError("--batch-size takes a whole number 1..%d" % BENCH_MAX_BATCH)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.logits))):
+        raise UsageError("--logits %s: its folder does not exist" % args.logits)
+    return int(args.batch_size)
+
+
+def load_inputs(path, digest, spec):
+    """The host's preprocessed inputs (float32 N,C,H,W), refused unless their sha256 is ``digest``."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise BundleError("inputs %s are missing; run the edgecnn command on the host again" % path)
+    if sha256_file(path) != digest:
+        raise BundleError(
+            "%s does not match its sha256 %s (modified or cut short on the device); delete it there and run the "
+            "edgecnn command again" % (os.path.basename(path), digest[:16])
+        )
+    x = np.load(path, mmap_mode="r", allow_pickle=False)
+    want = (int(spec["channels"]), int(spec["height"]), int(spec["width"]))
+    if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != want or not len(x):
+        raise BundleError("inputs %s are %s %s; this model takes float32 (N,)+%s" % (path, x.dtype, x.shape, want))
+    return x
+
+
+def run_all(model, x, batch, smallest):
+    """Logits of every input, ``batch`` at a time (a fixed-batch model's last batch padded, the padding dropped)."""
+    import numpy as np
+
+    outs = []
+    for i in range(0, len(x), batch):
+        xb = np.ascontiguousarray(x[i : i + batch])
+        n = len(xb)
+        if n < smallest:
+            xb = np.concatenate([xb, np.repeat(xb[:1], smallest - n, axis=0)])
+        outs.append(model.infer(xb)[:n])
+    return np.concatenate(outs, axis=0)
+
+
+def serve(args, batch):
+    """--serve: check the files and the inputs, write every input's logits to --logits, say so in one JSON line,
+    then time latency on request: one JSON command per stdin line, one JSON reply per stdout line."""
+    import numpy as np
+
+    n_files = check_files()
+    bundle = load_json("bundle.json")
+    x = load_inputs(args.inputs, args.inputs_sha256, bundle["input"])
+    model = open_model(bundle, args.runtime, args.threads)
+    lo, hi, _ = model.batch_range(bundle.get("max_batch") or 1)
+    batch = max(lo, min(batch, hi))
+    t0 = time.perf_counter()
+    logits = run_all(model, x, batch, lo)
+    seconds = time.perf_counter() - t0
+    write_atomic(args.logits, lambda fh: np.save(fh, logits.astype(np.float32), allow_pickle=False))
+    reply(
+        {
+            "ready": True,
+            "runner": model.name,
+            "runtime": model.runtime,
+            "runtime_version": model.version,
+            "files_checked": n_files,
+            "n": int(len(x)),
+            "batch": batch,
+            "batch_range": [lo, hi],
+            "seconds": seconds,
+            "logits_sha256": sha256_file(args.logits),
+            "threads": model.threads(),
+            "host": host_info(model),
+        }
+    )
+    for line in iter(sys.stdin.readline, ""):
+        try:
+            req = json.loads(line)
+            if req.get("cmd") == "quit":
+                return
+            reply({"times": serve_times(model, x, req, lo, hi)})
+        except (ValueError, KeyError, TypeError, BundleError) as exc:
+            reply({"error": str(exc)})
+
+
+def serve_times(model, x, req, lo, hi):
+    """Seconds per call of one request: {"cmd": "warm", "calls" | "seconds"} or {"cmd": "block", "seconds",
+    "preroll"} (untimed calls first); the batch is the first inputs, cycled, as edgecnn bench feeds it."""
+    import numpy as np
+
+    b = int(req.get("batch", 1))
+    if not lo <= b <= hi:
+        raise BundleError("batch %d: this model takes batch %d..%d" % (b, lo, hi))
+    calls, done = model.bench_calls(np.ascontiguousarray(x[np.resize(np.arange(len(x)), b)]))
+    call = calls[0][1]  # latency_ms: end to end, what an application sees
+    try:
+        if req["cmd"] == "warm" and "calls" in req:
+            return time_calls(call, 0, 0.0, max(1, int(req["calls"])))
+        if req["cmd"] not in ("warm", "block"):
+            raise BundleError("unknown command %r" % req["cmd"])
+        end = time.perf_counter() + float(req.get("preroll") or 0)
+        while time.perf_counter() < end:
+            call()
+        return time_calls(call, 0, float(req["seconds"]), 1)
+    finally:
+        done()
+
+
+def reply(obj):
+    sys.stdout.write(SERVE_PREFIX + json.dumps(obj) + "\n")
+    sys.stdout.flush()
 
 
 # -- classification ------------------------------------------------------------------------------
@@ -937,7 +1139,9 @@ def main(argv=None):
     ap.add_argument("images", nargs="*", help="image files or folders to classify")
     ap.add_argument("--verify", action="store_true", help="check hashes and outputs against the golden outputs")
     ap.add_argument("--check-files", action="store_true", help="only check the files against manifest.json")
-    ap.add_argument("--runtime", choices=("tensorrt", "onnxruntime"), help="default: the bundle's (see bundle.json)")
+    ap.add_argument(
+        "--runtime", choices=("tensorrt", "onnxruntime", "openvino"), help="default: the bundle's (see bundle.json)"
+    )
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     ap.add_argument("--json", dest="json_path", help="also write the result as JSON to this file")
@@ -945,8 +1149,16 @@ def main(argv=None):
     ap.add_argument("--batch-sizes", default="1", help="--bench: comma-separated batch sizes (default 1)")
     ap.add_argument("--warmup", default="10", help="--bench: untimed calls per batch size first (default 10)")
     ap.add_argument("--min-time", default="2", help="--bench: seconds of timed calls per batch size (default 2)")
+    ap.add_argument("--serve", action="store_true", help="for edgecnn --host: logits of --inputs, then timing")
+    ap.add_argument("--inputs", help="--serve: preprocessed inputs (.npy, float32 N,C,H,W)")
+    ap.add_argument("--inputs-sha256", help="--serve: the inputs' sha256 (refused if it differs)")
+    ap.add_argument("--logits", help="--serve: where to write the logits (.npy)")
+    ap.add_argument("--batch-size", default="64", help="--serve: batch of the logits pass (default 64)")
     args = ap.parse_args(argv)
     try:
+        if args.serve:
+            serve(args, serve_options(args))
+            return 0
         if args.bench:
             sizes, warmup, min_time = bench_options(args)
             report = bench(sizes, warmup, min_time, args.runtime, args.threads)

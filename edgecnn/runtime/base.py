@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..artifact import Artifact
-from ..errors import ArtifactError
+from ..errors import ArtifactError, InvalidInput
 
 # artifact format -> "module:Class"; other modules add to this with register_runner.
 _RUNNERS: dict[str, str] = {
@@ -20,10 +20,24 @@ _RUNNERS: dict[str, str] = {
     "onnx": "edgecnn.runtime.onnxrt:OrtRunner",
     "engine": "edgecnn.runtime.tensorrt:TensorRTRunner",
 }
+# (artifact format, runtime) -> "module:Class": the runtimes a format may run in besides its default
+_RUNTIMES: dict[tuple[str, str], str] = {
+    ("onnx", "onnxruntime"): "edgecnn.runtime.onnxrt:OrtRunner",
+    ("onnx", "openvino"): "edgecnn.runtime.openvino:OpenVinoRunner",
+}
 
 
-def register_runner(fmt: str, target: str) -> None:
-    _RUNNERS[fmt] = target
+def register_runner(fmt: str, target: str, *, runtime: str | None = None) -> None:
+    """``target`` ("module:Class") runs artifacts of format ``fmt``: by default, or when ``runtime`` is asked."""
+    if runtime is None:
+        _RUNNERS[fmt] = target
+    else:
+        _RUNTIMES[(fmt, runtime)] = target
+
+
+def runtimes_for(fmt: str) -> list[str]:
+    """The runtimes (besides its default runner) an artifact of format ``fmt`` can be opened in."""
+    return [rt for f, rt in _RUNTIMES if f == fmt]
 
 
 class Runner:
@@ -61,11 +75,46 @@ class Runner:
         self.close()
 
 
-def open_runner(artifact, *, device: str = "cpu", threads: int | None = None, **options) -> Runner:
-    """Load ``artifact`` (an Artifact or a path) into the runner for its format."""
+def check_batch(path, batch: np.ndarray, image_shape: tuple, fixed_batch: int | None) -> None:
+    """InvalidInput unless ``batch`` is N,C,H,W with the model's C,H,W (None: any) and, for a model exported
+    with a fixed batch size, exactly that N."""
+    want = "x".join("?" if d is None else str(d) for d in image_shape)
+    if batch.ndim != 4:
+        raise InvalidInput(
+            f"'{path}' takes a batch of images (N, C, H, W) with C,H,W = {want}; "
+            f"got an array of shape {tuple(batch.shape)}."
+        )
+    if any(d is not None and d != b for d, b in zip(image_shape, batch.shape[1:])):
+        raise InvalidInput(
+            f"'{path}' takes images of C,H,W = {want} (its manifest's input spec); "
+            f"got {'x'.join(map(str, batch.shape[1:]))}. Preprocess with the artifact's input spec."
+        )
+    if fixed_batch is not None and batch.shape[0] != fixed_batch:
+        raise InvalidInput(
+            f"'{path}' was exported with a fixed batch size of {fixed_batch}, "
+            f"so it cannot run a batch of {batch.shape[0]}; use batch size {fixed_batch} "
+            f"(--batch-size {fixed_batch}) or re-export with a dynamic batch "
+            "(edgecnn export --dynamic-batch)."
+        )
+
+
+def open_runner(
+    artifact, *, device: str = "cpu", threads: int | None = None, runtime: str | None = None, **options
+) -> Runner:
+    """Load ``artifact`` (an Artifact or a path) into the runner for its format, or into ``runtime``
+    (e.g. "openvino" for an onnx artifact; None: the format's default runner)."""
     if not isinstance(artifact, Artifact):
         artifact = Artifact.load(artifact)
     target = _RUNNERS.get(artifact.format)
+    if runtime is not None:
+        target = _RUNTIMES.get((artifact.format, runtime))
+        if target is None:
+            can = runtimes_for(artifact.format)
+            raise ArtifactError(
+                f"'{artifact.path}' is a {artifact.format} artifact, which --runtime {runtime} cannot run"
+                + (f" (it runs in {', '.join(can)})" if can else "; export it to ONNX first with 'edgecnn export'")
+                + "."
+            )
     if target is None:
         raise ArtifactError(
             f"'{artifact.path}' is a {artifact.format} artifact, which cannot be run directly; "

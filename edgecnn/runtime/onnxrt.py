@@ -14,7 +14,8 @@ import numpy as np
 
 from ..artifact import sha256_file
 from ..errors import ArtifactError, InvalidInput, MissingDependency, require
-from .base import Runner
+from ..layouts import choose
+from .base import Runner, check_batch
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -151,6 +152,10 @@ class OrtRunner(Runner):
     ``providers`` (explicit provider list, overrides ``device``), ``verify`` (True: check the file's sha256
     against the manifest before loading). ``threads`` sets intra-op threads.
 
+    Which file: an INT8 artifact with both layouts runs its cpu layout (``model.cpu.onnx``), the fast one for
+    ONNX Runtime on a CPU; with the TensorRT execution provider (``device`` tensorrt[:N]) the tensorrt layout
+    (:func:`edgecnn.layouts.choose`, sha256 checked). ``layout`` records the choice; ``description`` says it.
+
     Why intra-op spinning is off by default: spinning worker threads keep the cores busy between
     parallel sections. On an idle, dedicated machine that saves a little per layer - measured on this
     project's idle 2-core machine, ResNet-50: spinning on was about 5-10 % faster at batch 1 and 8
@@ -180,28 +185,31 @@ class OrtRunner(Runner):
         ort = _ort()
         if verify:  # a truncated or bit-flipped file may still parse; the manifest's sha256 catches it
             art.verify()
+        family = "tensorrt" if str(self.device).startswith("tensorrt") else "cpu"
+        self.layout = choose(art, family, purpose=f"ONNX Runtime on {self.device}", verify=verify)
+        self.model_path = self.layout.file
         self.session = create_session(
-            art.model_file,
+            self.model_path,
             threads=self.threads,
             inter_threads=self.inter_threads,
             opt_level=self.opt_level,
             spinning=self.spinning,
             device=self.device,
             providers=providers,
-            expected_sha256=None if verify else art.sha256,
+            expected_sha256=self.layout.sha256,
         )
         self.version = ort.__version__
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise ArtifactError(
-                f"'{art.model_file}' has {len(inputs)} inputs; edgecnn runs single-input "
+                f"'{self.model_path}' has {len(inputs)} inputs; edgecnn runs single-input "
                 "classifiers - re-create it with 'edgecnn export'."
             )
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         shape = list(inputs[0].shape)
         if len(shape) != 4:
             raise ArtifactError(
-                f"'{art.model_file}' takes a {len(shape)}-D input {shape}, not an N,C,H,W image batch; "
+                f"'{self.model_path}' takes a {len(shape)}-D input {shape}, not an N,C,H,W image batch; "
                 "re-create it with 'edgecnn export'."
             )
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
@@ -212,33 +220,18 @@ class OrtRunner(Runner):
     def description(self) -> str:
         threads = self.threads or "default"
         spin = {None: "", True: ", spinning", False: ", no spinning"}[self.spinning]
+        layout = self.layout
+        which = f", INT8 layout {layout.layout} ({layout.file.name})" if layout.layout is not None else ""
         return (
             f"onnxruntime {self.version} {self.providers[0]} (intra {threads}, inter {self.inter_threads}, "
-            f"opt {self.opt_level}{spin})"
+            f"opt {self.opt_level}{spin}{which})"
         )
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if self.session is None:
             raise InvalidInput("This ONNX Runtime runner was closed; open the artifact again.")
         batch = np.asarray(batch)
-        want = "x".join("?" if d is None else str(d) for d in self.image_shape)
-        if batch.ndim != 4:
-            raise InvalidInput(
-                f"'{self.artifact.path}' takes a batch of images (N, C, H, W) with C,H,W = {want}; "
-                f"got an array of shape {tuple(batch.shape)}."
-            )
-        if any(d is not None and d != b for d, b in zip(self.image_shape, batch.shape[1:])):
-            raise InvalidInput(
-                f"'{self.artifact.path}' takes images of C,H,W = {want} (its manifest's input spec); "
-                f"got {'x'.join(map(str, batch.shape[1:]))}. Preprocess with the artifact's input spec."
-            )
-        if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
-            raise InvalidInput(
-                f"'{self.artifact.path}' was exported with a fixed batch size of {self.fixed_batch}, "
-                f"so it cannot run a batch of {batch.shape[0]}; use batch size {self.fixed_batch} "
-                f"(--batch-size {self.fixed_batch}) or re-export with a dynamic batch "
-                "(edgecnn export --dynamic-batch)."
-            )
+        check_batch(self.artifact.path, batch, self.image_shape, self.fixed_batch)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
