@@ -133,6 +133,142 @@ class OpenVinoRunner:
         self._requests.clear()
 
 
+def torch_artifact(name: str, out: Path, *, size: int | None, weights: str = "random"):
+    """(torch artifact, network) of zoo model ``name`` or of a torchvision classifier (``mobilenet_v2`` or
+    ``torchvision:NAME``: random weights, ImageNet input spec), at input side ``size`` (None: the model's
+    default). The class count is what the network outputs."""
+    import torch
+    import torchvision
+
+    from edgecnn.models import build_model, get_spec, list_models, save_torch_artifact
+
+    torch.manual_seed(0)
+    tv = name.removeprefix("torchvision:")
+    if name in list_models():
+        ispec = get_spec(name).input_spec(input_size=size)
+        net, _ = build_model(name, weights=weights, input_size=size, warn_random=False)
+    else:  # ImageNet mean/std, RGB, resize + crop, like the zoo's torchvision families
+        ispec = get_spec("resnet18").input_spec(input_size=size)
+        net, name = torchvision.models.get_model(tv, weights=None, num_classes=1000), f"torchvision:{tv}"
+    with torch.no_grad():
+        n_cls = int(net.eval()(torch.zeros(1, ispec["channels"], ispec["height"], ispec["width"])).shape[1])
+    src = save_torch_artifact(
+        net,
+        Path(out),
+        name=name,
+        input_spec=ispec,
+        classes=[str(i) for i in range(n_cls)],
+        stage="load",
+        params={"weights": weights},
+    )
+    return src, net
+
+
+def ort_quantize_static(fp32_onnx: str | Path, out: str | Path, batches) -> Path:
+    """The ONNX Runtime peer route: ``onnxruntime.quantization.quantize_static`` on the same FP32 ONNX and
+    calibration batches, in the layout ONNX Runtime recommends for x86 CPUs (QDQ, uint8 activations,
+    int8 per-channel weights, MinMax calibration)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, name: str):
+            self.items = iter([{name: np.ascontiguousarray(b, dtype=np.float32)} for b in batches])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    import onnx
+
+    name = onnx.load(str(fp32_onnx), load_external_data=False).graph.input[0].name
+    quantize_static(
+        str(fp32_onnx),
+        str(out),
+        Reader(name),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return Path(out)
+
+
+def nncf_openvino_int8(fp32_onnx: str | Path, out_xml: str | Path, batches, subset: int) -> Path:
+    """The OpenVINO peer route: NNCF's OpenVINO backend on the same FP32 ONNX and calibration batches
+    (PERFORMANCE preset), saved as OpenVINO IR for the timing processes."""
+    os.environ.setdefault("NNCF_CI", "1")
+    import nncf
+    import openvino as ov
+
+    model = ov.convert_model(str(fp32_onnx))
+    ds = nncf.Dataset([np.ascontiguousarray(b, dtype=np.float32) for b in batches], lambda b: b)
+    q = nncf.quantize(model, ds, preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=subset)
+    ov.save_model(q, str(out_xml))
+    return Path(out_xml)
+
+
+def ort_graph_profile(onnx_path: str | Path) -> dict:
+    """What ONNX Runtime actually runs for an INT8 ONNX file: op counts of its optimized graph (QLinearConv
+    against convolutions left in float, Q/DQ and layout transposes) and the activation quantizers with a
+    per-channel scale in the file (ONNX Runtime's QLinearConv takes per-tensor activation scales only, so
+    a convolution reading or writing one stays in float)."""
+    import collections
+    import tempfile
+
+    import onnx
+    from onnx import numpy_helper
+
+    from edgecnn.runtime.onnxrt import session_options
+
+    ort = __import__("onnxruntime")
+    with tempfile.TemporaryDirectory(prefix="edgecnn-ort-graph-") as tmp:
+        so = session_options(threads=1, spinning=False)
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+        ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    model = onnx.load(str(onnx_path))
+    inits = {i.name: i for i in model.graph.initializer}
+    per_channel_act = sum(
+        1
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear"
+        and n.input[0] not in inits
+        and n.input[1] in inits
+        and numpy_helper.to_array(inits[n.input[1]]).size > 1
+    )
+    return {
+        "qlinear_conv": ops["QLinearConv"],
+        "float_conv": ops["Conv"] + ops["FusedConv"] + ops["NhwcConv"],
+        "dequantize": ops["DequantizeLinear"],
+        "quantize": ops["QuantizeLinear"],
+        "transpose": ops["Transpose"],
+        "per_channel_activation_quantizers": per_channel_act,
+    }
+
+
+def have_openvino() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def smoke_out(quick: bool, out: str | None, default: Path, tmp_name: str) -> Path:
+    """Where a script writes: ``out``, else ``default`` - but a ``--quick`` smoke run never writes into
+    benchmarks/results/ (its numbers are not results): by default it goes to a temporary folder, and an
+    explicit ``--out`` under benchmarks/results/ is refused."""
+    if not quick:
+        return Path(out) if out else default
+    if out is None:
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="edgecnn-smoke-")) / tmp_name
+    path = Path(out).resolve()
+    if path.is_relative_to(RESULTS.resolve()):
+        sys.exit(f"--quick numbers are a smoke test, not results: write them outside {RESULTS} (--out).")
+    return path
+
+
 def write_results(stem: str, data: dict, markdown: str, out_dir: Path = RESULTS) -> tuple[Path, Path]:
     """``out_dir/stem.json`` and ``out_dir/stem.md``, each written atomically."""
     from edgecnn.artifact import atomic_write_json, atomic_write_text

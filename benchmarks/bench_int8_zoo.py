@@ -1,23 +1,34 @@
-"""Every zoo family quantized to INT8: does it pass TensorRT's rules, run in ONNX Runtime, and beat its own
-FP32 ONNX there?
+"""Every zoo family and four depthwise torchvision networks in INT8: does it pass TensorRT's rules, how much
+faster than its FP32 ONNX is it, and is edgecnn's chosen CPU runtime as fast as the peers?
 
-For each model (random weights: this is about speed and graph structure, not accuracy) the script
-exports FP32 ONNX (BatchNorm folded), quantizes it twice with ``edgecnn.compress.quantize`` - target
-``cpu`` (ONNX Runtime layout) and target ``tensorrt`` (validated TensorRT layout) - on the default
-``calibration/`` photos, checks both with the TensorRT-rules validator, and measures ORT FP32 / INT8-cpu /
-INT8-tensorrt latency at batch 1 interleaved in one run (edgecnn.bench.measure_latency). Ratios are
-what to read; absolute times drift on a shared machine.
+For each network (random weights: this is about speed and graph structure, not accuracy) the script
+exports FP32 ONNX (BatchNorm folded), quantizes it with ``edgecnn.compress.quantize`` - target ``cpu``
+(ONNX Runtime layout), and target ``tensorrt`` (checked with the TensorRT-rules validator) unless
+``--no-trt-layout`` - and builds the two peer routes on the same FP32 ONNX and calibration photos: NNCF's
+OpenVINO backend (OpenVINO INT8, saved as IR) and ONNX Runtime's ``quantize_static`` (QDQ, uint8
+activations, per-channel int8 weights). Then, in ONE as-deployed run per network (``_asdeployed.py``:
+every candidate in its own process per block, cycles of processes with the order rotated, load average
+and CPU flags recorded), it times at batch 1:
 
-    python benchmarks/bench_int8_zoo.py                      # all families at 224 px (lenet5 at 32)
-    python benchmarks/bench_int8_zoo.py --models resnet18 alexnet --seconds 2
+    ORT FP32 | edgecnn INT8 in ORT | edgecnn INT8 in OpenVINO (edgecnn's own Q/DQ ONNX) |
+    OpenVINO INT8 (NNCF peer route) | ORT quantize_static QDQ
 
+and judges, per network, edgecnn's chosen CPU runtime (the faster of ORT and OpenVINO on edgecnn's INT8
+in this run) against OpenVINO INT8 of the peer route and against ORT quantize_static (speed ratio >= 0.97,
+95 % interval and IQR; inconclusive when the run was disturbed - see _asdeployed.judge).
+
+    python benchmarks/bench_int8_zoo.py                                  # all default networks at 224 px
+    python benchmarks/bench_int8_zoo.py --networks resnet18 mobilenet_v2 --cycles 5
+    python benchmarks/bench_int8_zoo.py --quick                          # smoke: lenet5 + resnet18 @64
+
+Networks: zoo names (lenet5 runs at 32 px), and torchvision names (``mobilenet_v2``, ``mobilenet_v3_large``,
+``efficientnet_b0``, ``shufflenet_v2_x1_0``, or any ``torchvision:NAME``) built with random weights.
 Writes benchmarks/results/int8_zoo.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,149 +36,219 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _asdeployed import Candidate, choose, compare, fmt, judge, run_as_deployed  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    have_openvino,
+    nncf_openvino_int8,
+    ort_graph_profile,
+    ort_quantize_static,
+    smoke_out,
+    torch_artifact,
+    write_results,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = ["lenet5", "alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "densenet121"]
+ZOO_NETWORKS = ["lenet5", "alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "densenet121"]
+DEPTHWISE_NETWORKS = ["mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0"]
+DEFAULT_NETWORKS = ZOO_NETWORKS + DEPTHWISE_NETWORKS
+FP32, E_ORT, E_OV = "ORT FP32", "edgecnn INT8 (ORT)", "edgecnn INT8 (OpenVINO)"
+PEER_OV, ORT_STATIC = "OpenVINO INT8 (NNCF, peer route)", "ORT quantize_static QDQ"
+PEER_TARGET = 0.97
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--networks", "--models", dest="networks", nargs="+", default=None, help="subset to run")
+    ap.add_argument("--size", type=int, default=None, help="input side (default 224; --quick: 64); lenet5: 32")
+    ap.add_argument("--calib", default=str(ROOT / "calibration"))
+    ap.add_argument("--subset", type=int, default=None, help="calibration images per quantization (default 32)")
+    ap.add_argument("--cycles", type=int, default=None, help="cycles of processes per network (default 7)")
+    ap.add_argument("--seconds", type=float, default=None, help="timed seconds per block (default 2)")
+    ap.add_argument("--warmup", type=float, default=None, help="warm-up seconds per block (default 0.5)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-trt-layout", action="store_true", help="skip the TensorRT-layout quantization and rules")
+    ap.add_argument("--quick", action="store_true", help="smoke run; never writes into benchmarks/results/")
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/int8_zoo.json)")
+    args = ap.parse_args(argv)
+    full = {"networks": DEFAULT_NETWORKS, "size": 224, "subset": 32, "cycles": 7, "seconds": 2.0, "warmup": 0.5}
+    quick = {"networks": ["lenet5", "resnet18"], "size": 64, "subset": 8, "cycles": 2, "seconds": 0.2, "warmup": 0.1}
+    for k, v in (quick if args.quick else full).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.quick:
+        args.no_trt_layout = True
+    args.out = smoke_out(args.quick, args.out, RESULTS / "int8_zoo.json", "int8_zoo.json")
+    return args
+
+
+def build_network(name: str, args, tmp: Path) -> tuple[dict, list[Candidate], dict]:
+    """Quantize ``name`` every way; (row, candidates, input spec)."""
+    from edgecnn.compress.qdq import summarize, validate_qdq
+    from edgecnn.compress.quantize import QuantizeOptions, quantize
+    from edgecnn.data.calibration import load_calibration
+    from edgecnn.export.onnx import export_onnx
+
+    key = name.removeprefix("torchvision:")
+    src, net = torch_artifact(name, tmp / f"{key}-torch", size=None if name == "lenet5" else args.size)
+    fp32 = export_onnx(src, tmp / f"{key}-fp32", model=net, progress=False)
+    ispec = src.input
+    row: dict = {
+        "model": src.model,
+        "input": [ispec["channels"], ispec["height"], ispec["width"]],
+        "macs": src.manifest["metrics"]["macs"],
+        "fp32_file_mb": round(fp32.model_file.stat().st_size / 1e6, 3),
+        "quantize_s": {},
+    }
+    targets = ("cpu",) if args.no_trt_layout else ("cpu", "tensorrt")
+    arts = {}
+    for target in targets:
+        t = time.perf_counter()
+        art = quantize(
+            fp32,
+            tmp / f"{key}-int8-{target}",
+            QuantizeOptions(calib=args.calib, subset_size=args.subset, target=target),
+            progress=False,
+        )
+        row["quantize_s"][f"edgecnn_{target}"] = round(time.perf_counter() - t, 1)
+        arts[target] = art
+    if "tensorrt" in arts:
+        v = summarize(validate_qdq(arts["tensorrt"].model_file))
+        row["tensorrt_layout"] = {k: v[k] for k in ("passed", "errors", "warnings", "by_rule")}
+    row["int8_file_mb"] = round(arts["cpu"].model_file.stat().st_size / 1e6, 3)
+    cands = [
+        Candidate(FP32, "onnxruntime", str(fp32.model_file)),
+        Candidate(E_ORT, "onnxruntime", str(arts["cpu"].model_file)),
+    ]
+    cal = load_calibration(args.calib, ispec, subset_size=args.subset)
+    if have_openvino():
+        cands.append(Candidate(E_OV, "openvino", str(arts["cpu"].path)))
+        t = time.perf_counter()
+        peer = nncf_openvino_int8(fp32.model_file, tmp / f"{key}-peer" / "model.xml", cal.batches, args.subset)
+        row["quantize_s"]["openvino_nncf"] = round(time.perf_counter() - t, 1)
+        cands.append(Candidate(PEER_OV, "openvino", str(peer)))
+    t = time.perf_counter()
+    static = ort_quantize_static(fp32.model_file, tmp / f"{key}-ort-static.onnx", cal.batches)
+    row["quantize_s"]["ort_quantize_static"] = round(time.perf_counter() - t, 1)
+    cands.append(Candidate(ORT_STATIC, "onnxruntime", str(static)))
+    row["ort_graph"] = {E_ORT: ort_graph_profile(arts["cpu"].model_file), ORT_STATIC: ort_graph_profile(static)}
+    return row, cands, ispec
+
+
+def judge_network(run: dict) -> dict:
+    """Per network: speed-ups over ORT FP32, the chosen runtime, and its verdicts against the two peers."""
+    c = run["candidates"]
+    out: dict = {"p50_ms": {lab: e.get("p50_ms") for lab, e in c.items()}, "failed": {}}
+    out["failed"] = {lab: e["failed"] for lab, e in c.items() if e.get("failed")}
+    out["speedup_vs_fp32"] = {lab: compare(run, lab, FP32).as_dict() for lab in c if lab != FP32}
+    chosen = choose(run, [E_ORT, E_OV])
+    out["chosen_runtime"] = chosen
+    for key, peer in (("vs_openvino_int8_peer", PEER_OV), ("vs_ort_quantize_static", ORT_STATIC)):
+        if chosen is None or peer not in c:
+            out[key] = {"verdict": "inconclusive", "target": PEER_TARGET, "reasons": ["not measured"]}
+        else:
+            out[key] = judge(compare(run, chosen, peer), PEER_TARGET)
+    return out
+
+
+def markdown(rows: list[dict], env: dict, args) -> str:
+    lines = [
+        f"| network | input | ORT FP32 ms | INT8 speed-up over ORT FP32 [95% CI]: {E_ORT} | {E_OV} | {PEER_OV} | "
+        f"{ORT_STATIC} | chosen | chosen vs OpenVINO peer (IQR): verdict | chosen vs ORT static (IQR): verdict "
+        "| TensorRT rules |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        j = r["judged"]
+        sp = j["speedup_vs_fp32"]
+        cols = [fmt(sp[lab]) if lab in sp else "-" for lab in (E_ORT, E_OV, PEER_OV, ORT_STATIC)]
+        verdicts = []
+        for key in ("vs_openvino_int8_peer", "vs_ort_quantize_static"):
+            v = j[key]
+            iqr = f" ({v['iqr'][0]:.2f}-{v['iqr'][1]:.2f})" if v.get("iqr") else ""
+            verdicts.append(f"{fmt(v)}{iqr}: **{v['verdict']}**")
+        trt = r.get("tensorrt_layout")
+        fp = j["p50_ms"].get(FP32)
+        lines.append(
+            f"| {r['model']} | {'x'.join(map(str, r['input']))} | {'-' if fp is None else f'{fp:.3f}'} | "
+            + " | ".join(cols)
+            + f" | {j['chosen_runtime']} | "
+            + " | ".join(verdicts)
+            + f" | {'-' if trt is None else ('pass' if trt['passed'] else 'FAIL')} |"
+        )
+    lines += [
+        "",
+        f"{env.get('cpu')} (flags: {', '.join(env.get('cpu_flags') or [])}), {args.threads or 'physical-core'} "
+        "threads; random weights; every network in one as-deployed run (each candidate in its own process per "
+        f"block, {args.cycles} cycles of {args.seconds} s blocks).",
+    ]
+    for r in rows:
+        g = r["ort_graph"][E_ORT]
+        if g["float_conv"]:
+            lines.append(
+                f"- {r['model']}: ONNX Runtime runs {g['float_conv']} of edgecnn INT8's convolutions in float "
+                f"({g['qlinear_conv']} as QLinearConv, {g['dequantize']} DequantizeLinear, {g['transpose']} Transpose; "
+                f"{g['per_channel_activation_quantizers']} per-channel activation quantizers in the file); "
+                f"ORT quantize_static: {r['ort_graph'][ORT_STATIC]['float_conv']} float"
+            )
+        for lab, err in r["judged"]["failed"].items():
+            lines.append(f"- {r['model']}: {lab} failed: {err}")
+        for key in ("vs_openvino_int8_peer", "vs_ort_quantize_static"):
+            if r["judged"][key]["reasons"]:
+                lines.append(f"- {r['model']} {key}: {'; '.join(r['judged'][key]['reasons'])}")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("NNCF_CI", "1")
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
-    ap.add_argument("--size", type=int, default=224, help="input side for the torchvision models")
-    ap.add_argument("--calib", default=str(ROOT / "calibration"))
-    ap.add_argument("--subset", type=int, default=32, help="calibration images per quantization")
-    ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per candidate")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "int8_zoo.json"))
-    args = ap.parse_args(argv)
-
-    import torch
-
-    from edgecnn.bench import measure_latency
-    from edgecnn.compress.qdq import summarize, validate_qdq
-    from edgecnn.compress.quantize import QuantizeOptions, quantize
-    from edgecnn.export.onnx import export_onnx
-    from edgecnn.models import build_model, get_spec, save_torch_artifact
+    args = parse_args(argv)
+    from edgecnn.bench import bench_inputs, physical_cores
 
     warnings.simplefilter("ignore")
-    rows, t_all = [], time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgecnn-bench-int8-zoo-") as tmp:
-        tmp = Path(tmp)
-        for name in args.models:
-            spec = get_spec(name)
-            t0 = time.perf_counter()
-            size = None if name == "lenet5" else args.size
-            input_spec = spec.input_spec(input_size=size)
-            torch.manual_seed(0)
-            net, _ = build_model(
-                name,
-                weights="random",
-                num_classes=1000 if name != "lenet5" else 10,
-                input_size=(input_spec["height"], input_spec["width"]),
-                warn_random=False,
-            )
-            classes = [str(i) for i in range(1000 if name != "lenet5" else 10)]
-            src = save_torch_artifact(
-                net,
-                tmp / f"{name}-torch",
-                name=name,
-                input_spec=input_spec,
-                classes=classes,
-                stage="load",
-                params={"weights": "random"},
-            )
-            fp32 = export_onnx(src, tmp / f"{name}-fp32", progress=False)
-            row = {"model": name, "input": [input_spec["channels"], input_spec["height"], input_spec["width"]]}
-            arts = [fp32]
-            for target in ("cpu", "tensorrt"):
-                t = time.perf_counter()
-                art = quantize(
-                    fp32,
-                    tmp / f"{name}-int8-{target}",
-                    QuantizeOptions(calib=args.calib, subset_size=args.subset, target=target),
-                    progress=False,
-                )
-                v = summarize(validate_qdq(art.model_file))
-                row[target] = {
-                    "quantize_s": round(time.perf_counter() - t, 1),
-                    "passes_tensorrt_rules": v["passed"],
-                    "errors": v["errors"],
-                    "warnings": v["warnings"],
-                    "by_rule": v["by_rule"],
-                    "rewrites": {
-                        k: (len(x) if isinstance(x, list) else x)
-                        for k, x in art.manifest["quantization"]["rewrites"].items()
-                    },
-                    "file_mb": round(art.model_file.stat().st_size / 1e6, 3),
-                }
-                arts.append(art)
-            row["fp32_file_mb"] = round(fp32.model_file.stat().st_size / 1e6, 3)
-            lat = measure_latency(
-                arts,
-                labels=["ORT FP32", "ORT INT8 (cpu)", "ORT INT8 (tensorrt layout)"],
-                batch_sizes=(1,),
-                warmup=1.0,
-                min_time_s=args.seconds,
-                threads=args.threads,
+    threads = args.threads or physical_cores()
+    rows, env, t_all = [], {}, time.perf_counter()
+    for name in args.networks:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="edgecnn-bench-int8-zoo-") as tmp:
+            row, cands, ispec = build_network(name, args, Path(tmp))
+            run = run_as_deployed(
+                cands,
+                bench_inputs(ispec, 1),
+                cycles=args.cycles,
+                seconds=args.seconds,
+                warmup_s=args.warmup,
+                threads=threads,
                 progress=False,
             )
-            for r, key in zip(lat["results"], ("fp32", "cpu", "tensorrt")):
-                entry = {
-                    "p50_ms": round(r["latency_ms"]["p50"], 3),
-                    "speedup_vs_fp32": round(r["speedup"], 3),
-                    "ratio_iqr": r.get("ratio_rounds"),
-                }
-                if key == "fp32":
-                    row["fp32"] = entry
-                else:
-                    row[key].update(entry)
-            row["int8_faster_than_fp32"] = row["cpu"]["speedup_vs_fp32"] > 1.0
-            row["seconds"] = round(time.perf_counter() - t0, 1)
-            rows.append(row)
-            print(
-                f"{name:12s} fp32 {row['fp32']['p50_ms']:8.2f} ms | int8 cpu {row['cpu']['p50_ms']:8.2f} ms "
-                f"({row['cpu']['speedup_vs_fp32']:.2f}x) | int8 trt-layout {row['tensorrt']['p50_ms']:8.2f} ms "
-                f"({row['tensorrt']['speedup_vs_fp32']:.2f}x) | TRT rules: "
-                f"{'pass' if row['tensorrt']['passes_tensorrt_rules'] else 'FAIL'}",
-                flush=True,
-            )
-            env = lat["environment"]
+        env = run["environment"]
+        row |= {"as_deployed": run, "judged": judge_network(run), "seconds": round(time.perf_counter() - t0, 1)}
+        rows.append(row)
+        j = row["judged"]
+        print(
+            f"{row['model']:30s} INT8 ORT {fmt(j['speedup_vs_fp32'].get(E_ORT, {}))} over FP32"
+            f" | chosen {j['chosen_runtime']}"
+            f" | vs OpenVINO peer {fmt(j['vs_openvino_int8_peer'])} {j['vs_openvino_int8_peer']['verdict']}"
+            f" | vs ORT static {fmt(j['vs_ort_quantize_static'])} {j['vs_ort_quantize_static']['verdict']}",
+            flush=True,
+        )
     result = {
-        "schema": "edgecnn.bench-int8-zoo/1",
-        "settings": vars(args),
+        "schema": "edgecnn.bench-int8-zoo/2",
+        "smoke": bool(args.quick),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"threads": threads},
         "environment": env,
+        "cpu_flags": env.get("cpu_flags"),
         "rows": rows,
-        "exceptions": [
-            {"model": r["model"], "int8_cpu_speedup": r["cpu"]["speedup_vs_fp32"]}
-            for r in rows
-            if not r["int8_faster_than_fp32"]
+        "int8_slower_than_fp32": [
+            r["model"] for r in rows if (r["judged"]["speedup_vs_fp32"].get(E_ORT) or {}).get("point", 2) < 1.0
         ],
         "seconds": round(time.perf_counter() - t_all, 1),
-        "note": "random weights; ratios measured interleaved in one run per model; shared machine -> "
-        "absolute ms drift, ratios are what to read",
+        "note": "random weights; each network's candidates timed as deployed (own process per block) in one run; "
+        "ratios are what to read" + ("; SMOKE RUN (--quick), not results" if args.quick else ""),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    md = [
-        "| model | input | ORT FP32 ms | INT8 cpu ms (speed-up) | INT8 tensorrt-layout ms (speed-up) "
-        "| TensorRT rules | size FP32 -> INT8 MB |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        md.append(
-            f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['fp32']['p50_ms']:.2f} | "
-            f"{r['cpu']['p50_ms']:.2f} ({r['cpu']['speedup_vs_fp32']:.2f}x) | {r['tensorrt']['p50_ms']:.2f} "
-            f"({r['tensorrt']['speedup_vs_fp32']:.2f}x) | "
-            f"{'pass' if r['tensorrt']['passes_tensorrt_rules'] else 'FAIL'} | "
-            f"{r['fp32_file_mb']:.2f} -> {r['cpu']['file_mb']:.2f} |"
-        )
-    md.append("")
-    md.append(
-        f"{env.get('cpu')}, {result['settings']['threads'] or 'physical-core'} threads; random weights; "
-        "interleaved latency per model (ratios are the result; absolute ms drift with machine load)."
-    )
-    out.with_suffix(".md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    write_results(out.stem, result, markdown(rows, env, args), out.parent)
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Run every benchmark script (benchmarks/bench_*.py) with its defaults, one after another.
+"""Run every benchmark script (benchmarks/bench_*.py, then roofline.py) with its defaults, one after another.
 
 Each writes its JSON and Markdown into benchmarks/results/. Exit status: the number of scripts whose
 checks failed or that crashed (0 = all passed). ``make bench`` calls this.
@@ -14,7 +14,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str]) -> int:
-    scripts = sorted(HERE.glob("bench_*.py"))
+    # roofline.py last: it reads bench_int8.py's ResNet-50 INT8 latency
+    scripts = sorted(HERE.glob("bench_*.py")) + [HERE / "roofline.py"]
     if argv:
         scripts = [s for s in scripts if any(name in s.stem for name in argv)]
     failed = []
