@@ -280,6 +280,22 @@ def run_as_deployed(
     return summarise(blocks, candidates, settings, seconds_total=time.perf_counter() - t_start)
 
 
+def run_from_args(candidates: list[Candidate], input_spec, args, threads: int, *, seconds=None, progress=True) -> dict:
+    """The benchmarks' one preamble: batch-1 inputs for ``input_spec`` and ``run_as_deployed`` with the
+    script's ``--cycles`` / ``--seconds`` / ``--warmup`` (``seconds`` overrides the timed seconds)."""
+    from edgecnn.bench import bench_inputs
+
+    return run_as_deployed(
+        candidates,
+        bench_inputs(input_spec, 1),
+        cycles=args.cycles,
+        seconds=args.seconds if seconds is None else seconds,
+        warmup_s=args.warmup,
+        threads=threads,
+        progress=progress,
+    )
+
+
 def summarise(blocks: list[dict], candidates: list[Candidate], settings: dict, *, seconds_total: float = 0.0) -> dict:
     """The run's JSON: settings, environment (CPU flags, cores), load averages, blocks, and per candidate its
     pooled p50 with interval, block p50s by cycle, collapsed blocks and high-load blocks."""

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _asdeployed import Candidate, choose, compare, fmt, judge, run_as_deployed  # noqa: E402
+from _asdeployed import Candidate, choose, compare, fmt, judge, run_from_args  # noqa: E402
 from _common import (  # noqa: E402
     RESULTS,
     have_openvino,
@@ -218,14 +218,13 @@ def markdown(run: dict, tg: dict, args, info: dict) -> str:
 def main(argv=None) -> int:
     os.environ.setdefault("NNCF_CI", "1")
     args = parse_args(argv)
-    from edgecnn.bench import bench_inputs, physical_cores
+    from edgecnn.bench import physical_cores
 
     warnings.simplefilter("ignore")
     threads = args.threads or physical_cores()
     with tempfile.TemporaryDirectory(prefix="edgecnn-bench-int8-") as tmp:
         cands, info = build(args, Path(tmp), threads)
-        x = bench_inputs(info["input_spec"], 1)
-        run = run_as_deployed(cands, x, cycles=args.cycles, seconds=args.seconds, warmup_s=args.warmup, threads=threads)
+        run = run_from_args(cands, info["input_spec"], args, threads)
     tg = targets(run, None if args.no_prune else args.prune_ratio)
     info["notes"].append(
         "random weights unless --weights says otherwise; every number from this one run (no products of "

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _asdeployed import Candidate, choose, compare, fmt, judge, run_as_deployed  # noqa: E402
+from _asdeployed import Candidate, choose, compare, fmt, judge, run_from_args  # noqa: E402
 from _common import (  # noqa: E402
     RESULTS,
     have_openvino,
@@ -204,7 +204,7 @@ def markdown(rows: list[dict], env: dict, args) -> str:
 def main(argv=None) -> int:
     os.environ.setdefault("NNCF_CI", "1")
     args = parse_args(argv)
-    from edgecnn.bench import bench_inputs, physical_cores
+    from edgecnn.bench import physical_cores
 
     warnings.simplefilter("ignore")
     threads = args.threads or physical_cores()
@@ -213,15 +213,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="edgecnn-bench-int8-zoo-") as tmp:
             row, cands, ispec = build_network(name, args, Path(tmp))
-            run = run_as_deployed(
-                cands,
-                bench_inputs(ispec, 1),
-                cycles=args.cycles,
-                seconds=args.seconds,
-                warmup_s=args.warmup,
-                threads=threads,
-                progress=False,
-            )
+            run = run_from_args(cands, ispec, args, threads, progress=False)
         env = run["environment"]
         row |= {"as_deployed": run, "judged": judge_network(run), "seconds": round(time.perf_counter() - t0, 1)}
         rows.append(row)

@@ -228,9 +228,8 @@ def model_latency(args, threads: int) -> dict:
 
 
 def _measure_model(args, threads: int) -> dict:
-    from _asdeployed import Candidate, choose, run_as_deployed
+    from _asdeployed import Candidate, choose, run_from_args
 
-    from edgecnn.bench import bench_inputs
     from edgecnn.compress.quantize import QuantizeOptions, quantize
     from edgecnn.export.onnx import export_onnx
 
@@ -245,15 +244,7 @@ def _measure_model(args, threads: int) -> dict:
         cands = [Candidate("edgecnn INT8 (ORT)", "onnxruntime", str(int8.model_file))]
         if have_openvino():
             cands.append(Candidate("edgecnn INT8 (OpenVINO)", "openvino", str(int8.path)))
-        run = run_as_deployed(
-            cands,
-            bench_inputs(ispec, 1),
-            cycles=args.cycles,
-            seconds=args.model_seconds,
-            warmup_s=args.warmup,
-            threads=threads,
-            progress=False,
-        )
+        run = run_from_args(cands, ispec, args, threads, seconds=args.model_seconds, progress=False)
     chosen = choose(run, [c.label for c in cands])
     e = run["candidates"][chosen]
     return {

@@ -145,3 +145,25 @@ CHANNELS = click.IntRange(1, limits.MAX_CHANNELS)
 SIDE = click.IntRange(1, limits.MAX_INPUT_SIZE)
 LAYERS = click.IntRange(0, limits.MAX_LAYERS)
 DLA_CORE = click.IntRange(0, 15)
+
+
+def input_options(default: str, *, stats_note: str = ""):
+    """The input-spec options train and import share: --input-size, --in-channels, --mean, --std, with
+    ``default`` naming where an unset one comes from (e.g. "recipe / model", "the graph's")."""
+    opts = [
+        click.option("--input-size", type=INPUT_SIZE, default=None, help=f"Input N or HxW [default: {default}]."),
+        click.option("--in-channels", type=CHANNELS, default=None, help=f"1 (gray) or 3 (RGB) [default: {default}]."),
+        click.option(
+            "--mean", type=MEAN, default=None, help=f"Input mean in pixel/255 units, one or per channel{stats_note}."
+        ),
+        click.option(
+            "--std", type=STD, default=None, help=f"Input std in pixel/255 units, one or per channel{stats_note}."
+        ),
+    ]
+
+    def apply(f):
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return apply

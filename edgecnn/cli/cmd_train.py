@@ -4,17 +4,14 @@ import click
 
 from ._common import (
     BATCH_SIZE,
-    CHANNELS,
     CLASSES,
     EPOCHS,
-    INPUT_SIZE,
-    MEAN,
     SEED,
-    STD,
     WORKERS,
     Finite,
     fmt_count,
     fmt_pct,
+    input_options,
     print_table,
     write_json,
 )
@@ -38,10 +35,7 @@ from ._common import (
 @click.option(
     "--num-classes", type=CLASSES, default=None, help="Check the data has this many classes (synthetic: make them)."
 )
-@click.option("--in-channels", type=CHANNELS, default=None, help="Input channels [default: recipe / model].")
-@click.option("--input-size", type=INPUT_SIZE, default=None, help="Input N or HxW [default: recipe / model].")
-@click.option("--mean", type=MEAN, default=None, help="Input mean, one or per channel (e.g. 0.5) [default: model's].")
-@click.option("--std", type=STD, default=None, help="Input std, one or per channel (e.g. 0.25) [default: model's].")
+@input_options("recipe / model")
 @click.option("--batch-size", type=BATCH_SIZE, default=None, help="Per process (torchrun: global = this x WORLD_SIZE).")
 @click.option(
     "--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="SGD with Nesterov momentum or AdamW."
