@@ -159,7 +159,7 @@ class SweepOptions(Options):
             if on
         ]
         if asked:
-            source = original.manifest.get("source") or {}
+            source = (original.manifest.get("architecture") or {}).get("source") or {}
             what = f"imported from {source['file']}" if source.get("kind") == "onnx-import" else "exported"
             raise OptionError(
                 f"'{original.path}' is an ONNX artifact ({what}): its sweep is precision only (--precision), since "

@@ -13,8 +13,7 @@ Run it on its own (train on the bundled digits, compress, check, deploy, verify 
 or step by step, as the README shows:
 
     edgecnn train examples/custom_model.py:build --data digits --out runs/custom
-    edgecnn compress runs/custom --prune 0.3 --distill --data digits --int8 --calib digits --target cpu \
-        --out runs/custom-c
+    edgecnn compress runs/custom --prune 0.3 --distill --data digits --int8 --calib digits --out runs/custom-c
     edgecnn check runs/custom-c/final --against runs/custom
     edgecnn deploy runs/custom-c/final --target cpu --out runs/custom-bundle
 """
@@ -108,7 +107,7 @@ def main(argv=None) -> int:
     quick = ["--finetune-epochs", "1", "--subset-size", "64", "--no-bench"] if args.quick else []
     _edgecnn("train", ref, "--data", "digits", "--epochs", args.epochs, "--out", out / "trained", "-q")
     _edgecnn("compress", out / "trained", "--prune", "0.3", "--distill", "--data", "digits", "--int8", "--calib",
-             "digits", "--target", "cpu", "--out", out / "compressed", *quick)  # fmt: skip
+             "digits", "--out", out / "compressed", *quick)  # fmt: skip
     gate = ["--no-latency"] if args.quick else []
     code = _edgecnn("check", out / "compressed" / "final", "--against", out / "trained", *gate, ok=(0, 3, 4))
     print(f"gate: {({0: 'pass', 3: 'fail', 4: 'inconclusive'})[code]}")

@@ -107,7 +107,7 @@ def test_import_writes_a_verified_onnx_artifact(imported, made_elsewhere):
     assert imported.format == "onnx" and imported.precision == "fp32" and imported.stage == "import"
     assert imported.classes == DIGIT_CLASSES and imported.input_shape == (3, 64, 64)
     data = made_elsewhere.with_name("squeezenet1_1.onnx.data")  # torch.onnx keeps the weights beside the graph
-    assert m["source"] == {
+    assert "source" not in m and m["architecture"]["source"] == {
         "kind": "onnx-import",
         "file": "squeezenet1_1.onnx",
         "sha256": _sha(made_elsewhere),
@@ -229,6 +229,9 @@ def test_batch_that_cannot_be_dynamic_stays_fixed_and_is_recorded(tmp_path, cli_
     assert info["batch_note"].startswith("batch kept fixed at 1")
     assert art.sha256 == _sha(src)
     assert cli_run(["eval", str(art.path), "--data", "digits", "--batch-size", "1"]).exit_code == 0
+    r = cli_run(["eval", str(art.path), "--data", "digits", "--batch-size", "4"])
+    assert r.exit_code == 1 and "fixed batch size of 1" in r.output and "batch kept fixed at 1" in r.output
+    assert "edgecnn export" not in r.output  # an imported graph is not re-exported
 
 
 def test_simplify_is_a_measured_rewrite(tmp_path, cli_run):
@@ -456,3 +459,11 @@ def test_help_lists_import(cli_run):
     r = cli_run(["--help"])
     assert "import" in r.output
     assert cli_run(["import", "--help"]).exit_code == 0
+
+
+def test_an_imported_source_is_never_rebuilt_as_torch():
+    from edgecnn.errors import ArtifactError
+    from edgecnn.models.sources import ModelSource
+
+    with pytest.raises(ArtifactError, match="imported from the ONNX file sq.onnx: there is no torch network"):
+        ModelSource.from_record({"kind": "onnx-import", "file": "sq.onnx"}, "'runs/sq'")

@@ -280,7 +280,6 @@ def _chain(cli_run, ref, out: Path, *extra_train):
     trained = json.loads((out / "t" / "manifest.json").read_text())
     assert trained["architecture"]["source"]["kind"] in ("torchvision", "file")
     args = ["--prune", "0.3", "--distill", "--finetune-epochs", "1", "--data", "digits", "--int8", "--calib", "digits"]
-    args += ["--target", "cpu"]  # the layout deploy --target cpu takes
     r = cli_run(["compress", out / "t", *args, "--subset-size", "32", "--no-bench", "--out", out / "c"])
     assert r.exit_code == 0, r.output
     r = cli_run(["check", out / "c" / "final", "--against", out / "t", "--no-latency", "--max-top1-drop", "100"])

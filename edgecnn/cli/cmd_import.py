@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import CHANNELS, CLASSES, IMAGES, INPUT_SIZE, MEAN, SIDE, STD, print_table, write_json
+from ._common import CLASSES, IMAGES, SIDE, input_options, print_table, write_json
 
 
 @click.command("import")
@@ -12,10 +12,7 @@ from ._common import CHANNELS, CLASSES, IMAGES, INPUT_SIZE, MEAN, SIDE, STD, pri
     "--classes", "classes", type=click.Path(dir_okay=False), help="Class names, one per line, in output order."
 )
 @click.option("--num-classes", type=CLASSES, default=None, help="Instead of --classes: N classes named 0..N-1.")
-@click.option("--input-size", type=INPUT_SIZE, default=None, help="Input N or HxW [default: the graph's fixed size].")
-@click.option("--in-channels", type=CHANNELS, default=None, help="1 (gray) or 3 (RGB) [default: the graph's].")
-@click.option("--mean", type=MEAN, required=False, help="Input mean in pixel/255 units, one or per channel (required).")
-@click.option("--std", type=STD, required=False, help="Input std in pixel/255 units, one or per channel (required).")
+@input_options("the graph's", stats_note=" (required)")
 @click.option(
     "--resize",
     type=SIDE,
@@ -59,10 +56,11 @@ def command(model, out, json_path, **options):
     opts = ImportOptions().merged({k: v for k, v in options.items() if v is not None}, where="edgecnn import")
     art = import_onnx(model, out, opts)
     info, parity, spec = art.manifest["onnx"], art.metrics.get("parity"), art.input
+    src = art.manifest["architecture"]["source"]
     rows = [
         ["artifact", str(art.path)],
         ["model", f"{art.model} ({art.precision}, {art.num_classes} classes)"],
-        ["source", f"{art.manifest['source']['file']} (sha256 {art.manifest['source']['sha256'][:12]}...)"],
+        ["source", f"{src['file']} (sha256 {src['sha256'][:12]}...)"],
         ["producer", info["producer"] or "-"],
         ["opset", str(info["opset"])],
         ["input", f"{info['input_name']} {' x '.join(map(str, info['input_shape']))}"],

@@ -114,6 +114,11 @@ class ModelSource:
     def from_record(cls, record: dict, where: str = "the artifact") -> ModelSource:
         """The source a manifest recorded; a factory file that is gone or changed is refused (one line)."""
         kind = record.get("kind")
+        if kind == "onnx-import":
+            raise ArtifactError(
+                f"{where} was imported from the ONNX file {record.get('file')}: there is no torch network to rebuild; "
+                "quantize, eval, bench, check, deploy and sweep --precision take it; prune and distill need torch."
+            )
         if kind not in KINDS:
             raise ArtifactError(f"{where} records a model source of unknown kind {kind!r}; re-create it.")
         src = cls(

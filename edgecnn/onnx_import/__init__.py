@@ -86,7 +86,7 @@ def import_onnx(model_path, out, options: ImportOptions | None = None, **fields)
     if done.parity is not None:
         done.parity.update(n_images=int(len(images)), data=data, precision=io.precision)
     manifest = _manifest(path, raw, model, opts, io, spec, classes, done)
-    manifest["source"]["external_data"] = external
+    manifest["architecture"]["source"]["external_data"] = external
 
     def write(tmp: Path) -> None:
         target = tmp / "model.onnx"
@@ -154,9 +154,9 @@ def _manifest(path: Path, raw: bytes, model, opts: ImportOptions, io: GraphIO, s
         classes=classes,
         stage="import",
         params=params,
-        architecture={"num_classes": len(classes), "in_channels": spec["channels"]},
+        architecture={"num_classes": len(classes), "in_channels": spec["channels"], "source": source},
         metrics=metrics,
-        extra={"source": source, "onnx": info},
+        extra={"onnx": info},
     )
 
 

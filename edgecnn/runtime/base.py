@@ -75,9 +75,10 @@ class Runner:
         self.close()
 
 
-def check_batch(path, batch: np.ndarray, image_shape: tuple, fixed_batch: int | None) -> None:
+def check_batch(artifact, batch: np.ndarray, image_shape: tuple, fixed_batch: int | None) -> None:
     """InvalidInput unless ``batch`` is N,C,H,W with the model's C,H,W (None: any) and, for a model exported
     with a fixed batch size, exactly that N."""
+    path = artifact.path
     want = "x".join("?" if d is None else str(d) for d in image_shape)
     if batch.ndim != 4:
         raise InvalidInput(
@@ -93,9 +94,20 @@ def check_batch(path, batch: np.ndarray, image_shape: tuple, fixed_batch: int | 
         raise InvalidInput(
             f"'{path}' was exported with a fixed batch size of {fixed_batch}, "
             f"so it cannot run a batch of {batch.shape[0]}; use batch size {fixed_batch} "
-            f"(--batch-size {fixed_batch}) or re-export with a dynamic batch "
-            "(edgecnn export --dynamic-batch)."
+            f"(--batch-size {fixed_batch}) or {_dynamic_batch_hint(artifact)}."
         )
+
+
+def _dynamic_batch_hint(artifact) -> str:
+    """How to get a dynamic batch: re-import an imported ONNX file, else re-export."""
+    manifest = getattr(artifact, "manifest", None) or {}
+    source = (manifest.get("architecture") or {}).get("source") or {}
+    if source.get("kind") == "onnx-import":
+        note = (manifest.get("onnx") or {}).get("batch_note") or ""
+        if note.startswith("batch kept fixed"):  # edgecnn import tried: the graph cannot take another batch
+            return f"use the original network with a dynamic batch ({note})"
+        return f"re-import {source.get('file')} with a dynamic batch (edgecnn import ... --dynamic-batch)"
+    return "re-export with a dynamic batch (edgecnn export --dynamic-batch)"
 
 
 def open_runner(

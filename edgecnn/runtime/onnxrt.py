@@ -231,7 +231,7 @@ class OrtRunner(Runner):
         if self.session is None:
             raise InvalidInput("This ONNX Runtime runner was closed; open the artifact again.")
         batch = np.asarray(batch)
-        check_batch(self.artifact.path, batch, self.image_shape, self.fixed_batch)
+        check_batch(self.artifact, batch, self.image_shape, self.fixed_batch)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 

@@ -192,7 +192,7 @@ class OpenVinoRunner(Runner):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
-        check_batch(self.artifact.path, batch, self.image_shape, self.fixed_batch)
+        check_batch(self.artifact, batch, self.image_shape, self.fixed_batch)
         req = self._request(int(batch.shape[0]))
         req.infer({0: np.ascontiguousarray(batch, dtype=np.float32)}, share_inputs=True)
         return req.get_output_tensor(0).data.copy()
