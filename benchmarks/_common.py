@@ -96,7 +96,9 @@ class OpenVinoRunner:
         precision: str = "fp32",
     ):
         ov = require_openvino()
-        self.core = ov.Core()
+        from edgecnn.runtime.openvino import shared_core
+
+        self.core = shared_core()  # one Core per process: see shared_core
         self.model_path = str(model_path)
         self.input_spec, self.label, self.precision, self.threads = input_spec, label, precision, int(threads)
         self.config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}

@@ -241,3 +241,31 @@ def test_sweep_gains_the_runtime_dimension_and_states_why_bf16_is_skipped(cli_ru
 def test_sweep_runtime_openvino_for_a_gpu_target_is_an_option_error(cli_run, lenet_onnx, tmp_path):
     result = cli_run(["sweep", lenet_onnx.path, "--target", "gpu", "--runtime", "openvino", "--out", tmp_path / "s"])
     assert result.exit_code == 2 and "--runtime openvino is for --target cpu" in result.output
+
+
+_SIGNAL_AFTER_RUNNERS = """
+import gc, os, signal, sys
+import numpy as np
+from edgecnn.runtime import open_runner
+first = open_runner(sys.argv[1], runtime="openvino")
+second = open_runner(sys.argv[1], runtime="openvino")
+x = np.zeros((1, *first.image_shape), np.float32)
+first.infer(x); second.infer(x)
+first.close(); del first; gc.collect()  # freed in the order they were made, as garbage collection does
+second.close(); del second; gc.collect()
+signal.signal(signal.SIGUSR1, lambda *_: print("handled", flush=True))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("alive", flush=True)
+"""
+
+
+def test_runners_freed_in_creation_order_leave_signal_handling_intact(lenet_onnx):
+    """OpenVINO's CPU plugin swaps the creating thread's signal stack and restores it only last-in first-out;
+    with a Core per runner, two runners freed first-in first-out left an unmapped signal stack and the next
+    Python signal handler died with SIGSEGV (the full test suite did, with no traceback). edgecnn shares one
+    Core per process (runtime.openvino.shared_core), so this survives."""
+    p = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AFTER_RUNNERS, str(lenet_onnx.path)], capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    assert p.stdout.split() == ["handled", "alive"]

@@ -19,6 +19,7 @@ OpenVINO's CPU plugin), the first one at load time so a model OpenVINO cannot co
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,21 @@ def openvino_version() -> str:
     return import_openvino().get_version().split("-")[0]
 
 
-def _core():
+@functools.cache
+def shared_core():
+    """The process's one ``ov.Core``, kept until exit; every OpenVINO runner of edgecnn uses it.
+
+    OpenVINO's CPU plugin gives the thread that creates it a new signal stack (``sigaltstack``) and, when it
+    is destroyed, puts back the one it found - if its own is still current - and unmaps its own. Two Cores
+    freed in the order they were made (what Python's garbage collection does) therefore leave the thread
+    on a signal stack that is already unmapped, and the next signal that has a Python handler kills the
+    process with SIGSEGV and no traceback (the fault handler runs on that stack too): the test suite died
+    so, minutes after its OpenVINO tests. One Core that lives as long as the process nests every other."""
     return import_openvino().Core()
+
+
+def _core():
+    return shared_core()
 
 
 def cpu_capabilities(core=None) -> list[str]:
@@ -122,7 +136,7 @@ class OpenVinoRunner(Runner):
         self.config = compile_config(threads=threads, hint=self.hint, streams=streams, precision=self.precision)
         ov = import_openvino()
         self.version = ov.get_version().split("-")[0]
-        self.core = ov.Core()
+        self.core = shared_core()
         if self.precision == "bf16":
             ok, why = bf16_support(self.core)
             if not ok:
