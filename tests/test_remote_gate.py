@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import test_deploy_ssh
@@ -29,24 +27,6 @@ FAST = ["--latency-min-time", "0.2", "--max-top1-drop", "5"]
 def device_dir(tmp_path_factory) -> Path:
     """The folder the 'device' keeps bundles and inputs in, shared by this module's tests."""
     return tmp_path_factory.mktemp("device") / "edgecnn-gate"
-
-
-@pytest.fixture
-def cli_run():
-    """The CLI in a fresh process: in the full suite the in-process run of the first test here died with SIGSEGV
-    (native state left by the ~1400 tests before it; it passes alone), so these tests run edgecnn as deployed."""
-
-    def run(args, **_):
-        p = subprocess.run(
-            [sys.executable, "-m", "edgecnn", *map(str, args)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=900,
-        )
-        return SimpleNamespace(exit_code=p.returncode, output=p.stdout)
-
-    return run
 
 
 def host_args(sshd, remote_dir, python=sys.executable):
