@@ -4,9 +4,11 @@ The roofline is MEASURED, not looked up: the peak multiply-accumulate rate this 
 matrix product, on the same thread count the models run with (default: physical cores), in the same
 runtimes:
 
-- INT8: ``MatMulInteger`` (uint8 x int8 -> int32) in ONNX Runtime, and a Q/DQ ``MatMul`` in OpenVINO
-  (which it runs as an int8 GEMM), on square matrices of each ``--sizes``; the best MAC/s over runtimes
-  and sizes is the INT8 peak. These are the kernels a quantized convolution ends in (im2col / 1x1 conv =
+- INT8: ``MatMulInteger`` (uint8 x int8 -> int32) in ONNX Runtime, and in OpenVINO a Q/DQ ``MatMul`` and
+  the same n x n x n product as a Q/DQ 1x1 convolution (n channels over 32 x n/32 pixels: the int8
+  convolution kernels a quantized network runs; the Q/DQ MatMul measured ~0.4x of it on an AVX2 EPYC), for
+  each of ``--sizes``; the best MAC/s over runtimes, forms and sizes is the INT8 peak. These are the
+  kernels a quantized convolution ends in (im2col / 1x1 conv =
   GEMM), on the widest integer dot-product instructions the CPU has (AVX-512 VNNI / AVX-VNNI when the
   flags say so, else AVX2 ``vpmaddubsw``).
 - FP32 likewise (``MatMul`` in both runtimes), for the ratio INT8 peak / FP32 peak.
@@ -51,7 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------------------------------
 def gemm_model(kind: str, n: int, path: Path) -> Path:
     """An ONNX graph computing one n x n x n product: ``int8`` (MatMulInteger, uint8 x int8 weights),
-    ``qdq`` (Q/DQ around a float MatMul: OpenVINO's int8 GEMM), or ``fp32`` (MatMul)."""
+    ``qdq`` (Q/DQ around a float MatMul), ``qconv`` (the same product as a Q/DQ 1x1 convolution: OpenVINO's
+    int8 convolution kernels) or ``fp32`` (MatMul)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -73,15 +76,29 @@ def gemm_model(kind: str, n: int, path: Path) -> Path:
             helper.make_node("MatMul", ["Xd", "Wd"], ["Y"]),
         ]
         x_type, y_type, inits = TensorProto.FLOAT, TensorProto.FLOAT, [w, sw, zw, sx, zx]
+    elif kind == "qconv":
+        w = numpy_helper.from_array(rng.integers(-127, 128, (n, n, 1, 1), dtype=np.int8), "W")
+        sw = numpy_helper.from_array(np.full(n, 0.01, np.float32), "sw")
+        zw = numpy_helper.from_array(np.zeros(n, np.int8), "zw")
+        sx = numpy_helper.from_array(np.array(0.02, np.float32), "sx")
+        zx = numpy_helper.from_array(np.array(0, np.uint8), "zx")
+        nodes = [
+            helper.make_node("QuantizeLinear", ["X", "sx", "zx"], ["Xq"]),
+            helper.make_node("DequantizeLinear", ["Xq", "sx", "zx"], ["Xd"]),
+            helper.make_node("DequantizeLinear", ["W", "sw", "zw"], ["Wd"], axis=0),
+            helper.make_node("Conv", ["Xd", "Wd"], ["Y"]),
+        ]
+        x_type, y_type, inits = TensorProto.FLOAT, TensorProto.FLOAT, [w, sw, zw, sx, zx]
     else:
         w = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "W")
         nodes = [helper.make_node("MatMul", ["X", "W"], ["Y"])]
         x_type, y_type, inits = TensorProto.FLOAT, TensorProto.FLOAT, [w]
+    shape = gemm_input_shape(kind, n)
     graph = helper.make_graph(
         nodes,
         f"gemm_{kind}_{n}",
-        [helper.make_tensor_value_info("X", x_type, [n, n])],
-        [helper.make_tensor_value_info("Y", y_type, [n, n])],
+        [helper.make_tensor_value_info("X", x_type, shape)],
+        [helper.make_tensor_value_info("Y", y_type, shape)],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -90,14 +107,22 @@ def gemm_model(kind: str, n: int, path: Path) -> Path:
     return path
 
 
+def gemm_input_shape(kind: str, n: int) -> list[int]:
+    """``qconv`` is the n x n x n product as a 1x1 convolution (n channels in and out over 32 x n/32 pixels,
+    the form a quantized network's GEMMs take in OpenVINO); the others are n x n matrices."""
+    return [1, n, 32, n // 32] if kind == "qconv" else [n, n]
+
+
 def child(job: dict) -> dict:
-    """Time ``job['model']`` (an n x n GEMM) in ``job['runtime']``: median seconds per call."""
+    """Time ``job['model']`` (an n x n x n product) in ``job['runtime']``: median seconds per call."""
     n, kind, threads = job["n"], job["kind"], job["threads"]
-    x = (
-        np.random.default_rng(1).integers(0, 256, (n, n), dtype=np.uint8)
-        if kind == "int8"
-        else np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    )
+    rng, shape = np.random.default_rng(1), gemm_input_shape(kind, n)
+    if kind == "int8":
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+    elif kind == "qconv":
+        x = rng.uniform(0, 5, shape).astype(np.float32)  # non-negative, as after a ReLU: uint8 with zero point 0
+    else:
+        x = rng.standard_normal(shape, dtype=np.float32)
     if job["runtime"] == "onnxruntime":
         from edgecnn.runtime.onnxrt import create_session
 
@@ -189,7 +214,7 @@ def measure_peaks(args, threads: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgecnn-roofline-") as tmp:
         for n in args.sizes:
             for rt in runtimes:
-                for kind in ("int8" if rt == "onnxruntime" else "qdq", "fp32"):
+                for kind in ("int8", "fp32") if rt == "onnxruntime" else ("qdq", "qconv", "fp32"):
                     row = time_gemm(rt, kind, n, Path(tmp), threads=threads, seconds=args.seconds, warmup_s=args.warmup)
                     rows.append(row)
                     print(
@@ -197,7 +222,7 @@ def measure_peaks(args, threads: int) -> dict:
                         flush=True,
                     )
     ok = [r for r in rows if "gmac_per_s" in r]
-    int8 = max((r for r in ok if r["kind"] in ("int8", "qdq")), key=lambda r: r["gmac_per_s"], default=None)
+    int8 = max((r for r in ok if r["kind"] in ("int8", "qdq", "qconv")), key=lambda r: r["gmac_per_s"], default=None)
     fp32 = max((r for r in ok if r["kind"] == "fp32"), key=lambda r: r["gmac_per_s"], default=None)
     return {"gemm": rows, "int8_peak": int8, "fp32_peak": fp32}
 
@@ -302,6 +327,11 @@ def parse_args(argv=None):
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None or (args.quick and k == "subset"):
             setattr(args, k, v)
+    if any(n < 32 or n % 32 or n > 8192 for n in args.sizes):
+        ap.error(
+            "--sizes must be multiples of 32 from 32 to 8192 (1x1 convolution form: 32 x n/32 pixels); "
+            f"got {args.sizes}"
+        )
     args.out = smoke_out(args.quick, args.out, RESULTS / "roofline.json", "roofline.json")
     return args
 

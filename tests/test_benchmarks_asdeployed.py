@@ -331,3 +331,9 @@ def test_roofline_quick(tmp_path):
     assert d["int8_peak_gmac_per_s"] > 0 and d["fp32_peak_gmac_per_s"] > 0
     assert d["model"]["macs"] > 0 and 0 < d["fraction_of_int8_roofline"]
     assert "cpu_mhz" in d["clocks"]["start"] and isinstance(d["cpu_flags"], list)
+    forms = {(r["runtime"], r["kind"]) for r in d["peaks"]["gemm"] if "gmac_per_s" in r}
+    assert ("onnxruntime", "int8") in forms and ("openvino", "qconv") in forms  # int8 convolutions too
+    p = subprocess.run(
+        [sys.executable, str(BENCH / "roofline.py"), "--quick", "--sizes", "100"], capture_output=True, text=True
+    )
+    assert p.returncode == 2 and "--sizes must be multiples of 32" in p.stderr
