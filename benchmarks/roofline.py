@@ -63,30 +63,18 @@ def gemm_model(kind: str, n: int, path: Path) -> Path:
         w = numpy_helper.from_array(rng.integers(-127, 128, (n, n), dtype=np.int8), "W")
         nodes = [helper.make_node("MatMulInteger", ["X", "W"], ["Y"])]
         x_type, y_type, inits = TensorProto.UINT8, TensorProto.INT32, [w]
-    elif kind == "qdq":
-        w = numpy_helper.from_array(rng.integers(-127, 128, (n, n), dtype=np.int8), "W")
+    elif kind in ("qdq", "qconv"):  # the MatMul's weights are [K, N] (per column), the 1x1 conv's [N, K, 1, 1]
+        conv = kind == "qconv"
+        w = numpy_helper.from_array(rng.integers(-127, 128, (n, n, 1, 1) if conv else (n, n), dtype=np.int8), "W")
         sw = numpy_helper.from_array(np.full(n, 0.01, np.float32), "sw")
         zw = numpy_helper.from_array(np.zeros(n, np.int8), "zw")
         sx = numpy_helper.from_array(np.array(0.02, np.float32), "sx")
-        zx = numpy_helper.from_array(np.array(128, np.uint8), "zx")
+        zx = numpy_helper.from_array(np.array(0 if conv else 128, np.uint8), "zx")  # conv input: after a ReLU
         nodes = [
             helper.make_node("QuantizeLinear", ["X", "sx", "zx"], ["Xq"]),
             helper.make_node("DequantizeLinear", ["Xq", "sx", "zx"], ["Xd"]),
-            helper.make_node("DequantizeLinear", ["W", "sw", "zw"], ["Wd"], axis=1),
-            helper.make_node("MatMul", ["Xd", "Wd"], ["Y"]),
-        ]
-        x_type, y_type, inits = TensorProto.FLOAT, TensorProto.FLOAT, [w, sw, zw, sx, zx]
-    elif kind == "qconv":
-        w = numpy_helper.from_array(rng.integers(-127, 128, (n, n, 1, 1), dtype=np.int8), "W")
-        sw = numpy_helper.from_array(np.full(n, 0.01, np.float32), "sw")
-        zw = numpy_helper.from_array(np.zeros(n, np.int8), "zw")
-        sx = numpy_helper.from_array(np.array(0.02, np.float32), "sx")
-        zx = numpy_helper.from_array(np.array(0, np.uint8), "zx")
-        nodes = [
-            helper.make_node("QuantizeLinear", ["X", "sx", "zx"], ["Xq"]),
-            helper.make_node("DequantizeLinear", ["Xq", "sx", "zx"], ["Xd"]),
-            helper.make_node("DequantizeLinear", ["W", "sw", "zw"], ["Wd"], axis=0),
-            helper.make_node("Conv", ["Xd", "Wd"], ["Y"]),
+            helper.make_node("DequantizeLinear", ["W", "sw", "zw"], ["Wd"], axis=0 if conv else 1),
+            helper.make_node("Conv" if conv else "MatMul", ["Xd", "Wd"], ["Y"]),
         ]
         x_type, y_type, inits = TensorProto.FLOAT, TensorProto.FLOAT, [w, sw, zw, sx, zx]
     else:
