@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _asdeployed import Candidate, choose, compare, fmt, judge, run_from_args  # noqa: E402
+from _asdeployed import Candidate, choose, compare, fmt, for_disk, judge, run_from_args  # noqa: E402
 from _common import (  # noqa: E402
     RESULTS,
     have_openvino,
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
         "schema": "edgecnn.bench-int8/3",
         "smoke": bool(args.quick),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"threads": threads},
-        "as_deployed": run,
+        "as_deployed": for_disk(run),
         "targets": tg,
         "macs": info.get("macs"),
         "pruned": info.get("pruned"),

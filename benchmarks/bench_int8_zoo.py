@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _asdeployed import Candidate, choose, compare, fmt, judge, run_from_args  # noqa: E402
+from _asdeployed import Candidate, choose, compare, fmt, for_disk, judge, run_from_args  # noqa: E402
 from _common import (  # noqa: E402
     RESULTS,
     have_openvino,
@@ -215,7 +215,11 @@ def main(argv=None) -> int:
             row, cands, ispec = build_network(name, args, Path(tmp))
             run = run_from_args(cands, ispec, args, threads, progress=False)
         env = run["environment"]
-        row |= {"as_deployed": run, "judged": judge_network(run), "seconds": round(time.perf_counter() - t0, 1)}
+        row |= {
+            "as_deployed": for_disk(run),
+            "judged": judge_network(run),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         rows.append(row)
         j = row["judged"]
         print(

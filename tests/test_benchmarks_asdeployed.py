@@ -180,6 +180,11 @@ def test_each_block_runs_in_its_own_process_alternating(tmp_path):
     c = ad.compare(run, "ORT no spinning", "ORT as deployed")
     assert c.cycles == 2 and c.point > 0
     json.dumps(run)  # the result is JSON
+    disk = ad.for_disk(run)  # results files keep counts and quantiles, not raw samples
+    assert all("samples_ms" not in b for b in disk["blocks"]) and all(b["samples_ms"] for b in run["blocks"])
+    for b, d in zip(run["blocks"], disk["blocks"]):
+        assert d["samples"]["n"] == len(b["samples_ms"]) and d["samples"]["p50_ms"] == pytest.approx(b["p50_ms"])
+    assert disk["candidates"] == run["candidates"] and len(json.dumps(disk)) < len(json.dumps(run))
 
 
 def test_openvino_child_runs_edgecnns_qdq_onnx(lenet_qdq):
