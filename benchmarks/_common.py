@@ -271,6 +271,19 @@ def smoke_out(quick: bool, out: str | None, default: Path, tmp_name: str) -> Pat
     return path
 
 
+def bench_setup(parse_args, argv) -> tuple:
+    """The benchmarks' main() preamble: NNCF_CI set, options parsed, warnings off; (args, threads), threads
+    being ``--threads`` or the physical cores."""
+    import warnings
+
+    from edgecnn.bench import physical_cores
+
+    os.environ.setdefault("NNCF_CI", "1")
+    args = parse_args(argv)
+    warnings.simplefilter("ignore")
+    return args, args.threads or physical_cores()
+
+
 def write_results(stem: str, data: dict, markdown: str, out_dir: Path = RESULTS) -> tuple[Path, Path]:
     """``out_dir/stem.json`` and ``out_dir/stem.md``, each written atomically."""
     from edgecnn.artifact import atomic_write_json, atomic_write_text

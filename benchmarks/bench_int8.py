@@ -29,11 +29,9 @@ measured here). Calibration: the repository's calibration/ photos for edgecnn, N
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _asdeployed import Candidate, choose, compare, fmt, for_disk, judge, run_from_args  # noqa: E402
 from _common import (  # noqa: E402
     RESULTS,
+    bench_setup,
     have_openvino,
     nncf_openvino_int8,
     ort_quantize_static,
@@ -216,12 +215,7 @@ def markdown(run: dict, tg: dict, args, info: dict) -> str:
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("NNCF_CI", "1")
-    args = parse_args(argv)
-    from edgecnn.bench import physical_cores
-
-    warnings.simplefilter("ignore")
-    threads = args.threads or physical_cores()
+    args, threads = bench_setup(parse_args, argv)
     with tempfile.TemporaryDirectory(prefix="edgecnn-bench-int8-") as tmp:
         cands, info = build(args, Path(tmp), threads)
         run = run_from_args(cands, info["input_spec"], args, threads)

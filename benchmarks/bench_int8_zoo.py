@@ -29,11 +29,9 @@ Writes benchmarks/results/int8_zoo.json and .md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _asdeployed import Candidate, choose, compare, fmt, for_disk, judge, run_from_args  # noqa: E402
 from _common import (  # noqa: E402
     RESULTS,
+    bench_setup,
     have_openvino,
     nncf_openvino_int8,
     ort_graph_profile,
@@ -202,12 +201,7 @@ def markdown(rows: list[dict], env: dict, args) -> str:
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("NNCF_CI", "1")
-    args = parse_args(argv)
-    from edgecnn.bench import physical_cores
-
-    warnings.simplefilter("ignore")
-    threads = args.threads or physical_cores()
+    args, threads = bench_setup(parse_args, argv)
     rows, env, t_all = [], {}, time.perf_counter()
     for name in args.networks:
         t0 = time.perf_counter()

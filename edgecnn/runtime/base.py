@@ -75,6 +75,15 @@ class Runner:
         self.close()
 
 
+def require_onnx(art, runtime: str, alternative: str = "") -> None:
+    """ArtifactError unless ``art`` is an onnx artifact: the one line every ONNX runtime says."""
+    if art.format != "onnx":
+        raise ArtifactError(
+            f"'{art.path}' is a {art.format} artifact; {runtime} runs onnx artifacts - make one with "
+            f"'edgecnn export {art.path} --out DIR'{alternative}."
+        )
+
+
 def check_batch(artifact, batch: np.ndarray, image_shape: tuple, fixed_batch: int | None) -> None:
     """InvalidInput unless ``batch`` is N,C,H,W with the model's C,H,W (None: any) and, for a model exported
     with a fixed batch size, exactly that N."""

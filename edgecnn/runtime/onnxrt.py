@@ -15,7 +15,7 @@ import numpy as np
 from ..artifact import sha256_file
 from ..errors import ArtifactError, InvalidInput, MissingDependency, require
 from ..layouts import choose
-from .base import Runner, check_batch
+from .base import Runner, check_batch, require_onnx
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -169,11 +169,7 @@ class OrtRunner(Runner):
 
     def _load(self) -> None:
         art = self.artifact
-        if art.format != "onnx":
-            raise ArtifactError(
-                f"'{art.path}' is a {art.format} artifact; ONNX Runtime runs onnx artifacts - make "
-                f"one with 'edgecnn export {art.path} --out DIR'."
-            )
+        require_onnx(art, "ONNX Runtime")
         opts = dict(self.options)
         self.inter_threads = int(opts.pop("inter_threads", 1))
         self.opt_level = str(opts.pop("opt_level", "all"))

@@ -27,7 +27,7 @@ import numpy as np
 from ..envinfo import cpu_flags, physical_cores
 from ..errors import ArtifactError, InvalidInput, MissingDependency
 from ..layouts import choose
-from .base import Runner, check_batch
+from .base import Runner, check_batch, require_onnx
 
 KIND = "openvino"
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -117,11 +117,7 @@ class OpenVinoRunner(Runner):
 
     def _load(self) -> None:
         art = self.artifact
-        if art.format != "onnx":
-            raise ArtifactError(
-                f"'{art.path}' is a {art.format} artifact; OpenVINO runs onnx artifacts - make one with "
-                f"'edgecnn export {art.path} --out DIR', or use --runtime onnxruntime."
-            )
+        require_onnx(art, "OpenVINO", ", or use --runtime onnxruntime")
         if self.device != "cpu":
             raise InvalidInput(f"edgecnn runs OpenVINO on the CPU only; got --device {self.device}.")
         opts = dict(self.options)
